@@ -1,0 +1,1 @@
+"""Capture input: frames ``(timestamp, linktype, bytes, wire_length)`` from files or interfaces."""

@@ -1,0 +1,311 @@
+"""Read pcap and pcapng files, plain or gzip-compressed, frame by frame.
+
+A purpose-built reader rather than dpkt's or scapy's: both raise on the first damaged record and
+lose the position, while a sensor must say *where* a capture is damaged, keep what came before,
+and go on with the next file. It also reads pcapng per-interface link types and timestamp
+resolutions, which a rotated capture from ``tcpdump -i any`` on a new libpcap needs.
+
+Example:
+    >>> import io, struct
+    >>> hdr = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 101)
+    >>> rec = struct.pack("<IIII", 1, 500000, 4, 4) + b"\\x45abc"
+    >>> r = CaptureReader(io.BytesIO(hdr + rec), name="mem")
+    >>> [(ts, lt, data) for ts, lt, data, _ in r]
+    [(1.5, 101, b'Eabc')]
+"""
+
+from __future__ import annotations
+
+import gzip
+import heapq
+import io
+import logging
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+log = logging.getLogger(__name__)
+
+#: One captured frame: (seconds since the epoch, link type, captured bytes, length on the wire).
+Frame = tuple[float, int, bytes, int]
+
+# Any record longer than this is corrupt: no link layer carries more (pcapng allows more, but a
+# sensor must bound what one record can make it allocate).
+MAX_RECORD = 262_144
+
+PCAP_MAGICS = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1e-6, 16),
+    b"\xa1\xb2\xc3\xd4": (">", 1e-6, 16),
+    b"\x4d\x3c\xb2\xa1": ("<", 1e-9, 16),
+    b"\xa1\xb2\x3c\x4d": (">", 1e-9, 16),
+    # Kuznetsov's "modified" pcap: 8 more bytes per record header (ifindex, protocol, type).
+    b"\x34\xcd\xb2\xa1": ("<", 1e-6, 24),
+    b"\xa1\xb2\xcd\x34": (">", 1e-6, 24),
+}
+PCAPNG_SHB = 0x0A0D0D0A
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class CaptureError(Exception):
+    """A capture cannot be read at all. The message names the file and says what to do."""
+
+
+@dataclass
+class ReadStats:
+    """What reading one capture met, for the run summary."""
+
+    frames: int = 0
+    bytes: int = 0
+    skipped_blocks: int = 0  # pcapng blocks of types that carry no packets (or unknown ones)
+    unknown_blocks: int = 0
+    damaged: str | None = None  # where and why reading stopped early, if it did
+    linktypes: set[int] = field(default_factory=set)
+
+
+def open_capture(path: str | Path) -> BinaryIO:
+    """Open ``path`` for reading, transparently decompressing gzip."""
+    p = Path(path)
+    try:
+        raw = open(p, "rb")  # noqa: SIM115 - returned to the caller, closed by CaptureReader
+    except OSError as e:
+        raise CaptureError(f"{p}: cannot open: {e.strerror or e}") from None
+    head = raw.read(2)
+    raw.seek(0)
+    if head == GZIP_MAGIC:
+        return io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), buffer_size=1 << 20)
+    return io.BufferedReader(raw, buffer_size=1 << 20) if not isinstance(raw, io.BufferedReader) \
+        else raw
+
+
+class CaptureReader:
+    """Iterate over the frames of one pcap or pcapng stream.
+
+    Damage inside the file does not raise: iteration stops, ``stats.damaged`` says where (byte
+    offset of the record) and why, and everything before it has been delivered. A stream that is
+    not a capture at all raises :class:`CaptureError` on construction.
+    """
+
+    def __init__(self, f: BinaryIO, name: str = "<stream>") -> None:
+        self.f = f
+        self.name = name
+        self.stats = ReadStats()
+        self.offset = 0
+        try:
+            head = self._read(4)
+        except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+            raise CaptureError(f"{name}: cannot read: {e}") from None
+        if not head:
+            raise CaptureError(f"{name}: empty file, not a capture")
+        if head in PCAP_MAGICS:
+            self._init_pcap(head)
+        elif len(head) == 4 and struct.unpack("<I", head)[0] == PCAPNG_SHB:
+            self._kind = "pcapng"
+            self._pending_head = head
+        else:
+            raise CaptureError(
+                f"{name}: not a pcap or pcapng file (starts with {head.hex()}); "
+                "convert it with 'editcap -F pcap' or check the path"
+            )
+
+    @classmethod
+    def open(cls, path: str | Path) -> CaptureReader:
+        f = open_capture(path)
+        try:
+            return cls(f, name=str(path))
+        except CaptureError:
+            f.close()
+            raise
+
+    def close(self) -> None:
+        self.f.close()
+
+    def _read(self, n: int) -> bytes:
+        b = self.f.read(n)
+        self.offset += len(b)
+        return b
+
+    def _damage(self, at: int, why: str) -> None:
+        self.stats.damaged = f"{why} at byte {at}"
+        log.warning("%s: %s at byte %d; frames before it were read", self.name, why, at)
+
+    # --- pcap -----------------------------------------------------------------------------
+    def _init_pcap(self, magic: bytes) -> None:
+        self._kind = "pcap"
+        self._endian, self._tsunit, self._rechdr = PCAP_MAGICS[magic]
+        rest = self._read(20)
+        if len(rest) < 20:
+            raise CaptureError(f"{self.name}: truncated pcap file header ({4 + len(rest)} of 24 "
+                               "bytes); the file is cut short")
+        _, _, _, _, snaplen, network = struct.unpack(self._endian + "HHiIII", rest)
+        self._linktype = network & 0xFFFF
+        self._snaplen = snaplen
+        self.stats.linktypes.add(self._linktype)
+
+    def _iter_pcap(self) -> Iterator[Frame]:
+        hdr_len = self._rechdr
+        unpack = struct.Struct(self._endian + "IIII").unpack_from
+        read = self.f.read
+        lt = self._linktype
+        unit = self._tsunit
+        limit = max(self._snaplen, 65535) if 0 < self._snaplen <= MAX_RECORD else MAX_RECORD
+        stats = self.stats
+        offset = self.offset
+        while True:
+            hdr = read(hdr_len)
+            if len(hdr) < hdr_len:
+                if hdr:
+                    self._damage(offset, f"truncated record header ({len(hdr)} of {hdr_len} bytes)")
+                break
+            sec, frac, caplen, wirelen = unpack(hdr)
+            if caplen > limit:
+                self._damage(offset, f"record length {caplen} exceeds snaplen {self._snaplen}")
+                break
+            data = read(caplen)
+            if len(data) < caplen:
+                self._damage(offset, f"truncated record ({len(data)} of {caplen} bytes)")
+                break
+            offset += hdr_len + caplen
+            stats.frames += 1
+            stats.bytes += caplen
+            yield sec + frac * unit, lt, data, wirelen
+        self.offset = offset
+
+    # --- pcapng ---------------------------------------------------------------------------
+    def _iter_pcapng(self) -> Iterator[Frame]:
+        interfaces: list[tuple[int, float, float]] = []  # (linktype, ts unit, ts offset)
+        endian = "<"
+        first = True
+        stats = self.stats
+        while True:
+            at = self.offset
+            if first:
+                btype_raw = self._pending_head
+                first = False
+            else:
+                btype_raw = self._read(4)
+            if len(btype_raw) < 4:
+                if btype_raw:
+                    self._damage(at, "truncated block header")
+                return
+            head = self._read(4)
+            if len(head) < 4:
+                self._damage(at, "truncated block header")
+                return
+            if struct.unpack("<I", btype_raw)[0] == PCAPNG_SHB:
+                bom = self._read(4)
+                if bom == b"\x4d\x3c\x2b\x1a":
+                    endian = "<"
+                elif bom == b"\x1a\x2b\x3c\x4d":
+                    endian = ">"
+                else:
+                    self._damage(at, "bad pcapng byte-order magic")
+                    return
+                (blen,) = struct.unpack(endian + "I", head)
+                if blen < 28 or blen % 4 or blen > 1 << 24:
+                    self._damage(at, f"bad section header length {blen}")
+                    return
+                body = self._read(blen - 12)
+                if len(body) < blen - 12:
+                    self._damage(at, "truncated section header block")
+                    return
+                interfaces = []  # each section has its own interfaces
+                continue
+            (btype,) = struct.unpack(endian + "I", btype_raw)
+            (blen,) = struct.unpack(endian + "I", head)
+            if blen < 12 or blen % 4 or blen > MAX_RECORD + 64:
+                self._damage(at, f"bad block length {blen} (block type {btype:#x})")
+                return
+            body = self._read(blen - 8)
+            if len(body) < blen - 8:
+                self._damage(at, f"truncated block (type {btype:#x}, {len(body) + 8} of {blen} "
+                                 "bytes)")
+                return
+            body = body[:-4]  # trailing copy of the block length
+            if btype == 6 or btype == 2:  # enhanced / obsolete packet block
+                if len(body) < 20:
+                    self._damage(at, "packet block too short")
+                    return
+                if btype == 6:
+                    iface, tsh, tsl, caplen, wirelen = struct.unpack_from(endian + "IIIII", body)
+                else:
+                    iface, _drops, tsh, tsl, caplen, wirelen = struct.unpack_from(
+                        endian + "HHIIII", body)
+                if iface >= len(interfaces):
+                    self._damage(at, f"packet for undeclared interface {iface}")
+                    return
+                if caplen > len(body) - 20:
+                    self._damage(at, f"captured length {caplen} exceeds its block")
+                    return
+                lt, unit, tsoff = interfaces[iface]
+                stats.frames += 1
+                stats.bytes += caplen
+                yield ((tsh << 32) | tsl) * unit + tsoff, lt, body[20:20 + caplen], wirelen
+            elif btype == 3:  # simple packet block: interface 0, no timestamp
+                if not interfaces or len(body) < 4:
+                    self._damage(at, "simple packet block without an interface")
+                    return
+                (wirelen,) = struct.unpack_from(endian + "I", body)
+                lt, _, _ = interfaces[0]
+                data = body[4:4 + min(wirelen, len(body) - 4)]
+                stats.frames += 1
+                stats.bytes += len(data)
+                yield 0.0, lt, data, wirelen
+            elif btype == 1:  # interface description block
+                if len(body) < 8:
+                    self._damage(at, "interface description block too short")
+                    return
+                lt, _, _snap = struct.unpack_from(endian + "HHI", body)
+                unit, tsoff = _idb_options(body[8:], endian)
+                interfaces.append((lt, unit, tsoff))
+                stats.linktypes.add(lt)
+            else:
+                stats.skipped_blocks += 1
+                if btype not in (4, 5, 0xA, 0xBAD, 0x40000BAD, 9, 0x80000001):
+                    stats.unknown_blocks += 1
+
+    def __iter__(self) -> Iterator[Frame]:
+        try:
+            if self._kind == "pcap":
+                yield from self._iter_pcap()
+            else:
+                yield from self._iter_pcapng()
+        except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+            # gzip streams cut short end here: keep what was read, say where.
+            self._damage(self.offset, f"read error ({e})")
+
+
+def _idb_options(opts: bytes, endian: str) -> tuple[float, float]:
+    """Timestamp unit and offset from an interface block's options (if_tsresol, if_tsoffset)."""
+    unit, tsoff = 1e-6, 0.0
+    i = 0
+    while i + 4 <= len(opts):
+        code, length = struct.unpack_from(endian + "HH", opts, i)
+        i += 4
+        if code == 0:
+            break
+        val = opts[i:i + length]
+        if code == 9 and length >= 1:
+            v = val[0]
+            unit = 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0 ** -v
+        elif code == 14 and length == 8:
+            tsoff = float(struct.unpack(endian + "q", val)[0])
+        i += (length + 3) & ~3
+    return unit, tsoff
+
+
+def merge_frames(readers: Iterable[tuple[str, Iterable[Frame]]]) -> Iterator[tuple[str, Frame]]:
+    """Merge several captures into one stream in time order (rotated captures, several taps).
+
+    Yields ``(source, frame)``; each input is assumed to be in time order itself, as capture
+    files are (a frame out of order within a file keeps its place).
+    """
+    iters = [((fr[0], i, src, fr) for fr in it) for i, (src, it) in enumerate(readers)]
+    if len(iters) == 1:
+        for _, _, src, fr in iters[0]:
+            yield src, fr
+        return
+    for _, _, src, fr in heapq.merge(*iters):
+        yield src, fr

@@ -1,0 +1,1 @@
+"""Detection: rules and models read features and say which keys look like tunnels."""

@@ -1,0 +1,135 @@
+"""Allowlists: traffic known to be noisy but benign, exempted or held to higher thresholds.
+
+Entries (in any rules file, under ``allowlist:``)::
+
+    - suffix: spamhaus.org        # the domain and everything below it
+      category: dnsbl             # free text, shown in counters and logs
+      source: https://www.spamhaus.org/...   # why this entry exists (required)
+      action: exempt              # exempt (default): never alert
+    - suffix: akamaiedge.net
+      action: raise               # alert only past thresholds ``factor`` times higher
+      factor: 5                   # (applies to volume features, see features.catalog)
+      source: ...
+    - client: 10.1.2.0/24         # queries from these clients (address or CIDR)
+      source: ...
+    - resolver: 192.0.2.53        # queries sent to this server
+      source: ...
+    - port: 5353                  # traffic on this port, even if it is one of --ports
+      source: RFC 6762
+
+Example:
+    >>> a = Allowlist(parse_entries([{"suffix": "spamhaus.org", "source": "s"}], "x"))
+    >>> a.for_domain("zen.spamhaus.org").action, a.for_domain("notspamhaus.org")
+    ('exempt', None)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from dnsguard.detect.yamlsrc import LineDict, SourceError
+
+KEYS = {"suffix", "client", "resolver", "port", "category", "source", "action", "factor", "note"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str  # suffix | client | resolver | port
+    value: str
+    action: str  # exempt | raise
+    factor: float
+    category: str
+    source: str
+    where: str
+
+
+def parse_entries(items: list, path: str) -> list[Entry]:
+    out = []
+    for i, d in enumerate(items):
+        where = f"allowlist[{i}]"
+        line = d.line if isinstance(d, LineDict) else 0
+        if not isinstance(d, dict):
+            raise SourceError(path, line, where, "an entry must be a mapping")
+
+        def at(k: str, d: dict = d, line: int = line) -> int:
+            return d.line_of(k) if isinstance(d, LineDict) else line
+
+        for k in d:
+            if k not in KEYS:
+                raise SourceError(path, at(k), f"{where}.{k}",
+                                  f"unknown key (allowed: {', '.join(sorted(KEYS))})")
+        kinds = [k for k in ("suffix", "client", "resolver", "port") if k in d]
+        if len(kinds) != 1:
+            raise SourceError(path, line, where,
+                              "needs exactly one of 'suffix', 'client', 'resolver' or 'port'")
+        kind = kinds[0]
+        val = d[kind]
+        if kind == "port":
+            if isinstance(val, bool) or not isinstance(val, int) or not 0 < val < 65536:
+                raise SourceError(path, at(kind), f"{where}.port",
+                                  f"{val!r} is not a port number (1-65535)")
+            val = str(val)
+        elif not isinstance(val, str) or not val.strip():
+            raise SourceError(path, at(kind), f"{where}.{kind}", "must be a non-empty string")
+        val = val.strip().lower().rstrip(".")
+        if kind in ("client", "resolver"):
+            try:
+                val = str(ipaddress.ip_network(val, strict=False))
+            except ValueError:
+                raise SourceError(path, at(kind), f"{where}.{kind}",
+                                  f"{val!r} is not an IP address or CIDR network") from None
+        src = d.get("source")
+        if not isinstance(src, str) or not src.strip():
+            raise SourceError(path, line, f"{where}.source",
+                              "every entry needs a 'source' saying why it is there")
+        action = d.get("action", "exempt")
+        if action not in ("exempt", "raise"):
+            raise SourceError(path, at("action"), f"{where}.action",
+                              f"{action!r} is not 'exempt' or 'raise'")
+        factor = d.get("factor", 1.0 if action == "exempt" else 5.0)
+        if isinstance(factor, bool) or not isinstance(factor, int | float) or factor < 1:
+            raise SourceError(path, at("factor"), f"{where}.factor",
+                              f"{factor!r} must be a number ≥ 1")
+        out.append(Entry(kind, val, action, float(factor), str(d.get("category", "")),
+                         src.strip(), f"{path}:{line}"))
+    return out
+
+
+class Allowlist:
+    """Lookups by domain (label-wise suffix match) and by client/resolver address."""
+
+    def __init__(self, entries: list[Entry]) -> None:
+        self.entries = entries
+        self._suffix = {e.value: e for e in entries if e.kind == "suffix"}
+        self._nets = [(ipaddress.ip_network(e.value), e) for e in entries
+                      if e.kind in ("client", "resolver")]
+        self.ports = frozenset(int(e.value) for e in entries if e.kind == "port")
+        self._cache: dict[str, Entry | None] = {}
+
+    def for_domain(self, name: str) -> Entry | None:
+        """The entry covering ``name`` (lower-case), the most specific one if several."""
+        if not self._suffix:
+            return None
+        c = self._cache.get(name, False)
+        if c is not False:
+            return c
+        labels = name.split(".")
+        hit = None
+        for i in range(len(labels)):
+            hit = self._suffix.get(".".join(labels[i:]))
+            if hit is not None:
+                break
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        self._cache[name] = hit
+        return hit
+
+    def for_address(self, kind: str, addr: str) -> Entry | None:
+        if not self._nets:
+            return None
+        ip = ipaddress.ip_address(addr)
+        for net, e in self._nets:
+            if e.kind == kind and ip.version == net.version and ip in net:
+                return e
+        return None

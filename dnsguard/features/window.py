@@ -1,0 +1,232 @@
+"""Traffic features per key over tumbling time windows, with bounded state.
+
+Keys (the ``scope`` a rule names):
+
+``domain``         a registered domain, all clients together;
+``client_domain``  one client's traffic to one registered domain;
+``client``         one client across all domains: catches tunnels with no fixed domain
+                   (data in the second-level label, or straight to a server's address);
+``flow``           non-DNS bytes on a DNS port between one client and one server
+                   (iodine's raw-UDP mode after its DNS handshake).
+
+Each table is an LRU map capped at a configurable number of keys; evictions are counted. A
+key's window starts with its first packet and closes ``window`` seconds later; the next packet
+starts a new one. Distinct counts are exact up to a cap and HyperLogLog past it.
+
+Example:
+    >>> t = WindowTable("domain", window=60.0, max_keys=2)
+    >>> st, closed = t.get("a.com", 0.0)
+    >>> st.queries += 1; _, _ = t.get("b.com", 1.0); _, _ = t.get("c.com", 2.0)
+    >>> len(t), t.evicted, "a.com" in t.keys
+    (2, 1, False)
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from dnsguard.dns import rdatatype
+from dnsguard.features.sketch import DistinctCounter
+
+SCOPES = ("message", "domain", "client_domain", "client", "flow")
+
+# Query types used in the qtype mix of ``stats`` (everything else is "other").
+MIX_TYPES = {1: "A", 28: "AAAA", 5: "CNAME", 15: "MX", 16: "TXT", 10: "NULL", 25: "KEY",
+             33: "SRV", 12: "PTR", 65: "HTTPS", 2: "NS", 6: "SOA", 65399: "PRIVATE"}
+# Query types an ordinary client asks for; the rest are "rare" (NULL, KEY, PRIVATE, TYPEnnn…).
+ORDINARY_QTYPES = frozenset({1, 28, 5, 15, 16, 12, 65, 64, 2, 6, 33, 43, 48, 257, 255, 35, 99})
+# Query types that bring back data-sized answers: the downstream channels of tunnels.
+CARRIER_QTYPES = frozenset({16, 10, 25, 65399, 5, 15, 33, 13, 99})
+
+
+class KeyStats:
+    """Counters for one key in its current window. All scopes share the class; each uses the
+    fields that make sense for it."""
+
+    __slots__ = ("start", "last", "queries", "responses", "names", "bytes_up", "bytes_down",
+                 "sum_sub_len", "sum_entropy", "max_label", "encoded", "non_ldh", "rare",
+                 "carrier", "txt", "nxdomain", "qtypes", "clients", "servers", "domains",
+                 "enc_domains", "unk_domains", "samples", "suffix", "last_client",
+                 "last_server", "packets", "evaluated_at")
+
+    def __init__(self, ts: float, exact_cap: int) -> None:
+        self.start = self.last = ts
+        self.queries = self.responses = self.bytes_up = self.bytes_down = 0
+        self.sum_sub_len = self.encoded = self.non_ldh = self.rare = self.carrier = 0
+        self.txt = self.nxdomain = self.packets = self.max_label = self.evaluated_at = 0
+        self.sum_entropy = 0.0
+        self.names = DistinctCounter(exact_cap)
+        self.qtypes: dict[str, int] = {}
+        self.clients: set[bytes] = set()
+        self.servers: set[bytes] = set()
+        self.domains: DistinctCounter | None = None
+        self.enc_domains: DistinctCounter | None = None
+        self.unk_domains: DistinctCounter | None = None
+        self.samples: list[str] = []
+        self.suffix: tuple[bytes, ...] | None = None
+        self.last_client = self.last_server = b""
+
+
+class WindowTable:
+    """One scope's keys → :class:`KeyStats`, LRU-bounded, tumbling windows."""
+
+    def __init__(self, scope: str, window: float, max_keys: int, exact_cap: int = 64) -> None:
+        self.scope = scope
+        self.window = window
+        self.max_keys = max_keys
+        self.exact_cap = exact_cap
+        self.keys: OrderedDict[object, KeyStats] = OrderedDict()
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def get(self, key: object, ts: float) -> tuple[KeyStats, KeyStats | None]:
+        """The key's stats for the window holding ``ts``, and the stats of the window that
+        just closed (for a last evaluation) if ``ts`` began a new one."""
+        keys = self.keys
+        old = keys.get(key)
+        if old is not None:
+            if ts - old.start <= self.window:
+                keys.move_to_end(key)
+                if ts > old.last:
+                    old.last = ts
+                return old, None
+            del keys[key]
+        st = keys[key] = KeyStats(ts, self.exact_cap)
+        if len(keys) > self.max_keys:
+            keys.popitem(last=False)
+            self.evicted += 1
+        return st, old
+
+
+# Bounded per-key sets: counts of clients/servers beyond these are "at least".
+MAX_TRACKED_PEERS = 32
+MAX_SAMPLES = 3
+
+
+def note_query(st: KeyStats, nf, qtype: int, client: bytes, server: bytes,
+               labels: tuple[bytes, ...] | None) -> None:
+    """Account one query with name features ``nf`` (a :class:`NameFeatures`) in ``st``."""
+    st.queries += 1
+    st.names.add(nf.name)
+    st.bytes_up += nf.sub_len
+    st.sum_sub_len += nf.sub_len
+    st.sum_entropy += nf.sub_entropy
+    if nf.max_label > st.max_label:
+        st.max_label = nf.max_label
+    if nf.encoded:
+        st.encoded += 1
+    if nf.non_ldh:
+        st.non_ldh += 1
+    if qtype not in ORDINARY_QTYPES:
+        st.rare += 1
+    if qtype in CARRIER_QTYPES:
+        st.carrier += 1
+        if qtype == 16:
+            st.txt += 1
+    t = MIX_TYPES.get(qtype, "other")
+    st.qtypes[t] = st.qtypes.get(t, 0) + 1
+    if len(st.clients) < MAX_TRACKED_PEERS:
+        st.clients.add(client)
+    if len(st.servers) < MAX_TRACKED_PEERS:
+        st.servers.add(server)
+    st.last_client, st.last_server = client, server
+    samples = st.samples
+    if len(samples) < MAX_SAMPLES:
+        if nf.name not in samples:
+            samples.append(nf.name)
+    elif nf.encoded and nf.name not in samples:
+        # Prefer names that show the encoding to the analyst.
+        for i, s in enumerate(samples):
+            if len(s) < len(nf.name) // 2:
+                samples[i] = nf.name
+                break
+    if labels is not None:
+        lower = tuple(x.lower() for x in labels)
+        suf = st.suffix
+        if suf is None:
+            st.suffix = lower
+        else:
+            i = 0
+            m = min(len(suf), len(lower))
+            while i < m and suf[-1 - i] == lower[-1 - i]:
+                i += 1
+            if i < len(suf):
+                st.suffix = suf[len(suf) - i:]
+
+
+def note_client_domain(st: KeyStats, nf) -> None:
+    """Per-client view of the registered domain a query went to."""
+    if st.domains is None:
+        cap = st.names.cap
+        st.domains, st.enc_domains, st.unk_domains = (DistinctCounter(cap), DistinctCounter(cap),
+                                                     DistinctCounter(cap))
+    rd = nf.regdomain
+    st.domains.add(rd)
+    if nf.reg_encoded:
+        st.enc_domains.add(rd)
+    if not nf.tld_known:
+        st.unk_domains.add(rd)
+
+
+def note_response(st: KeyStats, answer_bytes: int, rcode: int) -> None:
+    st.responses += 1
+    st.bytes_down += answer_bytes
+    if rcode == 3:
+        st.nxdomain += 1
+
+
+def features(st: KeyStats, scope: str) -> dict[str, float]:
+    """The feature vector rules and models read, for a key of ``scope``."""
+    q = st.queries or 0
+    dur = st.last - st.start
+    f: dict[str, float] = {
+        "queries": q,
+        "responses": st.responses,
+        "duration": dur,
+        "rate": q / max(dur, 1.0),
+        "bytes_up": st.bytes_up,
+        "bytes_down": st.bytes_down,
+        "nxdomain_share": st.nxdomain / st.responses if st.responses else 0.0,
+    }
+    if scope == "flow":
+        f["packets"] = st.packets
+        return f
+    qd = q or 1
+    distinct = len(st.names)
+    f.update({
+        "distinct_names": distinct,
+        "distinct_ratio": distinct / qd,
+        "clients": len(st.clients),
+        "mean_sub_len": st.sum_sub_len / qd,
+        "mean_sub_entropy": st.sum_entropy / qd,
+        "max_label": st.max_label,
+        "encoded_share": st.encoded / qd,
+        "encoded_queries": st.encoded,
+        "non_ldh_share": st.non_ldh / qd,
+        "rare_qtype_share": st.rare / qd,
+        "carrier_share": st.carrier / qd,
+        "txt_share": st.txt / qd,
+        "down_per_response": st.bytes_down / st.responses if st.responses else 0.0,
+    })
+    if scope == "client":
+        nd = len(st.domains) if st.domains is not None else 0
+        ne = len(st.enc_domains) if st.enc_domains is not None else 0
+        nu = len(st.unk_domains) if st.unk_domains is not None else 0
+        f.update({
+            "distinct_domains": nd,
+            "encoded_domains": ne,
+            "encoded_domain_share": ne / nd if nd else 0.0,
+            "unknown_tld_domains": nu,
+            "unknown_tld_share": nu / nd if nd else 0.0,
+        })
+    return f
+
+
+def qtype_mix(st: KeyStats) -> dict[str, int]:
+    return dict(sorted(st.qtypes.items(), key=lambda kv: -kv[1]))
+
+
+def rdtype_name(t: int) -> str:
+    return rdatatype.to_text(t)

@@ -1,0 +1,1 @@
+"""Outputs: alert records (EVE-style JSON lines) and the run summary."""

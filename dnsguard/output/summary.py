@@ -1,0 +1,28 @@
+"""The human-readable run summary (stderr)."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+
+def print_summary(res, out: TextIO) -> None:
+    s = res.summary
+    w = out.write
+    w(f"dnsguard: {s['packets']} packets in {s['seconds']} s "
+      f"({s['packets_per_second']:,} packets/s), {res.files_read} file(s)\n")
+    outcomes = ", ".join(f"{k} {v}" for k, v in s["outcomes"].items() if v)
+    w(f"  outcomes: {outcomes or 'none'}\n")
+    if s["malformed"]:
+        w("  malformed/unsupported by reason: "
+          + ", ".join(f"{k} {v}" for k, v in sorted(s["malformed"].items())) + "\n")
+    w(f"  DNS: {s['queries']} queries, {s['responses']} responses, "
+      f"{s['registered_domains']} registered domains, "
+      f"{s['allowlisted_queries']} allowlisted queries\n")
+    ev = s["evicted_keys"]
+    w("  state: tracked " + ", ".join(f"{k} {v}" for k, v in s["tracked_keys"].items())
+      + "; evicted " + ", ".join(f"{k} {v}" for k, v in ev.items()) + "\n")
+    w(f"  alerts: {s['alerts']} (suppressed repeats: {s['suppressed_alerts']})\n")
+    for d in res.damaged:
+        w(f"  damaged: {d}\n")
+    for e in res.errors:
+        w(f"  unreadable: {e}\n")
