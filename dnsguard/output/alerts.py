@@ -12,7 +12,7 @@ Example:
     >>> import io
     >>> out = io.StringIO(); w = AlertWriter(out)
     >>> w.write({"timestamp": iso_time(0.5), "event_type": "dns_tunnel", "domain": "a\\nb"})
-    >>> out.getvalue()[-20:]
+    >>> out.getvalue()[-18:]
     '"domain": "a\\\\nb"}\\n'
 """
 
