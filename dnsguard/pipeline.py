@@ -75,6 +75,10 @@ class Pipeline:
         self.last_ts = 0.0
         # Optional observer of every query: (ts, client, server, lower-case name); eval uses it.
         self.on_query: Callable[[float, str, str, str], None] | None = None
+        # Detectors beside the rules (the model): objects with
+        #   score(scope, features, key) -> (detector id, severity, score, reasons) | None
+        # called on the same feature vectors, at the same moments, as the rules.
+        self.extra_detectors: list = []
 
     # --- input ------------------------------------------------------------------------------
     def feed(self, ts: float, linktype: int, data: bytes, wirelen: int) -> str:
@@ -237,7 +241,7 @@ class Pipeline:
     # --- detection ----------------------------------------------------------------------------
     def _check(self, scope: str, key, st: win.KeyStats, factor: float, ts: float) -> None:
         n = st.queries + st.responses
-        if st.evaluated_at == n or not self.rules[scope]:
+        if st.evaluated_at == n:
             return
         st.evaluated_at = n
         if scope == "flow":
@@ -251,6 +255,8 @@ class Pipeline:
             ident = ("d", rd)
             domain = self._base_domain(st, rd)
         if self.policy.is_suppressed(ident, ts):
+            return
+        if not self.rules[scope] and not self.extra_detectors:
             return
         f = win.features(st, scope)
         self._evaluate(scope, ident, f, factor, ts, st.last_client, st.last_server, domain, st,
@@ -273,6 +279,10 @@ class Pipeline:
             reasons = r.match(f, factor)
             if reasons is not None:
                 hits.append((r.id, r.severity, r.score, reasons))
+        for det in self.extra_detectors:
+            h = det.score(scope, f, ident)
+            if h is not None:
+                hits.append(h)
         if not hits:
             return
         if scope == "message" and self.policy.is_suppressed(ident, ts):
@@ -303,6 +313,20 @@ class Pipeline:
             alert["sensor"] = self.s.sensor
         self.alerts += 1
         self.emit(alert)
+
+    def reload(self, ruleset: RuleSet) -> None:
+        """Swap in new rules and allowlists (SIGHUP); traffic state is kept."""
+        self.ruleset = ruleset
+        self.rules = {sc: ruleset.for_scope(sc) for sc in win.SCOPES}
+        self.allow = ruleset.allowlist
+        self.exempt_ports = ruleset.allowlist.ports
+
+    def close(self) -> None:
+        """Before exit: let detectors persist what they learned."""
+        for det in self.extra_detectors:
+            close = getattr(det, "close", None)
+            if close is not None:
+                close()
 
     def finish(self) -> None:
         """End of input: evaluate every key's last window once more."""
