@@ -38,6 +38,10 @@ def due(n: int) -> bool:
     return n <= 32 or (n <= 512 and not n & 7) or not n & 63
 
 
+def _rounded(f: dict) -> dict:
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in f.items()}
+
+
 class Pipeline:
     def __init__(self, settings: Settings, ruleset: RuleSet,
                  emit: Callable[[dict], None]) -> None:
@@ -164,17 +168,17 @@ class Pipeline:
             cs.move_to_end(client)
             if len(cs) > 4096:
                 cs.popitem(last=False)
-        if self.rules["message"]:
-            f = nf.fdict()
-            f["qtype"] = qtype
-            f["qtype_rare"] = 0 if qtype in _ORDINARY else 1
-            self._evaluate("message", ("d", rd), f, factor, ts, client, server, rd,
-                           None, [nf.name])
         t = self.tables
         st, old = t["domain"].get(rd, ts)
         if old is not None:
             self._check("domain", rd, old, factor, old.last)
         win.note_query(st, nf, qtype, client, server, labels)
+        if self.rules["message"] and not self.policy.is_suppressed(("d", rd), ts):
+            f = nf.fdict()
+            f["qtype"] = qtype
+            f["qtype_rare"] = 0 if qtype in _ORDINARY else 1
+            self._evaluate("message", ("d", rd), f, factor, ts, client, server, rd, st,
+                           [nf.name] + [x for x in st.samples if x != nf.name])
         if due(st.queries + st.responses):
             self._check("domain", rd, st, factor, ts)
         key = (client, rd)
@@ -285,12 +289,16 @@ class Pipeline:
                 hits.append(h)
         if not hits:
             return
-        if scope == "message" and self.policy.is_suppressed(ident, ts):
-            return
         if not self.policy.admit(ident, ts):
             return
         sev, score, detectors, reasons = combine(hits)
-        stats = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in f.items()}
+        if scope == "message":
+            # The window's traffic features stay the record's `stats`; the one name's
+            # features that fired go beside them.
+            stats = _rounded(win.features(st, "domain"))
+            stats["message"] = _rounded(f)
+        else:
+            stats = _rounded(f)
         if st is not None:
             stats["qtypes"] = win.qtype_mix(st)
             stats["window_start"] = iso_time(st.start)

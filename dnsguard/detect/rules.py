@@ -24,7 +24,7 @@ Example:
     >>> r = Rule.parse({"id": "x", "description": "d", "severity": "low", "scope": "domain",
     ...                 "when": ["distinct_names >= 8"]}, "f.yaml")
     >>> r.match({"distinct_names": 9}), r.match({"distinct_names": 3})
-    (['distinct_names 9 ≥ 8'], None)
+    (['distinct_names 9 >= 8'], None)
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from dnsguard.features.window import SCOPES
 SEVERITIES = {"low": 0.4, "medium": 0.6, "high": 0.85}
 _COND = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*(>=|<=|==|!=|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
-_SYM = {">=": "≥", "<=": "≤", "==": "=", "!=": "≠", ">": ">", "<": "<"}
+_SYM = {">=": ">=", "<=": "<=", "==": "==", "!=": "!=", ">": ">", "<": "<"}
 RULE_KEYS = {"id", "description", "severity", "score", "scope", "when", "any", "enabled"}
 
 
