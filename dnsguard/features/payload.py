@@ -35,6 +35,8 @@ _LOG2 = [0.0] + [math.log2(i) for i in range(1, 256)]
 # host-name labels stay under ~3.3 bits/char; hex and base32/64 data of this length reach 3.6+.
 ENCODED_MIN_LABEL = 24
 ENCODED_MIN_ENTROPY = 3.6
+ENCODED_MIN_ENTROPY_HEX = 3.0
+_HEXLOW = b"0123456789abcdef"
 
 
 def entropy(data: bytes) -> float:
@@ -148,5 +150,11 @@ def _looks_encoded(label: bytes, total: int, non_ldh: int) -> bool:
     """A label that carries data: long and high-entropy, or raw octets outside letters/digits."""
     if non_ldh >= 4:  # iodine base128/raw modes, binary payloads
         return True
+    if len(label) < ENCODED_MIN_LABEL:
+        return False
     # Lower-cased: resolvers that randomise case (DNS 0x20) must not make names look encoded.
-    return len(label) >= ENCODED_MIN_LABEL and entropy(label.lower()) >= ENCODED_MIN_ENTROPY
+    low = label.lower()
+    if not low.translate(None, _HEXLOW) and not low.isalpha() and not low.isdigit():
+        # Hex has 16 symbols: random hex of 24-64 chars sits at 3.4-3.9 bits/char.
+        return entropy(low) >= ENCODED_MIN_ENTROPY_HEX
+    return entropy(low) >= ENCODED_MIN_ENTROPY

@@ -1,0 +1,137 @@
+"""Payload features of names and traffic features of windows."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from dnsguard.domain import RegisteredDomains
+from dnsguard.features import window as win
+from dnsguard.features.payload import NameAnalyzer, entropy
+from dnsguard.features.sketch import DistinctCounter
+
+NA = NameAnalyzer(RegisteredDomains())
+
+
+def feats(name: str | bytes):
+    if isinstance(name, str):
+        name = name.encode()
+    return NA.analyze(tuple(name.split(b".")))
+
+
+def test_entropy_matches_shannon():
+    assert entropy(b"") == 0 and entropy(b"aaaa") == 0
+    assert entropy(b"abcd") == pytest.approx(2.0)
+    s = bytes(range(256))
+    assert entropy(s) == pytest.approx(8.0)
+    expected = -(2 / 3) * math.log2(2 / 3) - (1 / 3) * math.log2(1 / 3)
+    assert entropy(b"aab") == pytest.approx(expected)
+
+
+def test_subdomain_part_is_left_of_registered_domain():
+    f = feats("www.example.co.uk")
+    assert f.regdomain == "example.co.uk" and f.sub_len == 3 and f.sub_labels == 1
+    f = feats("example.co.uk")
+    assert f.sub_len == 0 and f.max_label == 0
+    f = feats("a.b.user.blogspot.com")  # PSL private section
+    assert f.regdomain == "user.blogspot.com"
+
+
+def test_alphabet_fits():
+    hexname = feats("0123456789abcdef0123456789abcdef.t.example.com")
+    assert hexname.hex_fit > 0.9 and hexname.encoded
+    b64 = feats("aGVsbG8gd29ybGQgdGhpcyBpcyBhIHRlc3Q9PQ.example.com")
+    assert b64.b64_fit == 1.0 and b64.upper_share > 0
+    plain = feats("mail.example.com")
+    assert not plain.encoded and plain.digit_share == 0
+
+
+def test_words_are_not_encoded_but_random_labels_are():
+    assert not feats("aks-prod-southeastasia.access-point.cloudmessaging.edge.microsoft.com"
+                     ).encoded
+    assert feats("mzxw6ytboi4dsnzqgezdgnbvgy3tqojq.tunnel.example").encoded
+
+
+@pytest.mark.parametrize("label", ["production-europe-west-storage",
+                                   "mzxw6ytboi4dsnzqgezdgnbvgy3tqojq",
+                                   "settings-win-data-microsoft-telemetry"])
+def test_encoded_ignores_case_randomisation(label):
+    # DNS 0x20: a resolver flips letter case at random; the verdict must not change with it.
+    flipped = "".join(c.upper() if i % 2 else c for i, c in enumerate(label))
+    assert feats(f"{flipped}.example.com").encoded == feats(f"{label}.example.com").encoded
+
+
+def test_raw_octets_are_kept_and_escaped():
+    f = NA.analyze((b"ab\x00\xff.cd\x80\x81\x82\x83", b"example", b"com"))
+    assert f.non_ldh >= 6 and f.nonprint >= 5 and f.encoded
+    assert "\\000" in f.name and "\\255" in f.name and "\\." in f.name
+
+
+def test_unknown_tld_label_can_carry_the_data():
+    f = feats("dnscat.46f4017cfbf4e8921a850f00022eb7ff05")
+    assert not f.tld_known and f.reg_encoded
+    assert feats("printer.lan").reg_encoded is False
+
+
+def test_distinct_counter_switches_to_sketch_and_stays_close():
+    d = DistinctCounter(cap=16)
+    for i in range(10):
+        d.add(f"n{i}")
+        d.add(f"n{i}")
+    assert d.exact and len(d) == 10
+    for i in range(5000):
+        d.add(f"m{i}")
+    assert not d.exact and abs(len(d) - 5010) / 5010 < 0.2
+
+
+def _query(st, name: str, qtype: int = 1, client: bytes = b"\x0a\x00\x00\x01"):
+    nf = feats(name)
+    win.note_query(st, nf, qtype, client, b"\x0a\x00\x00\x35", tuple(name.encode().split(b".")))
+    return nf
+
+
+def test_window_features_accumulate_per_key():
+    t = win.WindowTable("domain", window=60, max_keys=10)
+    st, closed = t.get("example.com", 100.0)
+    assert closed is None
+    for i in range(10):
+        _query(st, f"{'ab' * 16}{i:02d}.t.example.com", qtype=16)
+    win.note_response(st, 200, 0)
+    win.note_response(st, 0, 3)
+    f = win.features(st, "domain")
+    assert f["queries"] == 10 and f["distinct_names"] == 10
+    assert f["txt_share"] == 1.0 and f["carrier_share"] == 1.0
+    assert f["bytes_down"] == 200 and f["nxdomain_share"] == 0.5
+    assert f["mean_sub_len"] == 36  # 34-char label + ".t"
+    assert st.suffix == (b"t", b"example", b"com")
+
+
+def test_window_closes_after_its_length_and_returns_the_old_stats():
+    t = win.WindowTable("domain", window=60, max_keys=10)
+    st, _ = t.get("a.com", 0.0)
+    st.queries = 5
+    again, closed = t.get("a.com", 30.0)
+    assert again is st and closed is None
+    new, closed = t.get("a.com", 61.0)
+    assert new is not st and closed is st and new.queries == 0
+
+
+def test_lru_cap_evicts_and_counts():
+    t = win.WindowTable("domain", window=60, max_keys=3)
+    for i in range(10):
+        t.get(f"d{i}.com", float(i))
+    assert len(t) == 3 and t.evicted == 7
+    assert list(t.keys) == ["d7.com", "d8.com", "d9.com"]
+
+
+def test_client_features_count_encoded_and_unknown_tld_domains():
+    st = win.KeyStats(0.0, 64)
+    for i in range(30):
+        nf = _query(st, f"x{i}q7Zk2mPv9LwR4tYb8NcXe3HjFg5Ds.com")
+        win.note_client_domain(st, nf)
+    nf = _query(st, "www.google.com")
+    win.note_client_domain(st, nf)
+    f = win.features(st, "client")
+    assert f["distinct_domains"] == 31 and f["encoded_domains"] == 30
+    assert f["encoded_domain_share"] == pytest.approx(30 / 31)

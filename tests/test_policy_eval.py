@@ -1,0 +1,56 @@
+"""Suppression policy, and eval's truth matching."""
+
+from __future__ import annotations
+
+from dnsguard.detect.policy import Policy, combine
+from dnsguard.evaluate import Tunnel, _related, load_truth
+
+
+def test_one_alert_per_key_per_suppression_window():
+    p = Policy(suppress=100)
+    assert p.admit(("d", "a.com"), 0)
+    assert not p.admit(("d", "a.com"), 50)
+    assert p.admit(("d", "b.com"), 50)
+    assert p.admit(("d", "a.com"), 101)
+    assert p.suppressed == 1
+
+
+def test_policy_state_is_bounded():
+    p = Policy(suppress=100, max_keys=10)
+    for i in range(1000):
+        p.admit(("d", f"{i}.com"), 0)
+    assert len(p._until) == 10
+
+
+def test_combine_takes_highest_severity_and_noisy_or_score():
+    sev, score, det, reasons = combine([("a", "medium", 0.5, ["x"]), ("b", "high", 0.5,
+                                                                      ["x", "y"])])
+    assert sev == "high" and score == 0.75 and det == ["a", "b"] and reasons == ["x", "y"]
+
+
+def test_related_is_label_wise():
+    assert _related("t1.example.com", "example.com")
+    assert _related("example.com", "t1.example.com")
+    assert not _related("badexample.com", "example.com")
+
+
+def test_tunnel_hits():
+    t = Tunnel(domain="t.example.com")
+    assert t.hit_by({"domain": "example.com"})
+    assert not t.hit_by({"domain": None, "src_ip": "1.2.3.4"})
+    a = Tunnel(client="10.0.0.1", server="10.0.0.2")
+    assert a.hit_by({"domain": None, "src_ip": "10.0.0.1", "dest_ip": "9.9.9.9"})
+    assert a.hit_by({"domain": "x.com", "src_ip": "9.9.9.9", "dest_ip": "10.0.0.2"})
+    assert not a.hit_by({"domain": None, "src_ip": "10.0.0.2", "dest_ip": "10.0.0.1"})
+
+
+def test_load_truth_errors_name_the_line(tmp_path):
+    p = tmp_path / "truth.yaml"
+    p.write_text("captures:\n- file: a.pcap\n  class: tunnel\n")
+    import pytest
+
+    from dnsguard.detect.yamlsrc import SourceError
+
+    with pytest.raises(SourceError) as e:
+        load_truth(p)
+    assert "truth.yaml:2" in str(e.value) and "tunnels" in str(e.value)

@@ -1,0 +1,167 @@
+"""Rules and allowlists: the format, its errors (file, line, field), and its semantics."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from dnsguard.detect.allowlist import Allowlist, parse_entries
+from dnsguard.detect.rules import Rule, load_dir
+from dnsguard.detect.yamlsrc import SourceError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str, name: str = "r.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return tmp_path
+
+
+def test_shipped_rules_load_and_cover_every_scope():
+    rs = load_dir(REPO / "rules")
+    scopes = {r.scope for r in rs.rules}
+    assert {"message", "domain", "client_domain", "client", "flow"} <= scopes
+    assert all(e.source for e in rs.allowlist.entries)
+
+
+def test_packaged_rules_are_the_repository_rules():
+    from dnsguard.settings import DEFAULT_RULES
+
+    for p in (REPO / "rules").glob("*.yaml"):
+        assert (DEFAULT_RULES / p.name).read_text() == p.read_text()
+
+
+@pytest.mark.parametrize("body, line, field, words", [
+    ("""\
+     rules:
+       - id: a
+         description: d
+         severity: high
+         scope: domain
+         when:
+           - distinct_names >= 8
+           - nonsense_feature >= 3
+     """, 8, "rules[0].when[1]", "unknown feature 'nonsense_feature'"),
+    ("""\
+     rules:
+       - id: a
+         description: d
+         severity: urgent
+         scope: domain
+         when: [queries >= 1]
+     """, 4, "rules[0].severity", "not one of low, medium, high"),
+    ("""\
+     rules:
+       - id: a
+         description: d
+         severity: low
+         scope: domain
+         when: ["queries >>= 1"]
+     """, 6, "rules[0].when[0]", "is not 'feature op number'"),
+    ("""\
+     rules:
+       - id: a
+         description: d
+         severity: low
+         scope: domain
+         when: [encoded_domains >= 1]
+     """, 6, "rules[0].when[0]", "for scope domain"),
+    ("""\
+     rules:
+       - id: a
+         description: d
+         severity: low
+         scope: domain
+         when: [queries >= 1]
+         colour: red
+     """, 7, "rules[0].colour", "unknown key"),
+    ("""\
+     rules:
+       - id: a
+         description: d
+         severity: low
+         scope: domain
+         when: [queries >= 1]
+       - id: a
+         description: d
+         severity: low
+         scope: domain
+         when: [queries >= 2]
+     """, 7, "rules[1].id", "duplicate rule id"),
+    ("""\
+     allowlist:
+       - suffix: example.com
+     """, 2, "allowlist[0].source", "needs a 'source'"),
+    ("""\
+     allowlist:
+       - client: 10.0.0.999
+         source: s
+     """, 2, "allowlist[0].client", "not an IP address"),
+    ("""\
+     rules:
+       - id: a
+        description: bad indent
+     """, 3, "", "YAML syntax"),
+])
+def test_errors_name_file_line_and_field(tmp_path, body, line, field, words):
+    d = write(tmp_path, body)
+    with pytest.raises(SourceError) as ei:
+        load_dir(d)
+    e = ei.value
+    assert e.path.endswith("r.yaml")
+    assert e.line == line
+    assert e.field == field
+    assert words in str(e)
+    assert str(e).startswith(f"{e.path}:{line}: ")
+
+
+def test_rule_match_reports_the_conditions_that_held():
+    r = Rule.parse({"id": "x", "description": "d", "severity": "high", "scope": "domain",
+                    "when": ["distinct_names >= 8"],
+                    "any": ["carrier_share >= 0.5", "mean_sub_len >= 30"]}, "f")
+    assert r.match({"distinct_names": 9, "carrier_share": 0.1, "mean_sub_len": 10}) is None
+    reasons = r.match({"distinct_names": 9, "carrier_share": 0.1, "mean_sub_len": 40})
+    assert reasons == ["distinct_names 9 >= 8", "mean_sub_len 40 >= 30"]
+
+
+def test_raise_factor_scales_only_volume_thresholds():
+    r = Rule.parse({"id": "x", "description": "d", "severity": "high", "scope": "domain",
+                    "when": ["distinct_names >= 10", "encoded_share >= 0.5"]}, "f")
+    f = {"distinct_names": 30, "encoded_share": 0.6}
+    assert r.match(f, 1.0) is not None
+    assert r.match(f, 5.0) is None  # needs 50 distinct names now
+    assert r.match({"distinct_names": 50, "encoded_share": 0.6}, 5.0) is not None
+    assert r.match({"distinct_names": 50, "encoded_share": 0.4}, 5.0) is None
+
+
+def test_allowlist_matches_label_wise_suffixes_and_networks():
+    a = Allowlist(parse_entries([
+        {"suffix": "spamhaus.org", "source": "s"},
+        {"suffix": "cdn.example", "action": "raise", "factor": 4, "source": "s"},
+        {"client": "10.1.0.0/16", "source": "s"},
+        {"resolver": "2001:db8::53", "source": "s"},
+        {"port": 5353, "source": "s"},
+    ], "x"))
+    assert a.for_domain("spamhaus.org").action == "exempt"
+    assert a.for_domain("4.3.2.1.zen.spamhaus.org").action == "exempt"
+    assert a.for_domain("evilspamhaus.org") is None
+    assert a.for_domain("a.cdn.example").factor == 4
+    assert a.for_address("client", "10.1.2.3") is not None
+    assert a.for_address("client", "10.2.0.1") is None
+    assert a.for_address("resolver", "2001:db8::53") is not None
+    assert a.for_address("client", "2001:db8::53") is None
+    assert a.ports == {5353}
+
+
+def test_rules_check_cli(tmp_path, capsys):
+    from dnsguard.cli import main
+
+    assert main(["rules", "check", str(REPO / "rules")]) == 0
+    assert "OK" in capsys.readouterr().out
+    d = write(tmp_path, "rules:\n  - id: Bad Id\n")
+    assert main(["rules", "check", str(d)]) == 1
+    err = capsys.readouterr().err
+    assert "r.yaml:2" in err and "rules[0]" in err
