@@ -82,7 +82,7 @@ def test_distinct_counter_switches_to_sketch_and_stays_close():
     assert d.exact and len(d) == 10
     for i in range(5000):
         d.add(f"m{i}")
-    assert not d.exact and abs(len(d) - 5010) / 5010 < 0.2
+    assert not d.exact and abs(len(d) - 5010) / 5010 < 0.3  # ±4.6 standard errors
 
 
 def _query(st, name: str, qtype: int = 1, client: bytes = b"\x0a\x00\x00\x01"):

@@ -70,7 +70,7 @@ class KeyStats:
 class WindowTable:
     """One scope's keys → :class:`KeyStats`, LRU-bounded, tumbling windows."""
 
-    def __init__(self, scope: str, window: float, max_keys: int, exact_cap: int = 64) -> None:
+    def __init__(self, scope: str, window: float, max_keys: int, exact_cap: int = 128) -> None:
         self.scope = scope
         self.window = window
         self.max_keys = max_keys
