@@ -75,9 +75,39 @@ def open_capture(path: str | Path) -> BinaryIO:
     head = raw.read(2)
     raw.seek(0)
     if head == GZIP_MAGIC:
-        return io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), buffer_size=1 << 20)
+        raw.close()
+        try:
+            gz = gzip.GzipFile(p, mode="rb")  # opened by name: closing it closes the file
+        except OSError as e:
+            raise CaptureError(f"{p}: cannot open: {e.strerror or e}") from None
+        return io.BufferedReader(_GzipRaw(gz), buffer_size=1 << 20)
     return io.BufferedReader(raw, buffer_size=1 << 20) if not isinstance(raw, io.BufferedReader) \
         else raw
+
+
+class _GzipRaw(io.RawIOBase):
+    """A gzip stream as raw input for a large BufferedReader.
+
+    Each fill takes what one decompression step gives (``read1``). Filling from
+    ``GzipFile.readinto`` instead would ask for the whole buffer, and a stream cut short would
+    then lose everything decompressed into that buffer before the cut.
+    """
+
+    def __init__(self, gz: gzip.GzipFile) -> None:
+        self.gz = gz
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self.gz.read1(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.gz.close()
+        super().close()
 
 
 class CaptureReader:
@@ -95,13 +125,15 @@ class CaptureReader:
         self.offset = 0
         try:
             head = self._read(4)
+            if head in PCAP_MAGICS:
+                self._init_pcap(head)  # reads on: a gzip stream may end inside the header
         except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
             raise CaptureError(f"{name}: cannot read: {e}") from None
+        if head in PCAP_MAGICS:
+            return
         if not head:
             raise CaptureError(f"{name}: empty file, not a capture")
-        if head in PCAP_MAGICS:
-            self._init_pcap(head)
-        elif len(head) == 4 and struct.unpack("<I", head)[0] == PCAPNG_SHB:
+        if len(head) == 4 and struct.unpack("<I", head)[0] == PCAPNG_SHB:
             self._kind = "pcapng"
             self._pending_head = head
         else:
@@ -153,25 +185,28 @@ class CaptureReader:
         limit = max(self._snaplen, 65535) if 0 < self._snaplen <= MAX_RECORD else MAX_RECORD
         stats = self.stats
         offset = self.offset
-        while True:
-            hdr = read(hdr_len)
-            if len(hdr) < hdr_len:
-                if hdr:
-                    self._damage(offset, f"truncated record header ({len(hdr)} of {hdr_len} bytes)")
-                break
-            sec, frac, caplen, wirelen = unpack(hdr)
-            if caplen > limit:
-                self._damage(offset, f"record length {caplen} exceeds snaplen {self._snaplen}")
-                break
-            data = read(caplen)
-            if len(data) < caplen:
-                self._damage(offset, f"truncated record ({len(data)} of {caplen} bytes)")
-                break
-            offset += hdr_len + caplen
-            stats.frames += 1
-            stats.bytes += caplen
-            yield sec + frac * unit, lt, data, wirelen
-        self.offset = offset
+        try:
+            while True:
+                hdr = read(hdr_len)
+                if len(hdr) < hdr_len:
+                    if hdr:
+                        self._damage(offset,
+                                     f"truncated record header ({len(hdr)} of {hdr_len} bytes)")
+                    break
+                sec, frac, caplen, wirelen = unpack(hdr)
+                if caplen > limit:
+                    self._damage(offset, f"record length {caplen} exceeds snaplen {self._snaplen}")
+                    break
+                data = read(caplen)
+                if len(data) < caplen:
+                    self._damage(offset, f"truncated record ({len(data)} of {caplen} bytes)")
+                    break
+                offset += hdr_len + caplen
+                stats.frames += 1
+                stats.bytes += caplen
+                yield sec + frac * unit, lt, data, wirelen
+        finally:  # also when a read raises (a cut gzip stream): __iter__ reports this offset
+            self.offset = offset
 
     # --- pcapng ---------------------------------------------------------------------------
     def _iter_pcapng(self) -> Iterator[Frame]:
@@ -287,6 +322,8 @@ def _idb_options(opts: bytes, endian: str) -> tuple[float, float]:
         if code == 0:
             break
         val = opts[i:i + length]
+        if len(val) < length:  # option runs past the block: ignore it and the rest
+            break
         if code == 9 and length >= 1:
             v = val[0]
             unit = 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0 ** -v
@@ -302,10 +339,17 @@ def merge_frames(readers: Iterable[tuple[str, Iterable[Frame]]]) -> Iterator[tup
     Yields ``(source, frame)``; each input is assumed to be in time order itself, as capture
     files are (a frame out of order within a file keeps its place).
     """
-    iters = [((fr[0], i, src, fr) for fr in it) for i, (src, it) in enumerate(readers)]
+    iters = [_keyed(i, src, it) for i, (src, it) in enumerate(readers)]
     if len(iters) == 1:
         for _, _, src, fr in iters[0]:
             yield src, fr
         return
     for _, _, src, fr in heapq.merge(*iters):
         yield src, fr
+
+
+def _keyed(i: int, src: str, frames: Iterable[Frame]) -> Iterator[tuple[float, int, str, Frame]]:
+    # A function, not a generator expression in a comprehension: those would all see the
+    # comprehension's last ``i`` and ``src`` (late binding) and label every frame wrongly.
+    for fr in frames:
+        yield fr[0], i, src, fr

@@ -177,8 +177,12 @@ def decode_frame(linktype: int, data: bytes, wirelen: int,
                 return _D["ip_fragment"]
             if n < off + 2:
                 return _D["ipv6_ext_header"]
-            proto, hlen = data[off], data[off + 1]
-            off += (hlen + 2) * 4 if proto == 51 else (hlen + 1) * 8
+            hlen = data[off + 1]
+            # AH (51) counts 4-octet units minus 2, the others 8-octet units minus 1: the
+            # length follows the header being skipped, not the next one.
+            step = (hlen + 2) * 4 if proto == 51 else (hlen + 1) * 8
+            proto = data[off]
+            off += step
         if off > end:
             return _D["ipv6_ext_header"]
     else:

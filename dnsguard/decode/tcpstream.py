@@ -41,6 +41,7 @@ class TcpReassembler:
             if st is not None:
                 self.buffered -= len(st[1])
             st = flows[key] = [(seq + 1) & 0xFFFFFFFF, bytearray()]
+            seq = (seq + 1) & 0xFFFFFFFF  # the SYN takes one number: data (TFO) follows it
         out: list[bytes] = []
         if payload:
             if st is None:  # capture started mid-stream: assume a message boundary here
