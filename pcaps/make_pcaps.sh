@@ -40,6 +40,7 @@ D2T_KEY=dnsguard-sample-key # dns2tcp key
 
 T0=$(date +%s)
 WORK=""
+HAVE_LOCK=""
 BG_PIDS=()
 
 log()  { printf '[make_pcaps %3ss] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
@@ -54,7 +55,7 @@ check_tools() {
                 tshark:tshark capinfos:wireshark-common dnsmasq:dnsmasq-base \
                 dig:bind9-dnsutils socat:socat nc:netcat-openbsd \
                 ping:iputils-ping ethtool:ethtool timeout:coreutils \
-                sha256sum:coreutils; do
+                flock:util-linux; do
         cmd=${pair%%:*}; pkg=${pair#*:}
         command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd (Debian package: $pkg)")
     done
@@ -105,7 +106,8 @@ cleanup() {
     set +e
     local p
     for p in "${BG_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    teardown_net
+    # only the run holding the lock owns the dg-* namespaces
+    [[ -n $HAVE_LOCK ]] && teardown_net
     for p in "${BG_PIDS[@]}"; do wait "$p" 2>/dev/null; done
     if [[ -n $WORK && -d $WORK ]]; then
         if [[ -n ${DG_KEEP_WORK:-} ]]; then echo "[make_pcaps] work files kept in $WORK" >&2
@@ -265,16 +267,15 @@ cap_stop() {
     sleep 1   # let the last replies arrive
     stop "$CAP_PID"
     [[ -s $CAP_FILE ]] || die "capture $CAP_FILE is empty"
-    if grep -q ' packets dropped by kernel' "$WORK/$(basename "$CAP_FILE").tcpdump.log" &&
-       ! grep -q '^0 packets dropped by kernel' "$WORK/$(basename "$CAP_FILE").tcpdump.log"; then
+    if ! grep -q '^0 packets dropped by kernel' "$WORK/$(basename "$CAP_FILE").tcpdump.log"; then
         log "warning: tcpdump reports kernel drops for $(basename "$CAP_FILE")"
     fi
 }
 
 # ------------------------------------------------------------ benign DNS ---
-# Deterministic list of ordinary queries (dig batch lines). $1 = count.
+# Deterministic list of ordinary queries (dig batch lines). $1 = count, $2 = seed.
 benign_queries() {
-    local n=$1 i
+    local n=$1 seed=$2 i
     local a_names=(www.shop.example shop.example api.shop.example static.shop.example
                    img1.cdn.shop.example cdn.shop.example mail.corp.example
                    webmail.corp.example intranet.corp.example wiki.corp.example
@@ -295,7 +296,7 @@ benign_queries() {
                  "intarnet.corp.example A" "wiki.crop.example A" "shop.exmaple A"
                  "login.portl.example AAAA" "updates.vendor.example A"
                  "www.shop.example.corp.example A" "printer2.corp.example A")
-    RANDOM=5353
+    RANDOM=$seed
     for ((i = 0; i < n; i++)); do
         local r=$((RANDOM % 100)) line
         if ((r < 45)); then line="${a_names[RANDOM % ${#a_names[@]}]} A"
@@ -312,11 +313,11 @@ benign_queries() {
     done
 }
 
-# run_benign SRC_IP COUNT CHUNK PAUSE : paced dig batches from SRC_IP
+# run_benign SRC_IP COUNT CHUNK PAUSE SEED : paced dig batches from SRC_IP
 run_benign() {
-    local src=$1 n=$2 chunk=$3 pause=$4
+    local src=$1 n=$2 chunk=$3 pause=$4 seed=$5
     local qf="$WORK/benign.$src.queries"
-    benign_queries "$n" >"$qf"
+    benign_queries "$n" "$seed" >"$qf"
     split -l "$chunk" -d -a 3 "$qf" "$qf."
     local f
     local pre="-b $src @$R_IP +tries=1 +time=2 "
@@ -393,9 +394,14 @@ EOF
     # the TCP service behind the tunnel: reads the upload, then sends the
     # payload in three parts a second apart (so the client's polling shows)
     local pf="$WORK/$name.payload"
+    {
+        echo "head -c $(wc -c <"$WORK/$name.upload") >'$WORK/$name.uploaded'"
+        echo "sed -n 1,40p '$pf'; sleep 1"
+        echo "sed -n 41,80p '$pf'; sleep 1"
+        echo "sed -n '81,\$p' '$pf'"
+    } >"$WORK/$name.service.sh"
     bg "$NS_S" 90 "$WORK/$name.socat.log" \
-        socat "TCP-LISTEN:7000,bind=127.0.0.1,reuseaddr" \
-              "SYSTEM:head -c $(wc -c <"$WORK/$name.upload") >$WORK/$name.uploaded; sed -n 1,40p $pf; sleep 1; sed -n 41,80p $pf; sleep 1; sed -n '81,\$p' $pf"
+        socat "TCP-LISTEN:7000,bind=127.0.0.1,reuseaddr" "EXEC:sh $WORK/$name.service.sh"
     local svc=$BG
     bg "$NS_S" 90 "$WORK/$name.dns2tcpd.log" dns2tcpd -F -d 1 -f "$WORK/$name.dns2tcpd.conf"
     local srv=$BG
@@ -481,7 +487,7 @@ write_table() {
             echo "| \`$f\` | $(pkts "$p") | $(stat -c %s "$p") | $first | $dur |"
         done
         echo
-        echo "Generated $(date -u +%Y-%m-%dT%H:%M:%SZ) with iodine $(iodine -v 2>&1 | awk '/version/{print $2}'), dns2tcp $(dns2tcpc 2>&1 | awk '/^dns2tcp v/{print $2}'), dnsmasq $(dnsmasq --version | awk 'NR==1{print $3}'), tcpdump $(tcpdump --version 2>&1 | awk 'NR==1{print $3}'), $(dig -v 2>&1 | awk '{print $1, $2}' | sed 's/-Debian//')."
+        echo "Generated $(date -u +%Y-%m-%dT%H:%M:%SZ) with iodine $(iodine -v 2>&1 | awk '/version/{print $2}'), dns2tcp $(dns2tcpc -h 2>&1 | awk '/^dns2tcp v/{sub(/^v/, "", $2); print $2}'), dnsmasq $(dnsmasq --version | awk 'NR==1{print $3}'), tcpdump $(tcpdump --version 2>&1 | awk 'NR==1{print $3}'), $(dig -v 2>&1 | awk '{print $1, $2}' | sed 's/-Debian//')."
     } >"$tbl"
     [[ -f $readme ]] || return 0
     grep -q '<!-- BEGIN generated table -->' "$readme" || return 0
@@ -497,6 +503,11 @@ PCAPS=(iodine_null.pcap iodine_txt_base32.pcap iodine_raw.pcap dns2tcp_txt.pcap
        dns2tcp_key.pcap benign_lookups.pcap mixed_iodine_and_benign.pcap)
 
 check_tools
+# one run at a time (a second run would tear down the first one's namespaces)
+LOCK_DIR=/run/lock; [[ -d $LOCK_DIR && -w $LOCK_DIR ]] || LOCK_DIR=/tmp
+exec 9>"$LOCK_DIR/dnsguard-make-pcaps.lock"
+flock -n 9 || die "another make_pcaps.sh run is in progress"
+HAVE_LOCK=1
 WORK=$(mktemp -d /tmp/dg-pcaps.XXXXXX)
 log "workdir $WORK, output $OUT_DIR"
 setup_net
@@ -531,13 +542,13 @@ cap_stop
 # e. benign lookups only ----------------------------------------------------
 cap_start benign_lookups.pcap 2500 120
 log "benign_lookups: 240 paced queries from $C_IP"
-run_benign "$C_IP" 240 8 0.4
+run_benign "$C_IP" 240 8 0.4 5353
 cap_stop
 
 # f. mixed: a second host does ordinary lookups while the first runs iodine
 cap_start mixed_iodine_and_benign.pcap 1200 120
 log "mixed: benign queries from $C2_IP during an iodine session from $C_IP"
-( run_benign "$C2_IP" 120 4 0.5 ) &
+( run_benign "$C2_IP" 120 4 0.5 1053 ) &
 BENIGN_PID=$!
 BG_PIDS+=("$BENIGN_PID")
 sleep 2
