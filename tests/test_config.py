@@ -1,0 +1,206 @@
+"""The daemon's configuration file: defaults, the shipped example, errors that name the key and
+the line, the mapping onto Settings, and the command line (check-config, run overrides)."""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dnsguard import cli
+from dnsguard import config as dconf
+from dnsguard.detect.yamlsrc import SourceError
+from dnsguard.settings import DEFAULT_RULES, Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "systemd" / "dnsguard.yaml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "dnsguard.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_map_onto_settings_defaults():
+    c = dconf.DaemonConfig()
+    s, d = c.to_settings(), Settings()
+    for f in ("ports", "window", "suppress", "max_domains", "max_client_domains",
+              "max_clients", "max_flows", "exact_cap", "tcp_max_flows", "tcp_max_bytes",
+              "rules", "sensor"):
+        assert getattr(s, f) == getattr(d, f), f
+    assert c.metrics_address == "127.0.0.1:9153"
+    assert c.rules == DEFAULT_RULES and c.alerts == "-" and c.interfaces == []
+
+
+def test_empty_file_is_all_defaults(tmp_path):
+    c = dconf.load(write(tmp_path, "# nothing\n"))
+    assert c.to_settings().ports == frozenset({53}) and c.metrics_port == 9153
+
+
+def test_shipped_example_is_valid_and_complete():
+    c = dconf.load(EXAMPLE)
+    text = EXAMPLE.read_text()
+    for key in dconf.TOP_KEYS:  # every key appears in the example (maybe commented out)
+        assert f"{key}:" in text, key
+    assert c.interfaces == ["eth0"] and c.sensor == "edge-1"
+    assert c.vantage == "client" and ipaddress.ip_network("10.0.0.0/8") in c.home_networks
+    assert c.alerts == "/var/log/dnsguard/alerts.json"
+    assert (c.metrics_host, c.metrics_port) == ("127.0.0.1", 9153)
+    s = c.to_settings()
+    assert s.max_domains == 20000 and s.tcp_max_bytes == 16777216 and s.sensor == "edge-1"
+
+
+def test_every_key_is_documented():
+    doc = (ROOT / "docs" / "daemon.md").read_text()
+    for key in dconf.TOP_KEYS:
+        assert f"`{key}`" in doc, key
+    for key in (*dconf.CAPS, *dconf.VANTAGE_KEYS, *dconf.MODEL_KEYS):
+        assert f"`{key}`" in doc, key
+
+
+def test_full_mapping(tmp_path):
+    c = dconf.load(write(tmp_path, """\
+sensor: s1
+interfaces: [eth1, eth2]
+promiscuous: false
+vantage: {mode: resolver, home_networks: [192.168.0.0/16], resolvers: ["10.0.0.53", "::1"]}
+ports: [53, 5353]
+window: 60
+suppress: 120.5
+state_caps: {domains: 10, client_domains: 20, clients: 30, flows: 40, exact_distinct: 16,
+             tcp_flows: 50, tcp_bytes: 4096}
+rules: /etc/dnsguard/rules
+state_dir: /srv/dg
+model: {enabled: false, path: /m.pkl, feedback: /f.jsonl, learn_from_rules: true,
+        checkpoint_every: 60}
+alerts: /var/log/x.json
+metrics_address: "[::1]:9100"
+user: dg
+log_level: debug
+"""))
+    s = c.to_settings()
+    assert s.ports == frozenset({53, 5353}) and s.window == 60 and s.suppress == 120.5
+    assert (s.max_domains, s.max_client_domains, s.max_clients, s.max_flows) == (10, 20, 30, 40)
+    assert (s.exact_cap, s.tcp_max_flows, s.tcp_max_bytes) == (16, 50, 4096)
+    assert s.rules == Path("/etc/dnsguard/rules") and s.sensor == "s1"
+    assert c.interfaces == ["eth1", "eth2"] and c.promiscuous is False
+    assert c.vantage == "resolver" and len(c.resolvers) == 2
+    assert c.state_dir == Path("/srv/dg") and c.alerts == "/var/log/x.json"
+    assert (c.metrics_host, c.metrics_port, c.user, c.log_level) == ("::1", 9100, "dg", "debug")
+    assert c.metrics_address == "[::1]:9100"
+    if hasattr(s, "use_model"):  # the model's settings, where Settings has them
+        assert s.use_model is False and s.model == Path("/m.pkl")
+        assert s.feedback == Path("/f.jsonl") and s.learn_from_rules is True
+        assert s.model_state == Path("/srv/dg") / dconf.MODEL_STATE
+        assert s.checkpoint_every == 60
+
+
+BAD = [
+    # (file text, line, field, words in the message)
+    ("sensor: a\nbogus: 1\n", 2, "bogus", "unknown key"),
+    ("interfaces:\n  - eth0\n  - 'bad name!'\n", 3, "interfaces[1]", "not an interface"),
+    ("interfaces: [eth0, eth0]\n", 1, "interfaces[1]", "twice"),
+    ("ports: [53, 70000]\n", 1, "ports[1]", "out of range"),
+    ("ports:\n  - 53\n  - x\n", 3, "ports[1]", "integer"),
+    ("ports: []\n", 1, "ports", "non-empty"),
+    ("window: -5\n", 1, "window", "out of range"),
+    ("suppress: soon\n", 1, "suppress", "number"),
+    ("state_caps:\n  domains: 10\n  keys: 5\n", 3, "state_caps.keys", "unknown key"),
+    ("state_caps:\n  clients: 0\n", 2, "state_caps.clients", "out of range"),
+    ("state_caps: 5\n", 1, "state_caps", "mapping"),
+    ("vantage:\n  mode: resolvr\n", 2, "vantage.mode", "not one of"),
+    ("vantage:\n  mode: resolver\n", 1, "vantage.resolvers", "needs"),
+    ("vantage:\n  home_networks:\n    - 10.0.0.0/8\n    - 10.0.0/33\n", 4,
+     "vantage.home_networks[1]", "not a network"),
+    ("vantage:\n  resolvers: [1.2.3.4, nope]\n", 2, "vantage.resolvers[1]", "IP address"),
+    ("metrics_address: localhost\n", 1, "metrics_address", "HOST:PORT"),
+    ("metrics_address: 127.0.0.1:99999\n", 1, "metrics_address", "port"),
+    ("metrics_address: example.com:9153\n", 1, "metrics_address", "IP address"),
+    ("state_dir: relative/dir\n", 1, "state_dir", "absolute"),
+    ("alerts: 5\n", 1, "alerts", "path"),
+    ("model:\n  enabled: maybe\n", 2, "model.enabled", "true or false"),
+    ("model:\n  pth: /x\n", 2, "model.pth", "unknown key"),
+    ("user: 'Bad User'\n", 1, "user", "user name"),
+    ("log_level: loud\n", 1, "log_level", "not one of"),
+    ("promiscuous: yes please\n", 1, "promiscuous", "true or false"),
+    ("sensor: a\nsensor: b\n", 2, "", "duplicate key"),
+    ("interfaces: [eth0\n", 2, "", "YAML syntax"),
+    ("- a\n- b\n", 1, "", "mapping"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "field", "words"), BAD,
+                         ids=[b[2] or b[3] for b in BAD])
+def test_errors_name_key_and_line(tmp_path, text, line, field, words):
+    p = write(tmp_path, text)
+    with pytest.raises(SourceError) as ei:
+        dconf.load(p)
+    e = ei.value
+    assert (e.line, e.field) == (line, field), str(e)
+    assert words in e.message, str(e)
+    assert str(e).startswith(f"{p}:{line}: ")
+
+
+def test_check_config_command(tmp_path):
+    good = write(tmp_path, f"interfaces: [eth0]\nrules: {ROOT / 'rules'}\n")
+    r = subprocess.run([sys.executable, "-m", "dnsguard", "check-config", str(good)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "OK" in r.stdout, r.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("interfaces: [eth0]\nwindow: 0\n")
+    r = subprocess.run([sys.executable, "-m", "dnsguard", "check-config", str(bad)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert f"{bad}:2: window:" in r.stderr
+
+
+def test_check_config_checks_the_rules_too(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - id: x\n")
+    p = write(tmp_path, f"rules: {rules}\n")
+    assert cli.main(["check-config", str(p)]) == 1
+
+
+def test_run_command_line_overrides_the_file(tmp_path):
+    p = write(tmp_path, "interfaces: [eth0]\nalerts: /a.json\nwindow: 30\nsensor: f\n")
+    args = cli.build_parser().parse_args(
+        ["run", "-c", str(p), "--interface", "veth1", "--interface", "veth2", "--alerts",
+         "/b.json", "--metrics-address", "127.0.0.1:9999", "--ports", "53,5353",
+         "--no-model"])
+    c = cli._run_config(args)
+    assert c.interfaces == ["veth1", "veth2"] and c.alerts == "/b.json"
+    assert (c.metrics_host, c.metrics_port) == ("127.0.0.1", 9999)
+    assert c.window == 30 and c.sensor == "f" and c.ports == frozenset({53, 5353})
+    assert c.model_enabled is False
+
+
+def test_run_without_a_file_uses_defaults():
+    args = cli.build_parser().parse_args(["run", "--interface", "eth9", "--alerts", "/x"])
+    c = cli._run_config(args)
+    assert c.interfaces == ["eth9"] and c.alerts == "/x" and c.metrics_port == 9153
+    assert c.to_settings().ports == frozenset({53})
+
+
+@pytest.fixture
+def restore_logging():
+    """``dnsguard run`` installs its own root handler: put pytest's back afterwards."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_run_refuses_a_bad_file_or_no_interface(tmp_path, capsys, restore_logging):
+    bad = write(tmp_path, "ports: [0]\n")
+    assert cli.main(["run", "-c", str(bad)]) == 2
+    assert f"{bad}:1: ports[0]" in capsys.readouterr().err
+    assert cli.main(["run", "--metrics-address", "nohost"]) == 2
+    assert cli.main(["run", "--alerts", str(tmp_path / "a.json"), "--metrics-address",
+                     "127.0.0.1:0"]) == 2  # no interface
