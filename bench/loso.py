@@ -1,0 +1,263 @@
+"""Leave-one-source-out evaluation of the model (docs/model.md).
+
+Sources are the "source repo" column of the corpus MANIFEST.md (read, never copied). For each
+source: train on every other source's captures, then replay the held-out captures through the
+real pipeline (a) with the model alone (rules off, allowlist kept) and (b) as the product
+(rules + model), scoring with ``dnsguard.evaluate``. Also sweeps the probability threshold and
+the minimum-evidence gate on the held-out snapshots.
+
+    python bench/loso.py [--corpus ../shared/corpus] [--classifier hoeffding|adaptive]
+                         [--jobs 2] [--out bench/loso-hoeffding.md] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dnsguard.detect import model as M  # noqa: E402
+from dnsguard.detect.rules import RuleSet, load_dir  # noqa: E402
+from dnsguard.evaluate import evaluate_capture, expand, load_truth  # noqa: E402
+from dnsguard.settings import Settings  # noqa: E402
+from dnsguard.train import collect, fit  # noqa: E402
+
+THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+MIN_QUERIES = (2, 3, 4, 6, 8)
+ANOMALY = (0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+def sources(corpus: Path) -> tuple[dict[str, str], list[str]]:
+    """file → source repo (MANIFEST column), and notes on prefix/repo agreement."""
+    out: dict[str, str] = {}
+    text = (corpus / "MANIFEST.md").read_text()
+    header = None
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if header is None and "file" in cells and "source repo" in cells:
+            header = cells
+            continue
+        if header is None or set(cells[0]) <= set("-: "):
+            continue
+        row = dict(zip(header, cells, strict=False))
+        out[row["file"]] = row["source repo"]
+    notes = []
+    by_prefix: dict[str, set[str]] = {}
+    for f, repo in out.items():
+        by_prefix.setdefault(f.split("_", 1)[0], set()).add(repo)
+    by_repo: dict[str, set[str]] = {}
+    for p, repos in by_prefix.items():
+        if len(repos) > 1:
+            notes.append(f"prefix {p} spans repos {sorted(repos)}")
+        for r in repos:
+            by_repo.setdefault(r, set()).add(p)
+    for r, ps in by_repo.items():
+        if len(ps) > 1:
+            notes.append(f"repo {r} has prefixes {sorted(ps)}")
+    return out, notes
+
+
+_CTX: dict = {}
+
+
+def _fold(args):
+    repo, held, kind, params = args
+    caps, paths, truth, tmp = _CTX["caps"], _CTX["paths"], _CTX["truth"], _CTX["tmp"]
+    t0 = time.monotonic()
+    train = [c for c in caps if c.name not in held]
+    bundle = fit(train, kind=kind, **params)
+    bundle.pop("n_samples", None)
+    mpath = Path(tmp) / (re.sub(r"[^A-Za-z0-9]+", "_", repo) + ".pkl")
+    M.save(bundle, {"threshold": _CTX["threshold"], "min_queries": _CTX["min_queries"],
+                    "learned_online": 0}, mpath)
+    fit_s = time.monotonic() - t0
+    # threshold / evidence sweep on held-out snapshots
+    det = M.ModelDetector(bundle, {})
+    sweep: dict = {}
+    for c in caps:
+        if c.name not in held:
+            continue
+        keys: dict = {}
+        hst: dict = {}
+        for g, scope, x, y, q in c.samples:
+            if scope == "client" and math.expm1(x["distinct_domains"]) < det.min_client_domains:
+                continue
+            if not M.carries_data(scope, {k: M._natural(k, v) for k, v in x.items()}):
+                continue
+            p = det.proba(x)
+            k = keys.setdefault((g, y), [])
+            k.append((q, p))
+            if q >= _CTX["min_queries"] and len(k) <= 48:
+                hk = hst.setdefault((g, y), 0.0)
+                hst[(g, y)] = max(hk, det.anomaly(x))
+        for (_g, y), a in hst.items():
+            for t in ANOMALY:
+                s = sweep.setdefault(f"hst{t}", {"tunnel_caps": set(), "fp_keys": 0})
+                if a >= t and y:
+                    s["tunnel_caps"].add(c.name)
+                elif a >= t:
+                    s["fp_keys"] += 1
+        for (_g, y), rows in keys.items():
+            for t in THRESHOLDS:
+                for mq in MIN_QUERIES:
+                    fired = any(q >= mq and p >= t for q, p in rows)
+                    s = sweep.setdefault(f"{t}/{mq}", {"tunnel_caps": set(), "fp_keys": 0})
+                    if fired and y:
+                        s["tunnel_caps"].add(c.name)
+                    elif fired and not y:
+                        s["fp_keys"] += 1
+    for s in sweep.values():
+        s["tunnel_caps"] = sorted(s["tunnel_caps"])
+    rules_full = load_dir(Settings().rules)
+    empty = RuleSet(rules=[], allowlist=rules_full.allowlist)
+    s = replace(Settings(), model=mpath)
+    if hasattr(s, "volume_alerts"):
+        # Measure rules + model: the time-series volume detectors (docs/timeseries.md) are
+        # another engineer's and are measured on their own.
+        s.volume_alerts = False
+    res = {"alone": [], "product": []}
+    for p in paths:
+        if p.name in held:
+            res["alone"].append(evaluate_capture(p, truth[p.name], s, empty))
+            res["product"].append(evaluate_capture(p, truth[p.name], s, rules_full))
+    return repo, held, res, sweep, fit_s
+
+
+def summarize(rows: list[dict]) -> dict:
+    tun = [(r, t) for r in rows for t in r["tunnels"]]
+    hits = [t for _, t in tun if t["hit"]]
+    ttd = sorted(t["time_to_detect"] for t in hits if t["time_to_detect"] is not None)
+    cont = sorted(t["time_to_detect"] for t in hits
+                  if t["time_to_detect"] is not None and t["tunnel_queries"] >= 100)
+    def med(v):
+        return (v[len(v) // 2] if v else None)
+    return {"tunnels": len(tun), "detected": len(hits),
+            "fp_keys": sum(len(r["false_positive_keys"]) for r in rows),
+            "benign_alerting": sum(1 for r in rows if r["class"] == "benign" and r["alerts"]),
+            "median_ttd": med(ttd), "median_ttd_continuous": med(cont),
+            "continuous": len([t for _, t in tun if t["tunnel_queries"] >= 100])}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", type=Path, default=Path("../shared/corpus"))
+    ap.add_argument("--classifier", choices=("hoeffding", "adaptive"), default="hoeffding")
+    ap.add_argument("--threshold", type=float, default=0.9)
+    ap.add_argument("--min-queries", type=int, default=4)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--extra", type=Path, action="append", default=[],
+                    help="another directory of captures with its own truth.yaml, held out as "
+                    "one more source (e.g. the project's pcaps/)")
+    ap.add_argument("--out", type=Path, help="write the markdown table here")
+    ap.add_argument("--json", type=Path, help="write everything as JSON here")
+    a = ap.parse_args()
+    t0 = time.monotonic()
+    truth = load_truth(a.corpus / "truth.yaml")
+    src, notes = sources(a.corpus)
+    paths = [p for p in expand([str(a.corpus)]) if p.name in truth]
+    for d in a.extra:
+        t = load_truth(d / "truth.yaml")
+        for p in expand([str(d)]):
+            if p.name in t and p.name not in truth:
+                truth[p.name] = t[p.name]
+                src[p.name] = f"{d.name}/ (this project)"
+                paths.append(p)
+    settings = Settings()
+    ruleset = load_dir(settings.rules)
+    caps = [collect(p, truth[p.name], settings, ruleset) for p in paths]
+    t_collect = time.monotonic() - t0
+    groups: dict[str, set[str]] = {}
+    for p in paths:
+        groups.setdefault(src.get(p.name, p.name.split("_", 1)[0]), set()).add(p.name)
+    tmp = tempfile.mkdtemp(prefix="loso-")
+    _CTX.update(caps=caps, paths=paths, truth=truth, tmp=tmp, threshold=a.threshold,
+                min_queries=a.min_queries)
+    jobs = [(repo, held, a.classifier, {}) for repo, held in sorted(groups.items())]
+    results = []
+    if a.jobs > 1:
+        import multiprocessing as mp
+        with ProcessPoolExecutor(a.jobs, mp_context=mp.get_context("fork")) as ex:
+            results = list(ex.map(_fold, jobs))
+    else:
+        results = [_fold(j) for j in jobs]
+    elapsed = time.monotonic() - t0
+    alone = [r for _, _, res, _, _ in results for r in res["alone"]]
+    prod = [r for _, _, res, _, _ in results for r in res["product"]]
+    sweep: dict = {}
+    for _, _, _, sw, _ in results:
+        for k, v in sw.items():
+            s = sweep.setdefault(k, {"tunnel_caps": 0, "fp_keys": 0})
+            s["tunnel_caps"] += len(v["tunnel_caps"])
+            s["fp_keys"] += v["fp_keys"]
+    lines = [f"# Leave-one-source-out, {a.classifier}, threshold {a.threshold}, "
+             f"min queries {a.min_queries}", "",
+             f"{len(groups)} sources, {len(paths)} captures; wall time {elapsed:.0f} s "
+             f"(snapshot collection {t_collect:.0f} s, {a.jobs} processes); "
+             f"mean fit {sum(r[4] for r in results) / len(results):.1f} s per fold", ""]
+    if notes:
+        lines += ["Source grouping notes: " + "; ".join(notes), ""]
+    sa, sp = summarize(alone), summarize(prod)
+    for name, s in (("model alone (rules off)", sa), ("product (rules + model)", sp)):
+        lines.append(f"- {name}: {s['detected']}/{s['tunnels']} tunnels, {s['fp_keys']} FP "
+                     f"keys, benign captures alerting {s['benign_alerting']}, median TTD "
+                     f"{s['median_ttd']} s, median TTD of the {s['continuous']} tunnels with "
+                     f"≥100 queries {s['median_ttd_continuous']} s")
+    lines += ["", "| source | capture | tunnel | alone | TTD s | q | FP keys (alone) | product "
+              "| TTD s | detectors | FP keys (product) |", "|" + "---|" * 11]
+    for repo, _held, res, _, _ in results:
+        for ra, rp in zip(res["alone"], res["product"], strict=True):
+            fa = ", ".join(ra["false_positive_keys"]) or "-"
+            fp = ", ".join(f"{k} ({','.join(v)})" for k, v in
+                           rp["false_positive_keys"].items()) or "-"
+            if not ra["tunnels"]:
+                lines.append(f"| {repo} | {ra['file']} | (benign) | "
+                             f"{'clean' if not ra['alerts'] else 'ALERTS'} | | | {fa} | "
+                             f"{'clean' if not rp['alerts'] else 'ALERTS'} | | | {fp} |")
+            for ta, tp in zip(ra["tunnels"], rp["tunnels"], strict=True):
+                lines.append(
+                    f"| {repo} | {ra['file']} | {ta['tunnel']} | "
+                    f"{'hit' if ta['hit'] else 'MISS'} | {ta['time_to_detect']} | "
+                    f"{ta['queries_to_detect']}/{ta['tunnel_queries']} | {fa} | "
+                    f"{'hit' if tp['hit'] else 'MISS'} | {tp['time_to_detect']} | "
+                    f"{','.join(tp['detectors'])} | {fp} |")
+    lines += ["", "Held-out snapshot sweep (threshold/min queries: tunnel captures with a "
+              "firing tunnel key, benign-labelled keys firing):", "",
+              "| threshold | " + " | ".join(f"q≥{m}" for m in MIN_QUERIES) + " |",
+              "|---|" + "---|" * len(MIN_QUERIES)]
+    for t in THRESHOLDS:
+        cells = []
+        for m in MIN_QUERIES:
+            s = sweep.get(f"{t}/{m}", {"tunnel_caps": 0, "fp_keys": 0})
+            cells.append(f"{s['tunnel_caps']} / {s['fp_keys']}")
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    lines += ["", "Half-Space-Trees alone on held-out keys (max anomaly score over snapshots "
+              f"with ≥{a.min_queries} queries): tunnel captures with a key over the threshold "
+              "/ benign-labelled keys over it:", ""]
+    for t in ANOMALY:
+        s = sweep.get(f"hst{t}", {"tunnel_caps": 0, "fp_keys": 0})
+        lines.append(f"- anomaly ≥ {t}: {s['tunnel_caps']} / {s['fp_keys']}")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if a.out:
+        a.out.write_text(text)
+    if a.json:
+        a.json.write_text(json.dumps({"alone": sa, "product": sp, "sweep": sweep,
+                                      "results": [(r[0], sorted(r[1]), r[2], r[4])
+                                                  for r in results]}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""``dnsguard train``: label the pipeline's feature snapshots from ground truth and fit the model.
+
+Each capture is replayed alone through the real pipeline with the rules off; a collector sits
+in ``extra_detectors`` and records the feature vector of every key each time the pipeline
+evaluates it (often while evidence is thin, then sparser; see ``pipeline.due``), so the model
+learns from early, thin windows as well as full ones. Labels follow ``evaluate.py``'s matching
+(docs/model.md, "Labels"). Samples are thinned per key and weighted per capture and class so
+that big captures do not dominate, then shuffled and fed to the Hoeffding tree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from dnsguard.decode.packet import ip_text
+from dnsguard.detect import model as M
+from dnsguard.detect.rules import RuleSet
+from dnsguard.evaluate import Truth, _related, expand, load_truth
+from dnsguard.settings import Settings
+
+log = logging.getLogger(__name__)
+
+KEEP_FIRST = 32  # snapshots kept per key: the first ones (thin evidence) ...
+KEEP_LATER = 16  # ... and this many more, evenly spaced, of the rest
+TUNNEL, BENIGN, SKIP = 1, 0, None
+
+
+@dataclass
+class CaptureSamples:
+    name: str
+    cls: str
+    sha256: str
+    # (group key, scope, x, label, queries)
+    samples: list[tuple] = field(default_factory=list)
+    skipped: int = 0
+
+
+class _Collector:
+    """An extra detector that only records what it is shown."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple] = []
+        self._ctx: tuple = (None, None, None)
+
+    def observe(self, scope, f, ident, *, factor=1.0, hits=None, ts=0.0, client=None,
+                server=None, domain=None) -> None:
+        self._ctx = (client, server, domain, factor)
+
+    def score(self, scope, f, ident):
+        if scope in M.MODEL_SCOPES:
+            client, server, domain, factor = self._ctx
+            self.rows.append((scope, ident, M.vectorize(scope, f), int(f["queries"]),
+                              ip_text(client) if client else None,
+                              ip_text(server) if server else None, domain, factor))
+        return None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def label_row(truth: Truth, tunnel_clients: set[str], scope: str, ident: tuple,
+              client: str | None, server: str | None, domain: str | None, factor: float):
+    """TUNNEL, BENIGN or SKIP (ambiguous) for one snapshot, by evaluate.py's matching."""
+    if truth.cls == "benign" or factor > 1.0:
+        return BENIGN
+    dom_tunnels = [t.domain for t in truth.tunnels if t.domain]
+    addr_tunnels = [t for t in truth.tunnels if not t.domain]
+    if scope in ("domain", "client_domain"):
+        rd = ident[1]
+        if any(_related(rd, d) for d in dom_tunnels):
+            return TUNNEL
+        for t in addr_tunnels:
+            cm = t.client is not None and client == t.client
+            sm = t.server is not None and server == t.server
+            if cm and (sm or t.server is None):
+                return TUNNEL
+            if cm or sm:
+                return SKIP
+        return BENIGN
+    if scope == "client":
+        if any(t.client is not None and client == t.client for t in addr_tunnels):
+            return TUNNEL
+        if client in tunnel_clients:
+            return SKIP
+        return BENIGN
+    # flow: non-DNS bytes between a client and a server
+    if domain and any(_related(domain, d) for d in dom_tunnels):
+        return TUNNEL
+    if any((t.client is not None and client == t.client)
+           or (t.server is not None and server == t.server) for t in addr_tunnels):
+        return TUNNEL
+    if client in tunnel_clients:
+        return SKIP
+    return BENIGN
+
+
+def collect(path: Path, truth: Truth, settings: Settings, ruleset: RuleSet) -> CaptureSamples:
+    """Replay one capture with the rules off and return its labelled snapshots."""
+    from dnsguard.pipeline import Pipeline
+    from dnsguard.replay import replay
+
+    s = replace(settings, use_model=False)
+    empty = RuleSet(rules=[], allowlist=ruleset.allowlist)
+    pipe = Pipeline(s, empty, lambda a: None)
+    col = _Collector()
+    pipe.extra_detectors = [col]
+    dom = [t.domain for t in truth.tunnels if t.domain]
+    tunnel_clients: set[str] = set()
+    if dom:
+        def on_query(ts, client, server, qname):
+            if any(_related(qname, d) for d in dom):
+                tunnel_clients.add(client)
+        pipe.on_query = on_query
+    replay([path], s, empty, lambda a: None, pipeline=pipe)
+    out = CaptureSamples(path.name, truth.cls, _sha256(path))
+    for scope, ident, x, q, client, server, domain, factor in col.rows:
+        y = label_row(truth, tunnel_clients, scope, ident, client, server, domain, factor)
+        if y is SKIP:
+            out.skipped += 1
+            continue
+        g = (scope, ident, client if scope == "client_domain" else None)
+        out.samples.append((g, scope, x, y, q))
+    return out
+
+
+def _thin(rows: list[tuple]) -> list[tuple]:
+    if len(rows) <= KEEP_FIRST + KEEP_LATER:
+        return rows
+    rest = rows[KEEP_FIRST:]
+    step = len(rest) / KEEP_LATER
+    return rows[:KEEP_FIRST] + [rest[int(i * step)] for i in range(KEEP_LATER)]
+
+
+def weighted(caps: list[CaptureSamples], min_queries: int = 1) -> list[tuple[dict, bool, float]]:
+    """(x, y, w): thinned per key; each capture's class gets weight ∝ sqrt(its samples); the
+    two classes get equal total weight; mean weight 1."""
+    parts: list[tuple[int, list[tuple]]] = []
+    for c in caps:
+        groups: dict = {}
+        for g, _scope, x, y, q in c.samples:
+            if q >= min_queries:
+                groups.setdefault((g, y), []).append((x, y))
+        by_class: dict[int, list] = {0: [], 1: []}
+        for (_g, y), rows in groups.items():
+            by_class[y] += _thin(rows)
+        for y, rows in by_class.items():
+            if rows:
+                parts.append((y, rows))
+    totals = {0: 0.0, 1: 0.0}
+    for y, rows in parts:
+        totals[y] += len(rows) ** 0.5
+    n = sum(len(rows) for _, rows in parts)
+    out = []
+    for y, rows in parts:
+        if not totals[y]:
+            continue
+        # this part's share of its class, each class half of all weight
+        w_part = (len(rows) ** 0.5) / totals[y] * (n / 2)
+        w = w_part / len(rows)
+        out += [(x, bool(yy), w) for x, yy in rows]
+    return out
+
+
+def fit(caps: list[CaptureSamples], kind: str = "hoeffding", epochs: int = 2, seed: int = 7,
+        min_queries: int = 1, **params) -> dict:
+    """A trained bundle (see :func:`dnsguard.detect.model.new_bundle`)."""
+    bundle = M.new_bundle(kind, seed=seed, **params)
+    data = weighted(caps, min_queries)
+    rng = random.Random(seed)
+    tree, scaler, hst = bundle["tree"], bundle["scaler"], bundle["hst"]
+    benign = [x for x, y, _ in data if not y]
+    for x in benign:
+        scaler.learn_one(x)
+    for _ in range(epochs):
+        rng.shuffle(data)
+        for x, y, w in data:
+            tree.learn_one(x, y, w=w)
+    rng.shuffle(benign)
+    for x in benign:
+        hst.learn_one(scaler.transform_one(x))
+    bundle["n_samples"] = len(data)
+    return bundle
+
+
+def training_digest(caps: list[CaptureSamples], truth_files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for c in sorted(caps, key=lambda c: c.name):
+        h.update(f"{c.name}\0{c.sha256}\0{c.cls}\n".encode())
+    for t in truth_files:
+        h.update(_sha256(t).encode())
+    return h.hexdigest()
+
+
+DEFAULTS = {"threshold": 0.9, "min_queries": 4, "anomaly_threshold": 0.9}
+
+
+def train_cli(args, settings: Settings, ruleset: RuleSet) -> int:
+    t0 = time.monotonic()
+    truth: dict[str, Truth] = {}
+    for tp in args.truth:
+        try:
+            truth.update(load_truth(tp))
+        except Exception as e:  # SourceError and I/O errors alike
+            print(f"dnsguard: {e}", file=sys.stderr)
+            return 2
+    paths = expand(args.captures)
+    caps = []
+    for p in paths:
+        t = truth.get(p.name)
+        if t is None:
+            print(f"dnsguard: {p.name}: not in the truth file(s), skipped", file=sys.stderr)
+            continue
+        caps.append(collect(p, t, settings, ruleset))
+    if not caps:
+        print("dnsguard: no capture with ground truth to train on", file=sys.stderr)
+        return 2
+    bundle = fit(caps, kind=args.classifier, epochs=args.epochs, seed=args.seed)
+    n_t = sum(1 for c in caps for s in c.samples if s[3])
+    n_b = sum(1 for c in caps for s in c.samples if not s[3])
+    meta = {
+        "threshold": args.threshold, "min_queries": args.min_queries,
+        "anomaly_threshold": DEFAULTS["anomaly_threshold"],
+        "training": {
+            "digest": training_digest(caps, list(args.truth)),
+            "captures": [{"file": c.name, "class": c.cls, "sha256": c.sha256,
+                          "samples": len(c.samples), "skipped": c.skipped} for c in caps],
+            "snapshots": {"tunnel": n_t, "benign": n_b},
+            "weighted_samples": bundle.pop("n_samples"),
+            "epochs": args.epochs, "seed": args.seed,
+            "window": settings.window,
+        },
+        "learned_online": 0,
+    }
+    meta = M.save(bundle, meta, args.output)
+    secs = time.monotonic() - t0
+    print(f"{args.output}: {meta['classifier']} trained on {len(caps)} captures "
+          f"({n_t} tunnel / {n_b} benign snapshots) in {secs:.1f} s; sha256 {meta['sha256']}",
+          file=sys.stderr)
+    if args.json:
+        Path(args.json).write_text(json.dumps(meta, indent=2) + "\n")
+    return 0
