@@ -1,0 +1,201 @@
+"""Ties the series store to the detectors and the alert path.
+
+When a step closes (capture time; never per packet), every tracked series — and the
+``other`` aggregate of each kind — that has at least ``MIN_HISTORY`` closed steps before the
+newest one (10 steps: 10 minutes at the default 60 s step) and whose newest point passes the
+volume floor of a metric is tested on that metric with every detector of
+:data:`dnsguard.series.detectors.VOLUME_DETECTORS`, and its query-type mix with the
+chi-square test. A metric is anomalous when at least ``consensus`` detectors (default 4 of 7)
+fire on it, as Skyline's consensus; the query-type test alerts on its own (its effect size
+is required as well as its p-value). The anomalies of one key at one step become one
+``dns_volume_anomaly`` alert through the pipeline's policy (suppression per key and kind,
+the overall rate limit), with the schema of tunnel alerts.
+
+Volume floor (per 60 s, scaled with the step): the newest point must be at least the floor,
+and at least the floor above the median of the baseline. Defaults: 120 queries, 60 distinct
+names, 12 KiB up, 48 KiB down, 60 NXDOMAIN answers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dnsguard.output.alerts import iso_time
+from dnsguard.series import detectors as det
+from dnsguard.series.store import METRICS, OTHER, QTYPE_NAMES, SeriesStore
+
+log = logging.getLogger(__name__)
+
+EVENT_VOLUME = "dns_volume_anomaly"
+# Points handed to the detectors: the longest baseline (60) plus the longest recent part (10).
+WINDOW = 70
+LAST_POINTS = 5  # newest points quoted in an alert's stats
+CHI2_MIN_SHIFT = 0.25  # total variation the query-type mix must move (checked before scipy)
+EXCESS = 1.0  # the newest point must exceed the baseline median by EXCESS × the floor
+
+
+@dataclass
+class MonitorConfig:
+    consensus: int = 4
+    # Floors per 60 s of step.
+    floors: dict[str, float] = field(default_factory=lambda: {
+        "queries": 120.0, "names": 60.0, "bytes_up": 12288.0, "bytes_down": 49152.0,
+        "nxdomain": 60.0})
+    chi2: bool = True
+    other: bool = True  # also test the "other" aggregates
+
+
+class SeriesMonitor:
+    """The pipeline's ``series`` object.
+
+    ``raise_fn(scope, ident, stats, hits, ts, client, server, domain, st, samples,
+    event_type=...)`` is the pipeline's ``_raise``: the policy admits or suppresses.
+    """
+
+    def __init__(self, step: float = 60.0, span: float = 86400.0, max_keys: int = 64,
+                 detect: bool = True, raise_fn: Callable | None = None,
+                 config: MonitorConfig | None = None) -> None:
+        self.store = SeriesStore(step, span, max_keys)
+        self.cfg = config or MonitorConfig()
+        self.detect = detect
+        self.raise_fn = raise_fn
+        scale = step / 60.0
+        self.floors = {m: self.cfg.floors[m] * scale for m in METRICS}
+        self.anomalies = 0  # alerts handed to the policy
+        self.evaluated = 0  # series tested
+        self.store.on_close = self._on_close
+        # Per-packet entry points (bound methods of the store: no extra call level).
+        self.observe_query = self.store.observe_query
+        self.observe_response = self.store.observe_response
+
+    def finish(self) -> None:
+        self.store.flush()
+
+    def tick(self, now: float) -> None:
+        """Close the steps that ended before ``now`` (a live sensor's clock) although no
+        packet came to close them; replay never needs it."""
+        st = self.store
+        if st.cur_step is not None and now >= st._end:
+            st.advance_to(int(now // st.step))
+
+    # --- detection --------------------------------------------------------------------------
+    def _on_close(self, step: int, ts: float) -> None:
+        if not self.detect or self.raise_fn is None:
+            return
+        for kind, table in self.store.tables.items():
+            for slot, key in list(table.rows()):
+                if key == OTHER and not self.cfg.other:
+                    continue
+                if table.history_len(slot) < det.MIN_HISTORY + 1:
+                    continue
+                if table.data[slot, 0, step % table.capacity] <= 0 and key != OTHER:
+                    continue
+                found = self.evaluate(table, slot)
+                if found:
+                    self._alert(kind, key, table, slot, step, ts, found)
+
+    def evaluate(self, table, slot: int) -> list[tuple[str, list[det.Finding]]]:
+        """Anomalous metrics of one series at its newest step: [(metric, fired findings)]."""
+        out: list[tuple[str, list[det.Finding]]] = []
+        q = table.values(slot, 0, WINDOW)
+        if len(q) < det.MIN_HISTORY + 1 or np.count_nonzero(q[:-1]) < det.MIN_HISTORY:
+            return out  # no established baseline (new, or back from idle): not a change
+        for mi, metric in enumerate(METRICS):
+            x = table.values(slot, mi, WINDOW)
+            if len(x) < det.MIN_HISTORY + 1:
+                continue
+            floor = self.floors[metric]
+            latest = x[-1]
+            if latest < floor or latest - float(np.median(x[:-1])) < floor * EXCESS:
+                continue
+            self.evaluated += 1
+            fired = []
+            left = len(det.VOLUME_DETECTORS)
+            for fn in det.VOLUME_DETECTORS.values():  # cheapest first
+                if len(fired) + left < self.cfg.consensus:
+                    break  # consensus out of reach: spare the costlier tests
+                left -= 1
+                f = fn(x)
+                if f is not None and f.fired:
+                    fired.append(f)
+            if len(fired) >= self.cfg.consensus:
+                out.append((metric, fired))
+        if self.cfg.chi2:
+            q = table.values(slot, 0, 1)
+            if len(q) and q[-1] >= self.floors["queries"]:
+                recent, hist = table.qtype_counts(slot)
+                if hist.sum() > 0 and 0.5 * float(np.abs(
+                        recent / recent.sum() - hist / hist.sum()).sum()) >= CHI2_MIN_SHIFT:
+                    f = det.chi2_qtypes(recent, hist, min_shift=CHI2_MIN_SHIFT)
+                    if f is not None and f.fired:
+                        out.append(("qtypes", [f]))
+        return out
+
+    def _alert(self, kind: str, key, table, slot: int, step: int, ts: float,
+               found: list[tuple[str, list[det.Finding]]]) -> None:
+        hits = []
+        tests = []
+        ntests = sum(len(fs) for _, fs in found)
+        sev = "medium" if ntests >= 6 or len(found) >= 2 else "low"
+        seen: dict[str, int] = {}
+        for metric, fs in found:
+            for f in fs:
+                reason = f"{metric}: {f.reason}"
+                d = f.as_dict()
+                d["metric"] = metric
+                tests.append(d)
+                i = seen.get(f.test)
+                if i is None:
+                    seen[f.test] = len(hits)
+                    hits.append((f"series:{f.test}", sev, 0.25, [reason]))
+                else:
+                    hits[i][3].append(reason)
+        shown = {m for m, _ in found} | {"queries"}
+        last = {m: table.values(slot, m, LAST_POINTS).tolist() for m in METRICS if m in shown}
+        if any(m == "qtypes" for m, _ in found):
+            recent, hist = table.qtype_counts(slot)
+            last["qtypes"] = {QTYPE_NAMES[i]: int(v) for i, v in enumerate(recent) if v}
+            last["qtypes_history"] = {QTYPE_NAMES[i]: int(v) for i, v in enumerate(hist) if v}
+        if key == OTHER:
+            name = f"{kind}:other"
+        elif kind == "client":
+            from dnsguard.decode.packet import ip_text
+            name = f"client:{ip_text(key)}"
+        else:
+            name = f"domain:{key}"
+        step_s = self.store.step
+        stats = {
+            "series": name,
+            "metrics": [m for m, _ in found],
+            "tests": tests,
+            "last_points": last,
+            "step_seconds": step_s,
+            "step_start": iso_time(step * step_s),
+            "history_steps": table.history_len(slot),
+        }
+        if kind == "client":
+            ident = ("v", "c", key)
+            client, domain = (key if key != OTHER else b""), None
+        else:
+            ident = ("v", "d", key)
+            client, domain = b"", (key if key != OTHER else None)
+        self.anomalies += 1
+        self.raise_fn(kind, ident, stats, hits, ts, client, b"", domain, None, [],
+                      event_type=EVENT_VOLUME)
+
+    # --- for the report and the summary -----------------------------------------------------
+    def summary(self) -> dict:
+        s = self.store
+        return {
+            "step_seconds": s.step,
+            "steps_closed": s.closed,
+            "tracked": {k: len(t) for k, t in s.tables.items()},
+            "promoted": {k: t.promoted for k, t in s.tables.items()},
+            "replaced": {k: t.demoted for k, t in s.tables.items()},
+            "series_tested": self.evaluated,
+            "volume_anomalies": self.anomalies,
+        }

@@ -1,0 +1,372 @@
+"""Fixed-step time series per client and per registered domain, in bounded ring buffers.
+
+Per packet only integer adds happen: the current step keeps, per key, a small list of
+counters (queries, bytes up, bytes down, NXDOMAIN answers, a capped set of name hashes and the
+query-type counts). When a packet's timestamp (capture time) falls past the current step, the
+step *closes*: its counters are written into numpy ring buffers and the ``on_close`` callback
+runs (the detectors, :mod:`dnsguard.series.monitor`). Nothing uses wall-clock time, so replay
+works in capture time.
+
+Bounds (nothing an attacker sends can grow memory past them):
+
+- ``max_keys`` tracked keys per kind (client, domain) plus one ``other`` aggregate row:
+  a ``(max_keys + 1) × 5 metrics × capacity`` float32 array (capacity = span / step,
+  24 h of 60 s steps = 1440);
+- the current step holds at most ``CUR_CAP`` keys per kind; keys past it are added straight
+  to ``other``;
+- distinct names per key and step are exact up to ``NAMES_CAP`` and "at least" past it;
+- ranking: tracked keys carry an exponentially weighted volume (queries per step, weight
+  0.2); untracked keys seen in a step are candidates with the same score, in a table capped
+  at ``CAND_CAP``. At each step close, free rows go to the busiest new keys, and a candidate
+  replaces the weakest tracked key when its score is 1.5 times that key's (a heavy-hitters
+  scheme with hysteresis, so two keys of similar volume do not swap back and forth). A key's
+  history starts when it is tracked; before that its traffic is in ``other``. A replaced
+  key's history is added to ``other``'s, so ``other`` stays the sum of the untracked keys
+  and shows no level shift when keys move out of tracking.
+
+Example:
+    >>> s = SeriesStore(step=60, span=600, max_keys=2)
+    >>> for i in range(6):
+    ...     s.observe_query(i * 60.0 + 1, b"c1", "a.com", hash(f"n{i}"), 40, 1)
+    >>> s.observe_query(301.5, b"c1", "a.com", 0, 40, 28)
+    >>> s.flush()   # end of input: the last step closes too
+    >>> t = s.tables["client"]; t.values(t.slot_of[b"c1"], "queries", 10).tolist()
+    [1.0, 1.0, 1.0, 1.0, 1.0, 2.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+METRICS = ("queries", "names", "bytes_up", "bytes_down", "nxdomain")
+Q, NAMES, UP, DOWN, NX = range(5)
+# Query-type buckets of the chi-square test (index in the per-key counts; the rest "other").
+QTYPE_NAMES = ("A", "AAAA", "CNAME", "MX", "TXT", "NULL", "PTR", "SRV", "HTTPS", "NS", "SOA",
+               "ANY", "KEY", "PRIVATE", "other")
+_QIDX = {1: 0, 28: 1, 5: 2, 15: 3, 16: 4, 10: 5, 12: 6, 33: 7, 65: 8, 2: 9, 6: 10, 255: 11,
+         25: 12, 65399: 13}
+NQ = len(QTYPE_NAMES)
+OTHER_Q = NQ - 1
+
+NAMES_CAP = 1024  # distinct names per key and step: exact up to this, then "at least"
+CUR_CAP = 4096  # keys per kind in the current step; the rest go straight to "other"
+CAND_CAP = 1024  # untracked keys ranked for promotion
+QTYPE_STEPS = 60  # steps of query-type history kept per key (the chi-square's reference)
+DECAY = 0.8  # weight of the old score in the volume ranking
+HYSTERESIS = 1.5  # a candidate must beat the weakest tracked key by this factor
+SWAPS_PER_STEP = 8
+OTHER = ("other",)  # the aggregate's key: equal to no client (bytes) or domain (str)
+
+
+def _entry() -> list:
+    # queries, bytes up, bytes down, nxdomain, name hashes, query-type counts
+    return [0, 0, 0, 0, set(), [0] * NQ]
+
+
+class SeriesTable:
+    """One kind of key (``client`` or ``domain``): tracked rows plus the ``other`` row."""
+
+    def __init__(self, kind: str, max_keys: int, capacity: int) -> None:
+        self.kind = kind
+        self.max_keys = max_keys
+        self.capacity = capacity
+        self.other = max_keys  # row of the aggregate
+        self.data = np.zeros((max_keys + 1, len(METRICS), capacity), dtype=np.float32)
+        self.qt = np.zeros((max_keys + 1, NQ, QTYPE_STEPS), dtype=np.float32)
+        self.keys: list[object | None] = [None] * max_keys + [OTHER]
+        self.slot_of: dict[object, int] = {}
+        self.free = list(range(max_keys - 1, -1, -1))
+        self.born = np.zeros(max_keys + 1, dtype=np.int64)  # first step of each row's history
+        self.score = np.zeros(max_keys + 1, dtype=np.float64)
+        self.cur: dict[object, list] = {}
+        self.overflow = _entry()  # keys past CUR_CAP in this step
+        self.cand: dict[object, float] = {}
+        self.promoted = self.demoted = 0
+        self.last_step = -1  # absolute index of the last closed step
+
+    def entry(self, key) -> list:
+        e = self.cur.get(key)
+        if e is None:
+            if len(self.cur) >= CUR_CAP and key not in self.slot_of:
+                return self.overflow
+            e = self.cur[key] = _entry()
+        return e
+
+    # --- step close -----------------------------------------------------------------------
+    def close(self, step: int) -> None:
+        col = step % self.capacity
+        hcol = step % QTYPE_STEPS
+        data, qt = self.data, self.qt
+        data[:, :, col] = 0
+        qt[:, :, hcol] = 0
+        if self.last_step < 0:
+            self.born[self.other] = step
+        other = self.other
+        vol: dict[object, int] = {}
+        items = list(self.cur.items())
+        if self.overflow[0] or self.overflow[2]:
+            items.append((None, self.overflow))
+        # Busiest first, so free rows go to the heaviest new keys.
+        items.sort(key=lambda kv: -kv[1][0])
+        for key, e in items:
+            slot = self.slot_of.get(key) if key is not None else None
+            if slot is None and key is not None and self.free and e[0]:
+                slot = self.free.pop()
+                self._assign(slot, key, step, 0.0)
+            if slot is None:
+                slot = other
+                if key is not None and e[0]:
+                    vol[key] = e[0]
+            row = data[slot, :, col]
+            row[Q] += e[0]
+            row[NAMES] += len(e[4])
+            row[UP] += e[1]
+            row[DOWN] += e[2]
+            row[NX] += e[3]
+            qt[slot, :, hcol] += e[5]
+        q = data[:, Q, col].astype(np.float64)
+        self.score = DECAY * self.score + (1 - DECAY) * q
+        self._rerank(vol, step)
+        self.cur = {}
+        self.overflow = _entry()
+        self.last_step = step
+
+    def clear_step(self, step: int) -> None:
+        """An empty step (no packet in it): zeros, scores decay."""
+        self.data[:, :, step % self.capacity] = 0
+        self.qt[:, :, step % QTYPE_STEPS] = 0
+        self.score *= DECAY
+        self.last_step = step
+
+    def _assign(self, slot: int, key, step: int, score: float) -> None:
+        self.keys[slot] = key
+        self.slot_of[key] = slot
+        self.born[slot] = step
+        self.score[slot] = score
+        self.data[slot] = 0
+        self.qt[slot] = 0
+        self.promoted += 1
+
+    def _rerank(self, vol: dict, step: int) -> None:
+        cand = self.cand
+        for k in list(cand):
+            v = cand[k] * DECAY
+            if v < 0.05:
+                del cand[k]
+            else:
+                cand[k] = v
+        for k, q in vol.items():
+            cand[k] = cand.get(k, 0.0) + (1 - DECAY) * q
+        if len(cand) > CAND_CAP:
+            keep = sorted(cand.items(), key=lambda kv: -kv[1])[:CAND_CAP // 2]
+            self.cand = cand = dict(keep)
+        if not cand or self.free:
+            return
+        top = sorted(cand.items(), key=lambda kv: -kv[1])[:SWAPS_PER_STEP]
+        tracked = self.score[:self.max_keys]
+        for key, sc in top:
+            weakest = int(np.argmin(tracked))
+            if sc <= HYSTERESIS * tracked[weakest]:
+                break
+            old = self.keys[weakest]
+            del self.slot_of[old]
+            # Its history joins "other", whose traffic it becomes: no false level shift there.
+            self.data[self.other] += self.data[weakest]
+            self.qt[self.other] += self.qt[weakest]
+            cand[old] = float(tracked[weakest])
+            del cand[key]
+            self._assign(weakest, key, step + 1, sc)  # history starts with the next step
+            self.demoted += 1
+
+    # --- reading ----------------------------------------------------------------------------
+    def history_len(self, slot: int) -> int:
+        """Closed steps of history the row has (at most the capacity)."""
+        if self.last_step < 0:
+            return 0
+        return int(min(self.last_step - self.born[slot] + 1, self.capacity))
+
+    def values(self, slot: int, metric: str | int, n: int) -> np.ndarray:
+        """The row's last ``n`` closed steps of ``metric`` (oldest first, float64), never
+        older than the row's history."""
+        m = METRICS.index(metric) if isinstance(metric, str) else metric
+        n = min(n, self.history_len(slot))
+        if n <= 0:
+            return np.zeros(0)
+        idx = np.arange(self.last_step - n + 1, self.last_step + 1) % self.capacity
+        return self.data[slot, m, idx].astype(np.float64)
+
+    def qtype_counts(self, slot: int) -> tuple[np.ndarray, np.ndarray]:
+        """Query-type counts of the last closed step, and summed over the history before it
+        (at most ``QTYPE_STEPS`` - 1 steps)."""
+        hcol = self.last_step % QTYPE_STEPS
+        n = min(self.history_len(slot), QTYPE_STEPS) - 1
+        recent = self.qt[slot, :, hcol].astype(np.float64)
+        if n <= 0:
+            return recent, np.zeros(NQ)
+        idx = np.arange(self.last_step - n, self.last_step) % QTYPE_STEPS
+        return recent, self.qt[slot][:, idx].sum(axis=1).astype(np.float64)
+
+    def rows(self):
+        """(slot, key) of every tracked row, then the ``other`` row."""
+        for key, slot in self.slot_of.items():
+            yield slot, key
+        yield self.other, OTHER
+
+    def __len__(self) -> int:
+        return len(self.slot_of)
+
+
+class SeriesStore:
+    """Both kinds of series, one clock (the packets' timestamps)."""
+
+    def __init__(self, step: float = 60.0, span: float = 86400.0, max_keys: int = 64) -> None:
+        self.step = float(step)
+        self.capacity = max(int(round(span / step)), 2)
+        self.tables = {"client": SeriesTable("client", max_keys, self.capacity),
+                       "domain": SeriesTable("domain", max_keys, self.capacity)}
+        self._c = self.tables["client"]
+        self._d = self.tables["domain"]
+        self.cur_step: int | None = None
+        self._end = float("-inf")  # the current step's end (capture time)
+        self.last_ts = 0.0  # the last packet of the current step
+        self._held: tuple | None = None  # a packet past the step's end, awaiting the next
+        self.held = 0  # packets from ahead of the clock (stragglers) counted in the step
+        # Called after each closed step that had packets: on_close(step index, last ts).
+        self.on_close: Callable[[int, float], None] | None = None
+        self.closed = 0
+
+    # --- per packet: integer adds only ------------------------------------------------------
+    def observe_query(self, ts: float, client: bytes, regdomain: str, name_hash: int,
+                      size: int, qtype: int) -> None:
+        if ts >= self._end:
+            if not self._roll(ts, (True, client, regdomain, name_hash, size, qtype)):
+                return
+        elif self._held is not None:
+            self._release()
+        self.last_ts = ts
+        self._query(client, regdomain, name_hash, size, qtype)
+
+    def observe_response(self, ts: float, client: bytes, regdomain: str, size: int,
+                         rcode: int) -> None:
+        if ts >= self._end:
+            if not self._roll(ts, (False, client, regdomain, size, rcode)):
+                return
+        elif self._held is not None:
+            self._release()
+        self.last_ts = ts
+        self._response(client, regdomain, size, rcode)
+
+    def _query(self, client: bytes, regdomain: str, name_hash: int, size: int,
+               qtype: int) -> None:
+        qi = _QIDX.get(qtype, OTHER_Q)
+        e = self._c.cur.get(client) or self._c.entry(client)
+        e[0] += 1
+        e[1] += size
+        if len(e[4]) < NAMES_CAP:
+            e[4].add(name_hash)
+        e[5][qi] += 1
+        e = self._d.cur.get(regdomain) or self._d.entry(regdomain)
+        e[0] += 1
+        e[1] += size
+        if len(e[4]) < NAMES_CAP:
+            e[4].add(name_hash)
+        e[5][qi] += 1
+
+    def _response(self, client: bytes, regdomain: str, size: int, rcode: int) -> None:
+        nx = 1 if rcode == 3 else 0
+        e = self._c.cur.get(client) or self._c.entry(client)
+        e[2] += size
+        e[3] += nx
+        e = self._d.cur.get(regdomain) or self._d.entry(regdomain)
+        e[2] += size
+        e[3] += nx
+
+    # --- time ---------------------------------------------------------------------------------
+    def step_start(self, step: int) -> float:
+        return step * self.step
+
+    def _roll(self, ts: float, args: tuple) -> bool:
+        """A packet at or past the current step's end. Real captures carry single packets
+        with timestamps minutes or hours ahead of the stream, so the clock moves only when
+        two packets in a row are past the end: the first is held, and counted in the new
+        step once the next confirms it (or in the current step, the next being earlier).
+        Returns whether the caller counts its packet now."""
+        new = int(ts // self.step)
+        if self.cur_step is None:
+            self.cur_step = new
+            self._end = (new + 1) * self.step
+            return True
+        if self._held is None:
+            self._held = (new, args)
+            return False
+        held_step, held = self._held
+        self._held = None
+        self.advance_to(min(new, held_step))
+        self._count(held)
+        if ts >= self._end:  # further ahead still: this one waits for the next in turn
+            self._held = (new, args)
+            return False
+        return True
+
+    def _release(self) -> None:
+        """The packet after a held one is earlier than the step's end: the held one was a
+        straggler; count it in the current step."""
+        _, held = self._held
+        self._held = None
+        self.held += 1
+        self._count(held)
+
+    def _count(self, args: tuple) -> None:
+        if args[0]:
+            self._query(*args[1:])
+        else:
+            self._response(*args[1:])
+
+    def advance_to(self, new: int) -> None:
+        """Close the current step and every empty step up to (not including) ``new``."""
+        cur = self.cur_step
+        if cur is None or new <= cur:
+            return
+        self._close(cur)
+        gap = new - cur - 1
+        if gap >= self.capacity:
+            for t in self.tables.values():
+                t.data[:] = 0
+                t.qt[:] = 0
+                t.score[:] = 0
+                t.last_step = new - 1
+        else:
+            for s in range(cur + 1, new):
+                for t in self.tables.values():
+                    t.clear_step(s)
+        self.cur_step = new
+        self._end = (new + 1) * self.step
+
+    def _close(self, step: int) -> None:
+        for t in self.tables.values():
+            t.close(step)
+        self.closed += 1
+        if self.on_close is not None:
+            self.on_close(step, self.last_ts)
+
+    def flush(self) -> None:
+        """End of input: close the current (partial) step without running detectors."""
+        if self.cur_step is None:
+            return
+        if self._held is not None:  # the last packet of the input is believed
+            held_step, held = self._held
+            self._held = None
+            self.advance_to(held_step)
+            self._count(held)
+        cb, self.on_close = self.on_close, None
+        try:
+            self._close(self.cur_step)
+        finally:
+            self.on_close = cb
+        self.cur_step += 1
+        self._end = (self.cur_step + 1) * self.step
+
+    def memory_bytes(self) -> int:
+        return sum(t.data.nbytes + t.qt.nbytes for t in self.tables.values())
