@@ -11,7 +11,7 @@ from pathlib import Path
 from dnsguard import __version__
 from dnsguard.detect.rules import load_dir
 from dnsguard.detect.yamlsrc import SourceError
-from dnsguard.settings import DEFAULT_RULES, Settings
+from dnsguard.settings import DEFAULT_FEEDBACK, DEFAULT_RULES, Settings
 
 log = logging.getLogger("dnsguard")
 
@@ -43,6 +43,16 @@ def _positive(text: str) -> float:
     return v
 
 
+def _count(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return v
+
+
 def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rules", type=Path, default=DEFAULT_RULES,
                    help="rules directory or file (default: the rules shipped with dnsguard)")
@@ -52,11 +62,48 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
                    help="traffic window in seconds (default: 300)")
     p.add_argument("--suppress", type=_positive, default=3600.0,
                    help="one alert per key per this many seconds (default: 3600)")
+    p.add_argument("--max-keys", type=_count, metavar="N",
+                   help="cap on tracked keys per scope, least recently used evicted "
+                   "(default: 20000 domains and client/domain pairs, 10000 clients, 4096 "
+                   "flows)")
+    p.add_argument("--exact-cap", type=_count, metavar="N", default=128,
+                   help="distinct counts are exact up to N per key, HyperLogLog past it "
+                   "(default: 128)")
+    m = p.add_mutually_exclusive_group()
+    m.add_argument("--model", type=Path, metavar="PATH",
+                   help="model file (default: the model shipped with dnsguard; docs/model.md)")
+    m.add_argument("--no-model", action="store_true", help="rules only, no model")
+    p.add_argument("--model-state", type=Path, metavar="PATH",
+                   help="checkpoint what the model learns online here (atomically, every "
+                   "5 min and at exit) and resume from it when it exists")
+    p.add_argument("--feedback", type=Path, metavar="PATH",
+                   help="analyst verdicts written by 'dnsguard label' (JSON lines): the model "
+                   "learns from them and honours them")
+    p.add_argument("--learn-from-rules", action="store_true",
+                   help="the model also learns 'tunnel' from high-severity rule hits")
+    p.add_argument("--no-volume-alerts", action="store_true",
+                   help="no dns_volume_anomaly alerts: the series detectors are off "
+                   "(docs/timeseries.md)")
+    p.add_argument("--series-step", type=_positive, metavar="SECONDS", default=60.0,
+                   help="step of the per-client and per-domain series (default: 60)")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings(ports=args.ports, window=args.window, suppress=args.suppress,
-                    rules=args.rules)
+    s = Settings(ports=args.ports, window=args.window, suppress=args.suppress,
+                 rules=args.rules, exact_cap=args.exact_cap)
+    if args.max_keys:
+        s.max_domains = s.max_client_domains = s.max_clients = s.max_flows = args.max_keys
+    if getattr(args, "no_model", False):
+        s.use_model = False
+    s.model = getattr(args, "model", None)
+    s.model_state = getattr(args, "model_state", None)
+    s.feedback = getattr(args, "feedback", None)
+    s.learn_from_rules = getattr(args, "learn_from_rules", False)
+    s.series_step = getattr(args, "series_step", 60.0)
+    if getattr(args, "no_volume_alerts", False):
+        s.volume_alerts = False
+        s.series = bool(getattr(args, "report", None))  # the report still draws the series
+    return s
 
 
 def _load_rules(path: Path):
@@ -80,11 +127,51 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"dnsguard: {args.alerts}: cannot open for writing: {e.strerror}", file=sys.stderr)
         return 2
+    from dnsguard.detect.model import ModelError
+    from dnsguard.pipeline import Pipeline
+
+    settings = _settings(args)
+    emit = writer.write
+    collected: list[dict] = []
+    if args.report:
+        # Fail before a long replay if the report cannot be written; keep the alerts (rare:
+        # one per key per suppression window) for it.
+        try:
+            with open(args.report, "a", encoding="utf-8"):
+                pass
+        except OSError as e:
+            writer.close()
+            print(f"dnsguard: {args.report}: cannot write the report: {e.strerror}",
+                  file=sys.stderr)
+            return 2
+
+        def emit(alert: dict, _write=writer.write) -> None:
+            if len(collected) < 100_000:
+                collected.append(alert)
+            _write(alert)
+
     try:
-        res = replay(args.captures, _settings(args), ruleset, writer.write,
-                     progress=not args.quiet)
-    finally:
+        pipe = Pipeline(settings, ruleset, emit)
+    except ModelError as e:
         writer.close()
+        print(f"dnsguard: {e}", file=sys.stderr)
+        return 2
+    try:
+        res = replay(args.captures, settings, ruleset, emit,
+                     progress=not args.quiet, pipeline=pipe)
+    finally:
+        pipe.close()
+        writer.close()
+    if args.report:
+        from dnsguard.report import write_report
+
+        try:
+            write_report(args.report, pipe, collected, res.summary,
+                         [str(c) for c in args.captures])
+        except OSError as e:
+            print(f"dnsguard: {args.report}: cannot write the report: {e.strerror}",
+                  file=sys.stderr)
+            return 2
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(res.summary, indent=2) + "\n")
     if not args.quiet:
@@ -110,12 +197,91 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from dnsguard.detect.model import ModelError
     from dnsguard.evaluate import evaluate_cli
 
     ruleset = _load_rules(args.rules)
     if ruleset is None:
         return 2
-    return evaluate_cli(args, _settings(args), ruleset)
+    try:
+        return evaluate_cli(args, _settings(args), ruleset)
+    except ModelError as e:
+        print(f"dnsguard: {e}", file=sys.stderr)
+        return 2
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from dnsguard.train import train_cli
+
+    ruleset = _load_rules(args.rules)
+    if ruleset is None:
+        return 2
+    return train_cli(args, _settings(args), ruleset)
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from dnsguard.feedback import append_label
+
+    try:
+        rec = append_label(args.feedback, args.target, args.label, note=args.note or "")
+    except (ValueError, OSError) as e:
+        print(f"dnsguard: {args.feedback}: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.feedback}: {rec['target']} labelled {rec['label']}", file=sys.stderr)
+    return 0
+
+
+def _run_config(args: argparse.Namespace):
+    """The daemon's configuration: the file (if any), then the command-line overrides."""
+    from dnsguard import config as dconf
+
+    cfg = dconf.load(args.config) if args.config else dconf.DaemonConfig()
+    if args.interface:
+        cfg.interfaces = list(dict.fromkeys(args.interface))
+    if args.alerts is not None:
+        cfg.alerts = args.alerts
+    if args.metrics_address is not None:
+        cfg.metrics_host, cfg.metrics_port = dconf.parse_address(
+            args.metrics_address, "--metrics-address", "command line", 0)
+    for key in ("rules", "ports", "window", "suppress", "sensor", "user", "state_dir"):
+        v = getattr(args, key)
+        if v is not None:
+            setattr(cfg, key, v)
+    if args.no_model:
+        cfg.model_enabled = False
+    if args.log_level is not None:
+        cfg.log_level = args.log_level
+    if args.verbose:
+        cfg.log_level = "debug"
+    return cfg
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from dnsguard.daemon import Daemon, setup_logging
+
+    try:
+        cfg = _run_config(args)
+    except SourceError as e:
+        print(f"dnsguard: {e}", file=sys.stderr)
+        return 2
+    setup_logging(cfg.log_level)
+    return Daemon(cfg).run()
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from dnsguard import config as dconf
+
+    try:
+        cfg = dconf.load(args.file)
+        rs = load_dir(cfg.rules)
+    except SourceError as e:
+        print(f"dnsguard: {e}", file=sys.stderr)
+        return 1
+    ifaces = ", ".join(cfg.interfaces) or "none (pass --interface to 'run')"
+    print(f"{args.file}: OK: interfaces {ifaces}; ports {','.join(map(str, sorted(cfg.ports)))}"
+          f"; {len(rs.rules)} rules from {cfg.rules}; alerts to {cfg.alerts}; metrics "
+          f"{cfg.metrics_address if cfg.metrics_port else 'off'}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("captures", nargs="+", help="pcap or pcapng files, optionally gzipped")
     p.add_argument("--alerts", metavar="PATH", help="append alerts to this file, not stdout")
     p.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON")
+    p.add_argument("--report", metavar="PATH", help="also write a self-contained HTML report "
+                   "(timelines of alerted keys, feature distributions, top talkers)")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary, no progress bar")
     _add_pipeline_args(p)
     p.set_defaults(fn=cmd_replay)
@@ -149,6 +317,66 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="write the full result as JSON")
     _add_pipeline_args(p)
     p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("train", help="train the model from captures and ground truth",
+                       description="Replay captures with the rules off, label every key's "
+                       "window snapshots from truth.yaml and train the Hoeffding tree "
+                       "(docs/model.md).")
+    p.add_argument("--truth", required=True, type=Path, action="append",
+                   help="truth.yaml (repeatable; later files win for the same capture name)")
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="MODEL",
+                   help="model file to write (plus MODEL.json)")
+    p.add_argument("captures", nargs="+", help="captures (or directories of captures)")
+    p.add_argument("--classifier", choices=("hoeffding", "adaptive"), default="hoeffding",
+                   help="river HoeffdingTreeClassifier or HoeffdingAdaptiveTreeClassifier")
+    p.add_argument("--threshold", type=float, default=0.9,
+                   help="P(tunnel) at or above which the model alerts (default: 0.9)")
+    p.add_argument("--min-queries", type=int, default=4,
+                   help="queries a key needs before the model may alert (default: 4)")
+    p.add_argument("--epochs", type=int, default=2, help="passes over the data (default: 2)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--json", metavar="PATH", help="also write the metadata here")
+    _add_pipeline_args(p)
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("label", help="record an analyst verdict the model learns from",
+                       description="Append a verdict on a domain (or an IP address) to the "
+                       "feedback file that replay/eval --feedback and the daemon read.")
+    p.add_argument("target", metavar="DOMAIN", help="domain (or client/server IP address)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--tunnel", dest="label", action="store_const", const="tunnel")
+    g.add_argument("--benign", dest="label", action="store_const", const="benign")
+    p.add_argument("--feedback", type=Path, metavar="PATH", default=DEFAULT_FEEDBACK,
+                   help=f"feedback file (default: {DEFAULT_FEEDBACK})")
+    p.add_argument("--note", help="why (kept in the file)")
+    p.set_defaults(fn=cmd_label)
+
+    p = sub.add_parser("run", help="run the live sensor (capture, alerts, metrics)",
+                       description="Capture DNS on network interfaces and raise alerts as "
+                       "JSON lines; Prometheus metrics over HTTP. Options override the "
+                       "configuration file (docs/daemon.md).")
+    p.add_argument("-c", "--config", type=Path, metavar="FILE", help="YAML configuration")
+    p.add_argument("-i", "--interface", action="append", metavar="IF",
+                   help="capture on this interface (repeatable; replaces 'interfaces:')")
+    p.add_argument("--alerts", metavar="PATH", help="alert file ('-' for stdout)")
+    p.add_argument("--metrics-address", metavar="HOST:PORT",
+                   help="Prometheus exporter address (default 127.0.0.1:9153; port 0: off)")
+    p.add_argument("--rules", type=Path, help="rules directory or file")
+    p.add_argument("--ports", type=_ports, help="DNS ports, comma-separated")
+    p.add_argument("--window", type=_positive, help="traffic window in seconds")
+    p.add_argument("--suppress", type=_positive, help="one alert per key per this many s")
+    p.add_argument("--sensor", help="sensor name put in every alert")
+    p.add_argument("--user", help="user to become after opening the sockets (when root)")
+    p.add_argument("--state-dir", type=Path, help="state directory (model checkpoints)")
+    p.add_argument("--no-model", action="store_true", help="rules only, no model")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("check-config", help="validate a daemon configuration file",
+                       description="Validate a 'dnsguard run' configuration and the rules it "
+                       "names; errors give file, line and key.")
+    p.add_argument("file", type=Path)
+    p.set_defaults(fn=cmd_check_config)
     return ap
 
 

@@ -24,7 +24,6 @@ class RegisteredDomains:
 
     def __init__(self, cache_size: int = 100_000) -> None:
         self._psl = PublicSuffixList(accept_unknown=True)
-        self._strict = PublicSuffixList(accept_unknown=False)
         self._cache: dict[str, str] = {}
         self._tlds: dict[str, bool] = {}
         self._cache_size = cache_size
@@ -46,5 +45,5 @@ class RegisteredDomains:
         if r is None:
             if len(self._tlds) >= 10_000:
                 self._tlds.clear()
-            r = self._tlds[tld] = self._strict.publicsuffix(tld) is not None
+            r = self._tlds[tld] = self._psl.publicsuffix(tld, accept_unknown=False) is not None
         return r

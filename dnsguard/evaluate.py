@@ -122,6 +122,8 @@ def evaluate_capture(path: Path, truth: Truth, settings: Settings,
     found: list[dict | None] = [None] * len(truth.tunnels)
 
     def emit(alert: dict) -> None:
+        if alert.get("event_type", "dns_tunnel") != "dns_tunnel":
+            return  # eval scores tunnel alerts only (volume anomalies claim no tunnel)
         alerts.append(alert)
         for i, t in enumerate(truth.tunnels):
             if found[i] is None and t.hit_by(alert):

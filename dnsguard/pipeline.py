@@ -60,10 +60,9 @@ class Pipeline:
             "flow": win.WindowTable("flow", w, settings.max_flows, cap),
         }
         self.tcp = TcpReassembler(settings.tcp_max_flows, settings.tcp_max_bytes)
-        self.policy = Policy(settings.suppress)
-        self.rules = {sc: ruleset.for_scope(sc) for sc in win.SCOPES}
-        self.allow = ruleset.allowlist
-        self.exempt_ports = ruleset.allowlist.ports
+        self.policy = Policy(settings.suppress, rate=settings.alert_rate,
+                             burst=settings.alert_burst)
+        self._set_rules(ruleset)
         # (client, server) → registered domain last queried directly between them: lets an
         # alert on a non-DNS flow name the domain its DNS handshake used (iodine raw mode).
         self.pair_domain: OrderedDict[tuple[bytes, bytes], str] = OrderedDict()
@@ -72,6 +71,9 @@ class Pipeline:
         self.client_suspect: OrderedDict[bytes, str] = OrderedDict()
         self.counters: Counter[str] = Counter()
         self.malformed: Counter[str] = Counter()
+        # DNS messages by query type number (bucketed by the metrics exporter at scrape time).
+        self.query_types: Counter[int] = Counter()
+        self.response_types: Counter[int] = Counter()
         self.regdomains = DistinctCounter(cap=4096)
         self.alerts = 0
         self.source = ""
@@ -83,6 +85,21 @@ class Pipeline:
         #   score(scope, features, key) -> (detector id, severity, score, reasons) | None
         # called on the same feature vectors, at the same moments, as the rules.
         self.extra_detectors: list = []
+        if settings.use_model:
+            from dnsguard.detect.model import detector_for
+
+            det = detector_for(settings)
+            if det is not None:
+                self.extra_detectors.append(det)
+        # Time series per client and registered domain (dnsguard.series, docs/timeseries.md):
+        # per packet only integer adds; the detectors run when a step closes.
+        self.series = None
+        if getattr(settings, "series", False):
+            from dnsguard.series.monitor import SeriesMonitor
+
+            self.series = SeriesMonitor(settings.series_step, settings.series_span,
+                                        settings.series_keys, detect=settings.volume_alerts,
+                                        raise_fn=self._raise)
 
     # --- input ------------------------------------------------------------------------------
     def feed(self, ts: float, linktype: int, data: bytes, wirelen: int) -> str:
@@ -122,11 +139,13 @@ class Pipeline:
                 if m.qr:
                     o = pk.DNS_RESPONSE
                     self.counters["responses"] += 1
+                    self.response_types[m.qtype] += 1
                     if not skip:
                         self._response(ts, m, d.dst, d.src)
                 else:
                     o = pk.DNS_QUERY
                     self.counters["queries"] += 1
+                    self.query_types[m.qtype] += 1
                     if skip:
                         self.counters["allowlisted"] += 1
                     else:
@@ -148,16 +167,15 @@ class Pipeline:
         if self.on_query is not None:
             self.on_query(ts, ip_text(client), ip_text(server), nf.name)
         factor = 1.0
-        entry = self.allow.for_domain(nf.name) if self.allow.entries else None
-        if entry is None and self.allow._nets:
-            entry = (self.allow.for_address("client", ip_text(client))
-                     or self.allow.for_address("resolver", ip_text(server)))
+        entry = self._allowed(nf, client, server)
         if entry is not None:
             if entry.action == "exempt":
                 self.counters["allowlisted"] += 1
                 return
             factor = entry.factor
         qtype = m.qtype
+        if self.series is not None:
+            self.series.observe_query(ts, client, rd, hash(nf.name), m.size, qtype)
         pd = self.pair_domain
         pd[(client, server)] = rd
         if len(pd) > 4096:
@@ -172,29 +190,46 @@ class Pipeline:
         st, old = t["domain"].get(rd, ts)
         if old is not None:
             self._check("domain", rd, old, factor, old.last)
-        win.note_query(st, nf, qtype, client, server, labels)
+        win.note_query(st, nf, qtype, client, server)
         if self.rules["message"] and not self.policy.is_suppressed(("d", rd), ts):
-            f = nf.fdict()
-            f["qtype"] = qtype
-            f["qtype_rare"] = 0 if qtype in _ORDINARY else 1
-            self._evaluate("message", ("d", rd), f, factor, ts, client, server, rd, st,
-                           [nf.name] + [x for x in st.samples if x != nf.name])
+            # Message rules see only the name and its type: their verdict is cached with the
+            # name, so a name seen again costs a dict lookup.
+            cached = nf.verdicts.get((qtype, factor))
+            if cached is None:
+                f = nf.fdict()
+                f["qtype"] = qtype
+                f["qtype_rare"] = 0 if qtype in _ORDINARY else 1
+                cached = nf.verdicts[(qtype, factor)] = (self._rule_hits("message", f, factor),
+                                                          f)
+            if cached[0]:
+                self._raise("message", ("d", rd), cached[1], list(cached[0]), ts, client,
+                            server, self._base_domain(st, rd),
+                            st, [nf.name] + [x for x in st.samples if x != nf.name])
         if due(st.queries + st.responses):
             self._check("domain", rd, st, factor, ts)
         key = (client, rd)
         st, old = t["client_domain"].get(key, ts)
         if old is not None:
             self._check("client_domain", key, old, factor, old.last)
-        win.note_query(st, nf, qtype, client, server, labels)
+        win.note_query(st, nf, qtype, client, server)
         if due(st.queries + st.responses):
             self._check("client_domain", key, st, factor, ts)
         st, old = t["client"].get(client, ts)
         if old is not None:
             self._check("client", client, old, 1.0, old.last)
-        win.note_query(st, nf, qtype, client, server, None)
+        win.note_query(st, nf, qtype, client, server, track_suffix=False)
         win.note_client_domain(st, nf)
         if due(st.queries + st.responses):
             self._check("client", client, st, 1.0, ts)
+
+    def _allowed(self, nf, client: bytes, server: bytes):
+        """The allowlist entry covering a query: by name, else by client, else by resolver."""
+        allow = self.allow
+        entry = allow.for_domain(nf.name) if allow.entries else None
+        if entry is None and allow.has_networks:
+            entry = (allow.for_address("client", ip_text(client))
+                     or allow.for_address("resolver", ip_text(server)))
+        return entry
 
     def _response(self, ts: float, m, client: bytes, server: bytes) -> None:
         labels = m.qlabels
@@ -203,14 +238,13 @@ class Pipeline:
         nf = self.names.analyze(labels)
         rd = nf.regdomain
         factor = 1.0
-        entry = self.allow.for_domain(nf.name) if self.allow.entries else None
-        if entry is None and self.allow._nets:
-            entry = (self.allow.for_address("client", ip_text(client))
-                     or self.allow.for_address("resolver", ip_text(server)))
+        entry = self._allowed(nf, client, server)
         if entry is not None:
             if entry.action == "exempt":
                 return
             factor = entry.factor
+        if self.series is not None:
+            self.series.observe_response(ts, client, rd, m.size, m.rcode)
         down = 0
         for _, _, ln in m.answers:
             down += ln
@@ -247,6 +281,12 @@ class Pipeline:
         n = st.queries + st.responses
         if st.evaluated_at == n:
             return
+        need = self._rule_min[scope]
+        if self.extra_detectors:
+            for d in self.extra_detectors:
+                need = min(need, getattr(d, "min_queries", 1))
+        if st.queries < need:
+            return
         st.evaluated_at = n
         if scope == "flow":
             ident = ("f", key)
@@ -276,19 +316,34 @@ class Pipeline:
                 return text
         return rd
 
-    def _evaluate(self, scope: str, ident: tuple, f: dict, factor: float, ts: float,
-                  client: bytes, server: bytes, domain: str | None, st, samples) -> None:
+    def _rule_hits(self, scope: str, f: dict, factor: float) -> list:
         hits = []
         for r in self.rules[scope]:
             reasons = r.match(f, factor)
             if reasons is not None:
                 hits.append((r.id, r.severity, r.score, reasons))
+        return hits
+
+    def _evaluate(self, scope: str, ident: tuple, f: dict, factor: float, ts: float,
+                  client: bytes, server: bytes, domain: str | None, st, samples) -> None:
+        """Rules, then the extra detectors (windowed scopes only), then policy."""
+        hits = self._rule_hits(scope, f, factor)
         for det in self.extra_detectors:
+            obs = getattr(det, "observe", None)
+            if obs is not None:
+                # What the detector may learn from: rule verdicts, allowlist factor, addresses.
+                obs(scope, f, ident, factor=factor, hits=hits, ts=ts, client=client,
+                    server=server, domain=domain)
             h = det.score(scope, f, ident)
             if h is not None:
                 hits.append(h)
-        if not hits:
-            return
+        if hits:
+            self._raise(scope, ident, f, hits, ts, client, server, domain, st, samples)
+
+    def _raise(self, scope: str, ident: tuple, f: dict, hits: list, ts: float, client: bytes,
+               server: bytes, domain: str | None, st, samples,
+               event_type: str = EVENT_TUNNEL) -> None:
+        """Policy: one alert per key per suppression window, detectors combined."""
         if not self.policy.admit(ident, ts):
             return
         sev, score, detectors, reasons = combine(hits)
@@ -304,7 +359,7 @@ class Pipeline:
             stats["window_start"] = iso_time(st.start)
         alert = {
             "timestamp": iso_time(ts),
-            "event_type": EVENT_TUNNEL,
+            "event_type": event_type,
             "severity": sev,
             "score": score,
             "domain": domain,
@@ -322,12 +377,22 @@ class Pipeline:
         self.alerts += 1
         self.emit(alert)
 
-    def reload(self, ruleset: RuleSet) -> None:
-        """Swap in new rules and allowlists (SIGHUP); traffic state is kept."""
+    def _set_rules(self, ruleset: RuleSet) -> None:
         self.ruleset = ruleset
         self.rules = {sc: ruleset.for_scope(sc) for sc in win.SCOPES}
         self.allow = ruleset.allowlist
         self.exempt_ports = ruleset.allowlist.ports
+        self.names.clear()  # cached message-rule verdicts belong to the old rules
+        # Per scope, the fewest queries a key needs before any rule could fire: keys below it
+        # are not evaluated (most keys on a busy network never get there). Extra detectors
+        # lower it with their own ``min_queries``.
+        self._rule_min = {sc: min((r.min_queries() for r in self.rules[sc]), default=1 << 30)
+                          for sc in win.SCOPES}
+
+    def reload(self, ruleset: RuleSet) -> None:
+        """Swap in new rules and allowlists (SIGHUP); traffic state is kept."""
+        self.ruleset = ruleset
+        self._set_rules(ruleset)
 
     def close(self) -> None:
         """Before exit: let detectors persist what they learned."""
@@ -346,6 +411,8 @@ class Pipeline:
                     e = self.allow.for_domain(rd) if self.allow.entries else None
                     fac = e.factor if e is not None else 1.0
                 self._check(scope, key, st, fac, st.last)
+        if self.series is not None:
+            self.series.finish()
 
     def summary(self) -> dict:
         c = self.counters
@@ -359,9 +426,11 @@ class Pipeline:
             "registered_domains": len(self.regdomains),
             "alerts": self.alerts,
             "suppressed_alerts": self.policy.suppressed,
+            "rate_limited_alerts": self.policy.rate_limited,
             "tracked_keys": {k: len(t) for k, t in self.tables.items()},
             "evicted_keys": {k: t.evicted for k, t in self.tables.items()},
             "tcp": dict(self.tcp.counters),
             "first_ts": self.first_ts,
             "last_ts": self.last_ts,
+            "series": self.series.summary() if self.series is not None else None,
         }

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_RULES = Path(__file__).parent / "data" / "rules"
+DEFAULT_FEEDBACK = Path("/var/lib/dnsguard/feedback.jsonl")  # ``dnsguard label`` writes here
 
 
 @dataclass
@@ -13,12 +14,27 @@ class Settings:
     ports: frozenset[int] = frozenset({53})
     window: float = 300.0  # seconds per traffic window
     suppress: float = 3600.0  # one alert per key per this many seconds
+    alert_rate: float = 10.0  # overall alerts per second (token bucket) …
+    alert_burst: int = 100  # … with this burst; refused alerts are counted, never silent
     max_domains: int = 20_000  # LRU caps on tracked keys per scope
     max_client_domains: int = 20_000
     max_clients: int = 10_000
     max_flows: int = 4_096
-    exact_cap: int = 64  # distinct counts are exact up to this, HyperLogLog past it
+    exact_cap: int = 128  # distinct counts are exact up to this, HyperLogLog past it
     tcp_max_flows: int = 4_096
     tcp_max_bytes: int = 16 << 20
     rules: Path = field(default_factory=lambda: DEFAULT_RULES)
     sensor: str = ""
+    # The model detector (dnsguard.detect.model, docs/model.md): None = the shipped default.
+    use_model: bool = True
+    model: Path | None = None
+    model_state: Path | None = None  # checkpoint of what it learned online; resumed at start
+    feedback: Path | None = None  # analyst verdicts (``dnsguard label``), JSON lines
+    learn_from_rules: bool = False  # also learn from high-severity rule verdicts
+    checkpoint_every: float = 300.0  # seconds between checkpoints (when model_state is set)
+    # Time series per client and registered domain (dnsguard.series, docs/timeseries.md).
+    series: bool = True  # keep the series (needed by the volume detectors and --report)
+    volume_alerts: bool = True  # run the detectors when a step closes: dns_volume_anomaly
+    series_step: float = 60.0  # seconds per step (capture time)
+    series_span: float = 86400.0  # history kept per series (ring buffer), seconds
+    series_keys: int = 64  # tracked clients and tracked domains (each), plus "other"

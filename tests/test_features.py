@@ -87,7 +87,7 @@ def test_distinct_counter_switches_to_sketch_and_stays_close():
 
 def _query(st, name: str, qtype: int = 1, client: bytes = b"\x0a\x00\x00\x01"):
     nf = feats(name)
-    win.note_query(st, nf, qtype, client, b"\x0a\x00\x00\x35", tuple(name.encode().split(b".")))
+    win.note_query(st, nf, qtype, client, b"\x0a\x00\x00\x35")
     return nf
 
 

@@ -22,6 +22,16 @@ def test_policy_state_is_bounded():
     assert len(p._until) == 10
 
 
+def test_alert_storm_is_rate_limited_and_counted_not_lost():
+    p = Policy(suppress=3600, rate=5.0, burst=10)
+    admitted = sum(p.admit(("d", f"{i}.example"), i * 0.01) for i in range(1000))
+    # 10 s of capture time: the burst plus about 5 per second, the rest counted
+    assert 10 <= admitted <= 10 + 5 * 10 + 1
+    assert p.rate_limited == 1000 - admitted
+    # a held-back key is not muted: it alerts once tokens return
+    assert p.admit(("d", "999.example"), 100.0)
+
+
 def test_combine_takes_highest_severity_and_noisy_or_score():
     sev, score, det, reasons = combine([("a", "medium", 0.5, ["x"]), ("b", "high", 0.5,
                                                                       ["x", "y"])])

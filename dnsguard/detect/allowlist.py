@@ -107,6 +107,10 @@ class Allowlist:
         self.ports = frozenset(int(e.value) for e in entries if e.kind == "port")
         self._cache: dict[str, Entry | None] = {}
 
+    @property
+    def has_networks(self) -> bool:
+        return bool(self._nets)
+
     def for_domain(self, name: str) -> Entry | None:
         """The entry covering ``name`` (lower-case), the most specific one if several."""
         if not self._suffix:

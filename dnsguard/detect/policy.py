@@ -6,21 +6,43 @@ Example:
     >>> p = Policy(suppress=60)
     >>> p.admit(("d", "x.com"), 10.0), p.admit(("d", "x.com"), 20.0), p.admit(("d", "x.com"), 71.0)
     (True, False, True)
+    >>> p = Policy(rate=1.0, burst=2)
+    >>> [p.admit(("d", f"{i}.com"), 0.0) for i in range(3)], p.rate_limited
+    ([True, True, False], 1)
+    >>> p.admit(("d", "2.com"), 1.0)   # a token back after one second; its key was not muted
+    True
 """
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
+
+log = logging.getLogger(__name__)
 
 _SEV_RANK = {"low": 0, "medium": 1, "high": 2}
 
 
 class Policy:
-    def __init__(self, suppress: float = 3600.0, max_keys: int = 100_000) -> None:
+    """Per-key suppression plus an overall rate limit (a token bucket in capture time).
+
+    An alert refused by the rate limit is counted in ``rate_limited`` and logged in a
+    periodic summary; its key does not start a suppression window, so it alerts as soon as
+    the bucket allows. Nothing is dropped silently.
+    """
+
+    def __init__(self, suppress: float = 3600.0, max_keys: int = 100_000,
+                 rate: float = 10.0, burst: int = 100) -> None:
         self.suppress = suppress
         self.max_keys = max_keys
         self._until: OrderedDict[tuple, float] = OrderedDict()
         self.suppressed = 0
+        self.rate, self.burst = rate, burst
+        self._tokens = float(burst)
+        self._refilled: float | None = None
+        self.rate_limited = 0
+        self._logged_limited = 0
+        self._next_log = 0.0
 
     def is_suppressed(self, ident: tuple, ts: float) -> bool:
         until = self._until.get(ident)
@@ -31,11 +53,28 @@ class Policy:
         if self.is_suppressed(ident, ts):
             self.suppressed += 1
             return False
+        if not self._take(ts):
+            self.rate_limited += 1
+            if ts >= self._next_log:
+                log.warning("alert rate limit (%g/s, burst %d): %d alerts held back so far",
+                            self.rate, self.burst, self.rate_limited)
+                self._next_log = ts + 60.0
+            return False
         self._until[ident] = ts + self.suppress
         self._until.move_to_end(ident)
         if len(self._until) > self.max_keys:
             self._until.popitem(last=False)
         return True
+
+    def _take(self, ts: float) -> bool:
+        if self._refilled is not None and ts > self._refilled:
+            self._tokens = min(self.burst, self._tokens + (ts - self._refilled) * self.rate)
+        if self._refilled is None or ts > self._refilled:
+            self._refilled = ts
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
 
 
 def combine(hits: list[tuple[str, str, float, list[str]]]) -> tuple[str, float, list[str],

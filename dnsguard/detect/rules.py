@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,9 @@ from dnsguard.features.catalog import FEATURES
 from dnsguard.features.window import SCOPES
 
 SEVERITIES = {"low": 0.4, "medium": 0.6, "high": 0.85}
+# Features that can only reach N after at least N queries (or packets) of the key.
+COUNT_FEATURES = frozenset({"queries", "distinct_names", "encoded_queries", "distinct_domains",
+                            "encoded_domains", "unknown_tld_domains", "packets"})
 _COND = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*(>=|<=|==|!=|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 _SYM = {">=": ">=", "<=": "<=", "==": "==", "!=": "!=", ">": ">", "<": "<"}
@@ -119,6 +123,16 @@ class Rule:
         anyc = _conditions(d, "any", scope, path, where, required=False)
         return cls(rid, d["description"].strip(), sev, float(score), scope, when, anyc,
                    source=f"{path}:{line}")
+
+    def min_queries(self) -> int:
+        """Fewest updates of a key before this rule can possibly fire (its count thresholds):
+        the pipeline does not evaluate keys below the smallest such bound of their scope."""
+        n = 1
+        for c in self.when:
+            if c.feature in COUNT_FEATURES and c.op in (">=", ">"):
+                v = math.floor(c.value) + 1 if c.op == ">" else math.ceil(c.value)
+                n = max(n, v)
+        return n
 
     def _fn(self, factor: float):
         fn = self._compiled.get(factor)

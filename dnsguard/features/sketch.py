@@ -17,8 +17,10 @@ Example:
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
-from datasketch import HyperLogLog
+if TYPE_CHECKING:
+    from datasketch import HyperLogLog
 
 
 def _hash32(h: int) -> int:
@@ -42,6 +44,10 @@ class DistinctCounter:
         if s is not None:
             s.add(item)
             if len(s) > self.cap:
+                # Imported here: datasketch pulls in scipy (~1 s), which a replay of a small
+                # capture never needs.
+                from datasketch import HyperLogLog
+
                 h = self._hll = HyperLogLog(p=8, hashfunc=_hash32)
                 for x in s:
                     h.update(x)

@@ -106,8 +106,9 @@ MAX_SAMPLES = 3
 
 
 def note_query(st: KeyStats, nf, qtype: int, client: bytes, server: bytes,
-               labels: tuple[bytes, ...] | None) -> None:
-    """Account one query with name features ``nf`` (a :class:`NameFeatures`) in ``st``."""
+               track_suffix: bool = True) -> None:
+    """Account one query with name features ``nf`` (a :class:`NameFeatures`) in ``st``;
+    ``track_suffix`` keeps the deepest zone all the key's names share."""
     st.queries += 1
     st.names.add(nf.name)
     st.bytes_up += nf.sub_len
@@ -142,8 +143,8 @@ def note_query(st: KeyStats, nf, qtype: int, client: bytes, server: bytes,
             if len(s) < len(nf.name) // 2:
                 samples[i] = nf.name
                 break
-    if labels is not None:
-        lower = tuple(x.lower() for x in labels)
+    if track_suffix:
+        lower = nf.lower
         suf = st.suffix
         if suf is None:
             st.suffix = lower

@@ -21,7 +21,8 @@ def print_summary(res, out: TextIO) -> None:
     ev = s["evicted_keys"]
     w("  state: tracked " + ", ".join(f"{k} {v}" for k, v in s["tracked_keys"].items())
       + "; evicted " + ", ".join(f"{k} {v}" for k, v in ev.items()) + "\n")
-    w(f"  alerts: {s['alerts']} (suppressed repeats: {s['suppressed_alerts']})\n")
+    w(f"  alerts: {s['alerts']} (suppressed repeats: {s['suppressed_alerts']}, held back by "
+      f"the rate limit: {s.get('rate_limited_alerts', 0)})\n")
     for d in res.damaged:
         w(f"  damaged: {d}\n")
     for e in res.errors:
