@@ -69,6 +69,22 @@ def _utc(ts: float, fmt: str = "%H:%M") -> str:
         return "?"
 
 
+
+def _svg_head(width: int, height: int, ml: float, title: str) -> list[str]:
+    """Opening of a chart: the svg element, a white background and the title."""
+    return [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(title)}">',
+            f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fff"/>',
+            f'<text x="{ml}" y="13" font-size="12" font-weight="600" fill="#333">'
+            f'{esc(title)}</text>']
+
+
+def _grid_line(ml: float, pw: float, y: float, label: str) -> list[str]:
+    """A horizontal grid line at ``y`` with its label left of the plot area."""
+    return [f'<line x1="{ml}" x2="{ml + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>',
+            f'<text x="{ml - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end" '
+            f'fill="#666">{esc(label)}</text>']
+
 def _num(v: float) -> str:
     v = float(v)
     a = abs(v)
@@ -130,17 +146,10 @@ def line_chart(title: str, t0: float, step: float, lines: list[tuple], band=None
     def Y(v: float) -> float:
         return mt + ph - ph * max(v, 0.0) / ymax
 
-    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-         f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(title)}">',
-         f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fff"/>',
-         f'<text x="{ml}" y="13" font-size="12" font-weight="600" fill="#333">'
-         f'{esc(title)}</text>']
+    o = _svg_head(width, height, ml, title)
     for k in range(5):
         v = ymax * k / 4
-        y = Y(v)
-        o.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
-        o.append(f'<text x="{ml - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end" '
-                 f'fill="#666">{_num(v)}</text>')
+        o += _grid_line(ml, pw, Y(v), _num(v))
     ticks = min(n, 5)
     for k in range(ticks):
         i = round((n - 1) * k / max(ticks - 1, 1))
@@ -191,17 +200,10 @@ def histogram_chart(title: str, groups: list[tuple[str, list[float], str]], bins
         c, _ = np.histogram(np.asarray(vs, dtype=float), bins=edges)
         shares.append(c / max(c.sum(), 1))
     ymax = max((float(s.max()) for s in shares if len(s)), default=1.0) or 1.0
-    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-         f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(title)}">',
-         f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fff"/>',
-         f'<text x="{ml}" y="13" font-size="12" font-weight="600" fill="#333">'
-         f'{esc(title)}</text>']
+    o = _svg_head(width, height, ml, title)
     for k in range(3):
         v = ymax * k / 2
-        y = mt + ph - ph * v / ymax
-        o.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
-        o.append(f'<text x="{ml - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end" '
-                 f'fill="#666">{v * 100:.0f}%</text>')
+        o += _grid_line(ml, pw, mt + ph - ph * v / ymax, f"{v * 100:.0f}%")
     bw = pw / bins
     for (_, _, colour), s in zip(groups, shares, strict=True):
         for i, share in enumerate(s):
