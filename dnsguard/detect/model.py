@@ -68,18 +68,38 @@ def vectorize(scope: str, f: dict) -> dict[str, float]:
 # The evidence gate: the model may alert on a window only if it shows data moving in DNS.
 MIN_SUB_LEN = 24.0  # mean octets left of the registered domain per query
 MIN_DOWN = 100.0  # answer rdata octets per response
+MIN_STRONG_NAMES = 8  # distinct names with data-shaped names or rare types
+MIN_WEAK_NAMES = 10  # distinct names with only long subdomains or big answers …
+MIN_WEAK_DISTINCT_RATIO = 0.3  # … most of them new (a resolver leg doubles each: ≥ 0.5)
+MIN_ENCODED_DOMAIN_SHARE = 0.2  # client keys: registered domains whose label is data
 
 
 def carries_data(scope: str, f: dict) -> bool:
-    """Does the window show data in names or answers? (flow: non-DNS bytes on a DNS port
-    always do). Measured on the corpus: every tunnel has windows that pass, ordinary
-    lookups (A/AAAA/MX/SRV/TXT of short names) do not; see docs/model.md."""
+    """Does the window show data moving in DNS? (flow: non-DNS bytes on a DNS port always
+    do.) A tunnel must keep asking *new* names to move new data (a cache answers repeats),
+    so the evidence is counted in distinct names:
+
+    * data-shaped names (encoded labels, raw octets) or rare query types, over at least
+      ``MIN_STRONG_NAMES`` distinct names — the rules' own bar;
+    * weaker signs (long subdomains, big answers) only over ``MIN_WEAK_NAMES`` distinct names
+      that are mostly new (``distinct_ratio``): mail servers fetching SPF/DKIM TXT records and
+      Windows clients locating domain controllers (long ``_ldap._tcp…`` SRV names) repeat a
+      handful of names, and must not reach the tree, which learnt from a corpus with almost no
+      such benign traffic (tests/test_generalisation.py);
+    * for a client key, data in the registered domains themselves (encoded labels).
+    """
     if scope == "flow":
         return True
     g = f.get
-    return bool(g("encoded_share", 0) or g("non_ldh_share", 0) or g("rare_qtype_share", 0)
-                or g("encoded_domain_share", 0) or g("mean_sub_len", 0) >= MIN_SUB_LEN
-                or g("down_per_response", 0) >= MIN_DOWN)
+    if scope == "client":
+        return g("encoded_domain_share", 0) >= MIN_ENCODED_DOMAIN_SHARE
+    names = g("distinct_names", 0)
+    strong = g("encoded_share", 0) or g("non_ldh_share", 0) or g("rare_qtype_share", 0)
+    if strong and names >= MIN_STRONG_NAMES:
+        return True
+    weak = g("mean_sub_len", 0) >= MIN_SUB_LEN or g("down_per_response", 0) >= MIN_DOWN
+    return bool(weak and names >= MIN_WEAK_NAMES
+                and g("distinct_ratio", 0) >= MIN_WEAK_DISTINCT_RATIO)
 
 
 def _natural(name: str, v: float) -> float:
@@ -213,7 +233,14 @@ def load(path: str | Path) -> tuple[dict, dict]:
     if vers.get("river") and vers["river"] != river.__version__:
         log.warning("%s: built with river %s, running river %s", path, vers["river"],
                     river.__version__)
-    bundle = pickle.loads(blob)  # noqa: S301 - checked above: owner, mode, digest
+    try:
+        bundle = pickle.loads(blob)  # noqa: S301 - checked above: owner, mode, digest
+    except Exception as e:  # a digest that matches garbage: both files were replaced
+        raise ModelError(f"{path}: cannot unpickle the model ({type(e).__name__}: {e}); "
+                         f"restore it, or rebuild it with 'dnsguard train'") from None
+    if not isinstance(bundle, dict) or not {"tree", "scaler", "hst"} <= bundle.keys():
+        raise ModelError(f"{path}: not a dnsguard model (no classifier inside); restore it, "
+                         f"or rebuild it with 'dnsguard train'")
     return bundle, meta
 
 
@@ -245,19 +272,33 @@ class Feedback:
     def __len__(self) -> int:
         return len(self.domains) + len(self.addresses)
 
-    def reload(self) -> None:
-        from dnsguard.feedback import read_feedback
+    def reload(self) -> bool:
+        """Re-read the file. Bad lines are skipped (logged with FILE:LINE). If the file cannot
+        be read, has vanished, or has lines but not one valid, the verdicts already loaded
+        are kept (logged): a broken file never erases good feedback. True if (re)loaded."""
+        from dnsguard.feedback import load_feedback
 
         domains: dict[str, str] = {}
         addresses: dict[str, str] = {}
         where: dict[str, str] = {}
         if self.path is not None:
-            for rec in read_feedback(self.path):
+            got = load_feedback(self.path)
+            broken = got.error or (got.bad and not got.records) or (got.missing and len(self))
+            if broken:
+                why = (got.error or ("file missing" if got.missing else
+                                     f"no valid line, {got.bad} bad"))
+                if len(self):
+                    log.error("%s: feedback not reloaded (%s): keeping the %d verdicts "
+                              "loaded before", self.path, why, len(self))
+                    return False
+                log.error("%s: no feedback loaded (%s)", self.path, why)
+            for rec in got.records:
                 t = rec["target"]
                 (addresses if _is_ip(t) else domains)[t] = rec["label"]
                 where[t] = f"{self.path}:{rec['line']}"
         self.domains, self.addresses, self.where = domains, addresses, where
         self._cache = {}
+        return True
 
     def for_domain(self, rd: str) -> tuple[str, str] | None:
         """(label, target) of the verdict covering registered domain ``rd``."""
