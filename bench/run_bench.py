@@ -3,16 +3,19 @@
 Usage (from the repository root):
 
     python bench/run_bench.py [--packets 1000000] [--flood 5000000] [--corpus ../shared/corpus]
+                              [--repeat 3] [--reuse] [--no-model]
 
 1. Builds a workload of at least ``--packets`` frames from real captures — the corpus in
-   ../shared/corpus and the project's own pcaps/ — repeated with shifted timestamps and
-   rewritten client addresses (so repetitions are new clients, not replays of the same keys),
-   every frame re-framed as Ethernet so one pcap holds all of them. IP checksums are not
-   recomputed: neither dnsguard nor tshark (by default) validates them.
-2. Measures, on that same file, in one run: ``dnsguard replay`` end to end (decode, features,
-   rules, model, alerts) in packets/s and peak RSS; ``tshark -T fields`` (frame time, addresses,
-   query name and type) as the reference; plain iteration over the file's records as the
-   ceiling. Prints the ratios.
+   ../shared/corpus and the project's own pcaps/, interleaved in time order — repeated with
+   shifted timestamps and rewritten client addresses (so repetitions are new clients, not
+   replays of the same keys), every frame re-framed as Ethernet so one pcap holds all of
+   them. IP checksums are not recomputed: neither dnsguard nor tshark (by default) validates
+   them.
+2. Measures, on that same file, in each of ``--repeat`` rounds: ``dnsguard replay`` end to
+   end (decode, features, rules, model, alerts) in packets/s and peak RSS; ``tshark -T
+   fields`` (frame time, addresses, query name and type) as the reference; plain iteration
+   over the file's records as the ceiling. Prints each round, then the medians and the
+   median of the per-round ratios (results: bench/README.md).
 3. With ``--flood N`` (default 5,000,000; 0 to skip), replays a hostile workload of N queries
    with random subdomains under random registered domains from random clients, and reports
    peak RSS with the state caps and evictions from the summary.
@@ -25,9 +28,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import random
-import resource
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -96,6 +100,9 @@ def build_workload(sources: list[Path], target: int, out: Path) -> int:
         r.close()
     if not frames:
         raise SystemExit("no input frames: is ../shared/corpus there?")
+    # Each capture starts at 0: interleave them in time order, as one tap would see them (the
+    # windows and time series assume capture time only moves forward within a file).
+    frames.sort(key=lambda fr: fr[0])
     span = max(f[0] for f in frames) + 1.0
     n = 0
     base = 1_700_000_000.0
@@ -142,82 +149,129 @@ def build_flood(count: int, out: Path, seed: int = 7) -> int:
     return count
 
 
-def timed(cmd: list[str]) -> tuple[float, int, subprocess.CompletedProcess]:
-    """Wall time and peak RSS (KiB) of a child process."""
+_RSS_WRAPPER = ("import resource, subprocess, sys;"
+                "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL);"
+                "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr);"
+                "sys.exit(r.returncode)")
+
+
+def measured(cmd: list[str]) -> tuple[float, int]:
+    """Wall time and peak RSS (KiB) of ``cmd``, run in a fresh wrapper process so the peak is
+    its own (RUSAGE_CHILDREN of this process would be the maximum over every child so far)."""
     t = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    r = subprocess.run([sys.executable, "-c", _RSS_WRAPPER, *cmd], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if r.returncode not in (0, 1):
         sys.stderr.write(r.stderr)
         raise SystemExit(f"{cmd[0]} failed with status {r.returncode}")
-    return wall, max(rss, before), r
+    return wall, int(r.stderr.strip().splitlines()[-1])
 
 
-def dnsguard_run(path: Path, summary: Path) -> tuple[float, int, dict]:
-    # Each measurement in a fresh child so its peak RSS is its own.
-    code = ("import resource, subprocess, sys;"
-            "r = subprocess.run(sys.argv[1:]);"
-            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr);"
-            "sys.exit(r.returncode)")
-    cmd = [sys.executable, "-c", code, sys.executable, "-m", "dnsguard", "replay", "-q",
-           "--alerts", os.devnull, "--summary-json", str(summary), str(path)]
-    t = time.perf_counter()
-    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wall = time.perf_counter() - t
-    if r.returncode not in (0, 1):
-        sys.stderr.write(r.stderr)
-        raise SystemExit("dnsguard replay failed")
-    rss = int(r.stderr.strip().splitlines()[-1])
+def dnsguard_run(path: Path, summary: Path, extra: list[str] = ()) -> tuple[float, int, dict]:
+    """``dnsguard replay`` end to end (start-up, model load, alerts written) on ``path``."""
+    wall, rss = measured([sys.executable, "-m", "dnsguard", "replay", "-q", *extra,
+                          "--alerts", os.devnull, "--summary-json", str(summary), str(path)])
     return wall, rss, json.loads(summary.read_text())
+
+
+def tshark_run(tshark: str, path: Path) -> tuple[float, int]:
+    return measured([tshark, "-r", str(path), "-T", "fields", "-e", "frame.time_epoch",
+                     "-e", "ip.src", "-e", "ip.dst", "-e", "dns.qry.name", "-e", "dns.qry.type"])
+
+
+def iterate(path: Path) -> tuple[float, int]:
+    t = time.perf_counter()
+    r = CaptureReader.open(path)
+    count = sum(1 for _ in r)
+    r.close()
+    return time.perf_counter() - t, count
+
+
+def machine() -> str:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu or platform.processor()}, {os.cpu_count()} cores, Python "
+            f"{platform.python_version()}, {platform.system()} {platform.release()}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--packets", type=int, default=1_000_000)
-    ap.add_argument("--flood", type=int, default=5_000_000)
+    ap.add_argument("--flood", type=int, default=5_000_000,
+                    help="queries of the random flood (0: skip it)")
     ap.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="rounds of (iteration, tshark, dnsguard); medians are reported")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse bench/work/workload.pcap and flood.pcap if they exist")
+    ap.add_argument("--no-model", action="store_true", help="pass --no-model to dnsguard")
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f}")
     sources = sorted(args.corpus.glob("*.pcap*")) + sorted((ROOT / "pcaps").glob("*.pcap*"))
     work = WORK / "workload.pcap"
-    t = time.perf_counter()
-    n = build_workload(sources, args.packets, work)
-    print(f"workload: {n:,} packets, {work.stat().st_size / 1e6:.0f} MB from {len(sources)} "
-          f"captures, built in {time.perf_counter() - t:.0f} s")
-
-    t = time.perf_counter()
-    count = sum(1 for _ in CaptureReader.open(work))
-    it = time.perf_counter() - t
-    print(f"plain iteration      {count / it:>10,.0f} packets/s")
-
+    if not (args.reuse and work.exists()):
+        t = time.perf_counter()
+        n = build_workload(sources, args.packets, work)
+        print(f"workload: {n:,} packets, {work.stat().st_size / 1e6:.0f} MB from "
+              f"{len(sources)} captures, built in {time.perf_counter() - t:.0f} s")
+    extra = ["--no-model"] if args.no_model else []
     tshark = shutil.which("tshark")
-    ts_pps = None
-    if tshark:
-        wall, _, _ = timed([tshark, "-r", str(work), "-T", "fields", "-e", "frame.time_epoch",
-                            "-e", "ip.src", "-e", "ip.dst", "-e", "dns.qry.name",
-                            "-e", "dns.qry.type"])
-        ts_pps = count / wall
-        print(f"tshark -T fields     {ts_pps:>10,.0f} packets/s")
-    else:
+    if not tshark:
         print("tshark not installed: apt-get install tshark")
-
-    wall, rss, s = dnsguard_run(work, WORK / "summary.json")
-    dg_pps = count / wall
-    print(f"dnsguard replay      {dg_pps:>10,.0f} packets/s (wall, incl. start-up), "
-          f"{s['packets_per_second']:,} in the pipeline; peak RSS {rss / 1024:.0f} MB; "
+    it_pps, ts_pps, ts_rss, dg_pps, dg_rss, dg_inner, r_ts, r_it = [], [], [], [], [], [], [], []
+    s: dict = {}
+    for i in range(args.repeat):
+        # One round: the three measured back to back on the same file, so that the ratios
+        # compare runs that met the same machine load.
+        it, count = iterate(work)
+        it_pps.append(count / it)
+        wall, rss, s = dnsguard_run(work, WORK / "summary.json", extra)
+        dg_pps.append(count / wall)
+        dg_rss.append(rss)
+        dg_inner.append(s["packets_per_second"])
+        r_it.append(dg_pps[-1] / it_pps[-1])
+        line = (f"round {i + 1}: iteration {it_pps[-1]:,.0f}/s; dnsguard {dg_pps[-1]:,.0f}/s "
+                f"({dg_inner[-1]:,}/s in the pipeline), peak RSS {rss / 1024:.0f} MB")
+        if tshark:
+            wall, rss = tshark_run(tshark, work)
+            ts_pps.append(count / wall)
+            ts_rss.append(rss)
+            r_ts.append(dg_pps[-1] / ts_pps[-1])
+            line += f"; tshark {ts_pps[-1]:,.0f}/s, peak RSS {rss / 1024:.0f} MB"
+        print(line, flush=True)
+    med = statistics.median
+    print(f"packets: {count:,} ({work.stat().st_size / 1e6:.0f} MB); medians of "
+          f"{args.repeat} rounds:")
+    print(f"plain iteration      {med(it_pps):>10,.0f} packets/s")
+    if ts_pps:
+        print(f"tshark -T fields     {med(ts_pps):>10,.0f} packets/s; peak RSS "
+              f"{med(ts_rss) / 1024:.0f} MB")
+    print(f"dnsguard replay      {med(dg_pps):>10,.0f} packets/s (wall, incl. start-up), "
+          f"{med(dg_inner):,.0f} in the pipeline; peak RSS {med(dg_rss) / 1024:.0f} MB; "
           f"alerts {s['alerts']}")
-    print(f"ratios: dnsguard/tshark {dg_pps / ts_pps:.2f}x, " if ts_pps else "ratios: ",
-          f"dnsguard/iteration {dg_pps / (count / it):.2f}x")
+    print("ratios (median of per-round ratios): "
+          + (f"dnsguard/tshark {med(r_ts):.2f}x, " if r_ts else "")
+          + f"dnsguard/iteration {med(r_it):.2f}x")
+    print(f"state: tracked {s['tracked_keys']}; evicted {s['evicted_keys']}; caches "
+          f"{s.get('caches', {})}")
 
     if args.flood:
         flood = WORK / "flood.pcap"
-        build_flood(args.flood, flood)
-        wall, rss, s = dnsguard_run(flood, WORK / "flood.json")
-        print(f"flood: {args.flood:,} random names, {args.flood / wall:,.0f} packets/s, "
+        if not (args.reuse and flood.exists()):
+            build_flood(args.flood, flood)
+        wall, rss, s = dnsguard_run(flood, WORK / "flood.json", extra)
+        n = s["packets"]
+        print(f"flood: {n:,} random names, {n / wall:,.0f} packets/s, "
               f"peak RSS {rss / 1024:.0f} MB; tracked {s['tracked_keys']}; evicted "
-              f"{s['evicted_keys']}")
+              f"{s['evicted_keys']}; caches {s.get('caches', {})}")
 
 
 if __name__ == "__main__":

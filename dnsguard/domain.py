@@ -20,17 +20,41 @@ from publicsuffixlist import PublicSuffixList
 
 
 class RegisteredDomains:
-    """Cached registered-domain lookups (bounded: the cache is cleared when full)."""
+    """Cached registered-domain lookups (bounded: the cache is cleared when full).
 
-    def __init__(self, cache_size: int = 100_000) -> None:
+    Most names end in ``<label>.<tld>`` where no PSL rule has more than one label under that
+    TLD's last two labels: their registered domain is those two labels, read without the PSL
+    walk (``_tails2`` holds the last two labels of every rule, ``_wild1`` the TLDs with a
+    wildcard or exception rule). Every other name goes through ``publicsuffixlist``; both
+    give the same answer (tests/test_fastpath.py checks it against publicsuffixlist).
+    """
+
+    def __init__(self, cache_size: int = 20_000) -> None:
         self._psl = PublicSuffixList(accept_unknown=True)
         self._cache: dict[str, str] = {}
         self._tlds: dict[str, bool] = {}
         self._cache_size = cache_size
+        tails2: set[str] = set()
+        wild1: set[str] = set()
+        for rule in getattr(self._psl, "_publicsuffix", ()):
+            r = rule.lstrip("!")
+            bare = r[2:] if r.startswith("*.") else r
+            parts = bare.split(".")
+            if len(parts) >= 2:
+                tails2.add(".".join(parts[-2:]))
+            if len(parts) == 1 and (rule.startswith("!") or r.startswith("*.")):
+                wild1.add(bare)  # a TLD with a wildcard or an exception rule
+        self._tails2 = frozenset(tails2)
+        self._wild1 = frozenset(wild1)
+        self._fast = bool(tails2)
 
     def lookup(self, name: str) -> str:
         """Registered domain of a lower-case presentation name; the name itself when it is a
         public suffix (``com``) or the root (``.``)."""
+        if self._fast:
+            r = self._two_labels(name)
+            if r is not None:
+                return r  # cheaper than a cache entry: only PSL walks are cached
         r = self._cache.get(name)
         if r is None:
             if len(self._cache) >= self._cache_size:
@@ -38,6 +62,17 @@ class RegisteredDomains:
             r = self._psl.privatesuffix(name) or name
             self._cache[name] = r
         return r
+
+    def _two_labels(self, name: str) -> str | None:
+        """The last two labels when the PSL cannot say otherwise, else None."""
+        parts = name.rsplit(".", 2)
+        if len(parts) < 2 or ".." in name or name[0] == "." or name[-1] == ".":
+            return None  # one label, or empty labels: the PSL's own rules decide
+        tld = parts[-1]
+        tail = parts[-2] + "." + tld
+        if tail in self._tails2 or tld in self._wild1:
+            return None
+        return tail
 
     def is_known_tld(self, tld: str) -> bool:
         """Whether ``tld`` is a top-level domain in the PSL."""

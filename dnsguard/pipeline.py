@@ -9,9 +9,12 @@ left at the end of input. Everything the run met is counted in :attr:`Pipeline.c
 
 from __future__ import annotations
 
+import gc
 import logging
+import struct
 from collections import Counter, OrderedDict
 from collections.abc import Callable
+from functools import lru_cache
 
 from dnsguard.decode import packet as pk
 from dnsguard.decode.packet import Datagram, decode_frame, ip_text
@@ -19,18 +22,51 @@ from dnsguard.decode.tcpstream import TcpReassembler
 from dnsguard.detect.policy import Policy, combine
 from dnsguard.detect.rules import RuleSet
 from dnsguard.dns.exception import DNSError, NotDNS
-from dnsguard.dns.message import parse
+from dnsguard.dns.message import VALID_OPCODES, parse
 from dnsguard.dns.name import to_text
 from dnsguard.domain import RegisteredDomains
 from dnsguard.features import window as win
-from dnsguard.features.payload import NameAnalyzer
+from dnsguard.features.payload import UNCHECKED, NameAnalyzer
 from dnsguard.features.sketch import DistinctCounter
+from dnsguard.features.window import note_query, note_response
 from dnsguard.output.alerts import EVENT_TUNNEL, iso_time
 from dnsguard.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _ORDINARY = win.ORDINARY_QTYPES
+_RAW_LINKTYPES = frozenset({pk.LINKTYPE_RAW, pk.LINKTYPE_RAW_OLD, pk.LINKTYPE_RAW_OPENBSD,
+                            pk.LINKTYPE_IPV4})
+# IPv4 header without options, then the UDP header: total length, flags/fragment offset,
+# protocol, source, destination, source port, destination port, UDP length.
+_IP4UDP = struct.Struct("!2xH2xHxB2x4s4sHHH").unpack_from
+_HDR = struct.Struct("!HHHHHH").unpack_from
+_RR = struct.Struct("!HHIH").unpack_from
+
+
+# Young collections every 50k allocations (default 700), the older generations rarely.
+GC_THRESHOLD = (50_000, 50, 1000)
+
+
+def hot_loop_gc() -> tuple[int, int, int]:
+    """Before a long feed loop (replay; the daemon may do the same): the pipeline's state is
+    many small containers (window keys, caches) and almost no reference cycles, and with the
+    default thresholds the cyclic collector walked all of it again and again (~15% of replay
+    time, measured with py-spy). Objects alive now (rules, model) are frozen out of
+    collection and collections run far less often. Returns what :func:`restore_gc` needs."""
+    saved = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+    return saved
+
+
+def restore_gc(saved: tuple[int, int, int]) -> None:
+    gc.set_threshold(*saved)
+    gc.unfreeze()
+
+
+_NO_HITS = ((), None)  # a name's cached message-rule verdict when no rule fires (shared)
+_suffix_text = lru_cache(maxsize=4096)(to_text)  # a key's shared suffix changes rarely
 
 
 def due(n: int) -> bool:
@@ -49,8 +85,8 @@ class Pipeline:
         self.ruleset = ruleset
         self.emit = emit
         self.ports = frozenset(settings.ports)
-        self.domains = RegisteredDomains()
-        self.names = NameAnalyzer(self.domains)
+        self.domains = RegisteredDomains(settings.domain_cache)
+        self.names = NameAnalyzer(self.domains, settings.name_cache)
         w, cap = settings.window, settings.exact_cap
         self.tables = {
             "domain": win.WindowTable("domain", w, settings.max_domains, cap),
@@ -59,8 +95,11 @@ class Pipeline:
             "client": win.WindowTable("client", w, settings.max_clients, cap),
             "flow": win.WindowTable("flow", w, settings.max_flows, cap),
         }
+        self._tables3 = (self.tables["domain"], self.tables["client_domain"],
+                         self.tables["client"])
         self.tcp = TcpReassembler(settings.tcp_max_flows, settings.tcp_max_bytes)
-        self.policy = Policy(settings.suppress, rate=settings.alert_rate,
+        self.policy = Policy(settings.suppress, max_keys=settings.policy_keys,
+                             rate=settings.alert_rate,
                              burst=settings.alert_burst)
         self._set_rules(ruleset)
         # (client, server) → registered domain last queried directly between them: lets an
@@ -107,6 +146,125 @@ class Pipeline:
         if self.first_ts is None:
             self.first_ts = ts
         self.last_ts = ts
+        # Fast path: one UDP/IPv4 datagram (no IP options, not a fragment, not cut by the
+        # snaplen) on untagged Ethernet or raw IP, carrying one DNS message with one
+        # uncompressed question. Anything else, including every case the fast path would have
+        # to report (a malformed header, a cut packet), takes the general path below, which
+        # gives the same outcome for what the fast path handles (tests/test_decode.py).
+        if linktype == 1:
+            off = 14
+            fast = data[12:15] == b"\x08\x00\x45"
+        else:
+            off = 0
+            fast = linktype in _RAW_LINKTYPES and data[:1] == b"\x45"
+        if fast and len(data) >= off + 28:
+            total, fragw, proto, src, dst, sport, dport, ulen = _IP4UDP(data, off)
+            ports = self.ports
+            if (proto == 17 and not fragw & 0x3FFF and ulen >= 20 and total >= 28 + ulen - 8
+                    and off + total <= len(data) and (sport in ports or dport in ports)
+                    and not (self.exempt_ports and (sport in self.exempt_ports
+                                                     or dport in self.exempt_ports))):
+                start = off + 28
+                o = self._fast_dns(ts, data, start, start + ulen - 8, src, dst)
+                if o is not None:
+                    self.counters[o] += 1
+                    return o
+        return self._feed_general(ts, linktype, data, wirelen)
+
+    def _fast_dns(self, ts: float, data: bytes, start: int, stop: int, src: bytes,
+                  dst: bytes) -> str | None:
+        """One DNS message at ``data[start:stop]`` whose question name is not compressed;
+        None (nothing counted) for anything else."""
+        if stop - start < 17:
+            return None
+        _mid, flags, qd, an, ns, ar = _HDR(data, start)
+        if qd != 1 or (flags >> 11) & 0xF not in VALID_OPCODES:
+            return None
+        q = start + 12
+        limit = min(stop, q + 255)
+        # A name seen before: the bytes up to the first zero octet are a cached name's wire
+        # form only if walking its labels from here ends exactly there (the walk reads
+        # nothing else), so a cache hit needs no walk.
+        z = data.find(0, q, limit)
+        nf = self.names._cache.get(data[q:z + 1]) if z >= 0 else None
+        if nf is not None:
+            off = z + 1
+        else:
+            # Walk the question name's labels (lengths only) to find where it ends.
+            off = q
+            while True:
+                if off >= limit:
+                    return None  # runs past the message, or longer than 255 octets
+                ln = data[off]
+                if not ln:
+                    break
+                if ln > 63:
+                    return None  # a pointer or a reserved label type
+                off += ln + 1
+            off += 1
+        if off + 4 > stop:
+            return None
+        qtype = (data[off] << 8) | data[off + 1]
+        rcode = flags & 0xF
+        down = 0
+        if an or ns or ar:
+            # Answer, authority and additional records: validated as parse() does; of the
+            # answers only the rdata lengths are used, of the additional only OPT's rcode.
+            p = off + 4
+            i = 0
+            total = an + ns + ar
+            while i < total:
+                if p >= stop:
+                    return None
+                ln = data[p]
+                if ln >= 0xC0:
+                    owner_root = False
+                    p += 2
+                elif ln == 0:
+                    owner_root = True
+                    p += 1
+                else:  # an uncompressed owner name (or one ending in a pointer): skip it
+                    owner_root = False
+                    while True:
+                        if ln > 63:
+                            if ln < 0xC0:
+                                return None  # reserved label type: the general path says so
+                            p += 2
+                            break
+                        p += ln + 1
+                        if p >= stop:
+                            return None
+                        ln = data[p]
+                        if not ln:
+                            p += 1
+                            break
+                if p + 10 > stop:
+                    return None
+                rtype, _cls, ttl, rdlen = _RR(data, p)
+                p += 10 + rdlen
+                if p > stop:
+                    return None
+                if i < an:
+                    down += rdlen
+                elif i >= an + ns and rtype == 41:
+                    if not owner_root:
+                        return None
+                    rcode |= (ttl >> 24) << 4
+                i += 1
+        size = stop - start
+        if nf is None:
+            nf = self.names.analyze_wire(data[q:off], data, q)
+        if flags & 0x8000:
+            self.counters["responses"] += 1
+            self.response_types[qtype] += 1
+            self._response(ts, nf, rcode, down, size, dst, src)
+            return pk.DNS_RESPONSE
+        self.counters["queries"] += 1
+        self.query_types[qtype] += 1
+        self._query(ts, nf, qtype, size, src, dst)
+        return pk.DNS_QUERY
+
+    def _feed_general(self, ts: float, linktype: int, data: bytes, wirelen: int) -> str:
         d = decode_frame(linktype, data, wirelen, self.ports)
         if d.__class__ is not Datagram:
             self.counters[d.outcome] += 1
@@ -140,42 +298,52 @@ class Pipeline:
                     o = pk.DNS_RESPONSE
                     self.counters["responses"] += 1
                     self.response_types[m.qtype] += 1
-                    if not skip:
-                        self._response(ts, m, d.dst, d.src)
+                    if not skip and m.qlabels is not None:
+                        down = 0
+                        for _, _, ln in m.answers:
+                            down += ln
+                        self._response(ts, self.names.analyze(m.qlabels), m.rcode, down,
+                                       m.size, d.dst, d.src)
                 else:
                     o = pk.DNS_QUERY
                     self.counters["queries"] += 1
                     self.query_types[m.qtype] += 1
                     if skip:
                         self.counters["allowlisted"] += 1
+                    elif m.qlabels is None:
+                        self.counters["no_question"] += 1
                     else:
-                        self._query(ts, m, d.src, d.dst)
+                        self._query(ts, self.names.analyze(m.qlabels), m.qtype, m.size, d.src,
+                                    d.dst)
             if outcome is None:
                 outcome = o
         self.counters[outcome] += 1
         return outcome
 
     # --- DNS ----------------------------------------------------------------------------------
-    def _query(self, ts: float, m, client: bytes, server: bytes) -> None:
-        labels = m.qlabels
-        if labels is None:
-            self.counters["no_question"] += 1
-            return
-        nf = self.names.analyze(labels)
+    def _query(self, ts: float, nf, qtype: int, size: int, client: bytes,
+               server: bytes) -> None:
         rd = nf.regdomain
-        self.regdomains.add(rd)
+        if not nf.counted:
+            # Once per name while it is cached: a distinct count needs each name only once.
+            nf.counted = True
+            self.regdomains.add(rd)
         if self.on_query is not None:
             self.on_query(ts, ip_text(client), ip_text(server), nf.name)
         factor = 1.0
-        entry = self._allowed(nf, client, server)
+        entry = nf.allow
+        if entry is UNCHECKED:
+            allow = self.allow
+            entry = nf.allow = allow.for_domain(nf.name) if allow.entries else None
+        if entry is None and self._allow_nets:
+            entry = self._allowed_address(client, server)
         if entry is not None:
             if entry.action == "exempt":
                 self.counters["allowlisted"] += 1
                 return
             factor = entry.factor
-        qtype = m.qtype
         if self.series is not None:
-            self.series.observe_query(ts, client, rd, hash(nf.name), m.size, qtype)
+            self.series.observe_query(ts, client, rd, nf.name_hash, size, qtype)
         pd = self.pair_domain
         pd[(client, server)] = rd
         if len(pd) > 4096:
@@ -186,56 +354,104 @@ class Pipeline:
             cs.move_to_end(client)
             if len(cs) > 4096:
                 cs.popitem(last=False)
-        t = self.tables
-        st, old = t["domain"].get(rd, ts)
-        if old is not None:
-            self._check("domain", rd, old, factor, old.last)
-        win.note_query(st, nf, qtype, client, server)
-        if self.rules["message"] and not self.policy.is_suppressed(("d", rd), ts):
+        t_dom, t_cd, t_cl = self._tables3
+        need = (self._need if self._need_for == len(self.extra_detectors)
+                else self._refresh_need())
+        keys = t_dom.keys
+        st = keys.get(rd)
+        if st is not None and ts - st.start <= t_dom.window:
+            keys.move_to_end(rd)  # what WindowTable.get does, inline: no call, no tuple
+            if ts > st.last:
+                st.last = ts
+        else:
+            st, old = t_dom.get(rd, ts)
+            if old is not None:
+                self._check("domain", rd, old, factor, old.last)
+        note_query(st, nf, qtype, client, server)
+        if self._message_rules and not self.policy.is_suppressed(("d", rd), ts):
             # Message rules see only the name and its type: their verdict is cached with the
             # name, so a name seen again costs a dict lookup.
-            cached = nf.verdicts.get((qtype, factor))
+            vkey = qtype if factor == 1.0 else (qtype, factor)
+            cached = nf.verdicts.get(vkey)
             if cached is None:
                 f = nf.fdict()
                 f["qtype"] = qtype
                 f["qtype_rare"] = 0 if qtype in _ORDINARY else 1
-                cached = nf.verdicts[(qtype, factor)] = (self._rule_hits("message", f, factor),
-                                                          f)
+                hits = self._rule_hits("message", f, factor)
+                # The feature dict is kept only for the alert it may become: most names
+                # fire nothing, and ~1 KB per cached name was most of the name cache.
+                cached = nf.verdicts[vkey] = (tuple(hits), f) if hits else _NO_HITS
             if cached[0]:
                 self._raise("message", ("d", rd), cached[1], list(cached[0]), ts, client,
                             server, self._base_domain(st, rd),
                             st, [nf.name] + [x for x in st.samples if x != nf.name])
-        if due(st.queries + st.responses):
-            self._check("domain", rd, st, factor, ts)
+        if st.queries >= need[0]:  # below it _check returns at once
+            n = st.queries + st.responses
+            if n <= 32 or (n <= 512 and not n & 7) or not n & 63:  # due(n), inline
+                self._check("domain", rd, st, factor, ts)
         key = (client, rd)
-        st, old = t["client_domain"].get(key, ts)
-        if old is not None:
-            self._check("client_domain", key, old, factor, old.last)
-        win.note_query(st, nf, qtype, client, server)
-        if due(st.queries + st.responses):
-            self._check("client_domain", key, st, factor, ts)
-        st, old = t["client"].get(client, ts)
-        if old is not None:
-            self._check("client", client, old, 1.0, old.last)
-        win.note_query(st, nf, qtype, client, server, track_suffix=False)
+        keys = t_cd.keys
+        st = keys.get(key)
+        if st is not None and ts - st.start <= t_cd.window:
+            keys.move_to_end(key)  # what WindowTable.get does, inline: no call, no tuple
+            if ts > st.last:
+                st.last = ts
+        else:
+            st, old = t_cd.get(key, ts)
+            if old is not None:
+                self._check("client_domain", key, old, factor, old.last)
+        note_query(st, nf, qtype, client, server)
+        if st.queries >= need[1]:  # below it _check returns at once
+            n = st.queries + st.responses
+            if n <= 32 or (n <= 512 and not n & 7) or not n & 63:  # due(n), inline
+                self._check("client_domain", key, st, factor, ts)
+        keys = t_cl.keys
+        st = keys.get(client)
+        if st is not None and ts - st.start <= t_cl.window:
+            keys.move_to_end(client)  # what WindowTable.get does, inline: no call, no tuple
+            if ts > st.last:
+                st.last = ts
+        else:
+            st, old = t_cl.get(client, ts)
+            if old is not None:
+                self._check("client", client, old, 1.0, old.last)
+        note_query(st, nf, qtype, client, server, False)
         win.note_client_domain(st, nf)
-        if due(st.queries + st.responses):
-            self._check("client", client, st, 1.0, ts)
+        if st.queries >= need[2]:  # below it _check returns at once
+            n = st.queries + st.responses
+            if n <= 32 or (n <= 512 and not n & 7) or not n & 63:  # due(n), inline
+                self._check("client", client, st, 1.0, ts)
+
+    def _refresh_need(self) -> tuple[int, int, int]:
+        """Fewest queries before ``_check`` evaluates a domain, client/domain or client key
+        (what it computes on each call), for the hot path to skip the call below it."""
+        need = []
+        for sc in ("domain", "client_domain", "client"):
+            n = self._rule_min[sc]
+            for d in self.extra_detectors:
+                n = min(n, getattr(d, "min_queries", 1))
+            need.append(max(n, 1))
+        self._need = tuple(need)
+        self._need_for = len(self.extra_detectors)
+        return self._need
+
+    def _allowed_address(self, client: bytes, server: bytes):
+        allow = self.allow
+        return (allow.for_address("client", ip_text(client))
+                or allow.for_address("resolver", ip_text(server)))
 
     def _allowed(self, nf, client: bytes, server: bytes):
         """The allowlist entry covering a query: by name, else by client, else by resolver."""
-        allow = self.allow
-        entry = allow.for_domain(nf.name) if allow.entries else None
-        if entry is None and allow.has_networks:
-            entry = (allow.for_address("client", ip_text(client))
-                     or allow.for_address("resolver", ip_text(server)))
+        entry = nf.allow
+        if entry is UNCHECKED:
+            allow = self.allow
+            entry = nf.allow = allow.for_domain(nf.name) if allow.entries else None
+        if entry is None and self._allow_nets:
+            entry = self._allowed_address(client, server)
         return entry
 
-    def _response(self, ts: float, m, client: bytes, server: bytes) -> None:
-        labels = m.qlabels
-        if labels is None:
-            return
-        nf = self.names.analyze(labels)
+    def _response(self, ts: float, nf, rcode: int, down: int, size: int, client: bytes,
+                  server: bytes) -> None:
         rd = nf.regdomain
         factor = 1.0
         entry = self._allowed(nf, client, server)
@@ -244,19 +460,59 @@ class Pipeline:
                 return
             factor = entry.factor
         if self.series is not None:
-            self.series.observe_response(ts, client, rd, m.size, m.rcode)
-        down = 0
-        for _, _, ln in m.answers:
-            down += ln
-        rcode = m.rcode
-        for scope, key, fac in (("domain", rd, factor), ("client_domain", (client, rd), factor),
-                                ("client", client, 1.0)):
-            st, old = self.tables[scope].get(key, ts)
+            self.series.observe_response(ts, client, rd, size, rcode)
+        t_dom, t_cd, t_cl = self._tables3
+        need = (self._need if self._need_for == len(self.extra_detectors)
+                else self._refresh_need())
+        keys = t_dom.keys
+        st = keys.get(rd)
+        if st is not None and ts - st.start <= t_dom.window:
+            keys.move_to_end(rd)  # what WindowTable.get does, inline: no call, no tuple
+            if ts > st.last:
+                st.last = ts
+        else:
+            st, old = t_dom.get(rd, ts)
             if old is not None:
-                self._check(scope, key, old, fac, old.last)
-            win.note_response(st, down, rcode)
-            if st.queries and due(st.queries + st.responses):
-                self._check(scope, key, st, fac, ts)
+                self._check("domain", rd, old, factor, old.last)
+        note_response(st, down, rcode)
+        n = st.queries
+        if n >= need[0]:  # >= 1: a key with no query is not evaluated
+            n += st.responses
+            if n <= 32 or (n <= 512 and not n & 7) or not n & 63:
+                self._check("domain", rd, st, factor, ts)
+        key = (client, rd)
+        keys = t_cd.keys
+        st = keys.get(key)
+        if st is not None and ts - st.start <= t_cd.window:
+            keys.move_to_end(key)  # what WindowTable.get does, inline: no call, no tuple
+            if ts > st.last:
+                st.last = ts
+        else:
+            st, old = t_cd.get(key, ts)
+            if old is not None:
+                self._check("client_domain", key, old, factor, old.last)
+        note_response(st, down, rcode)
+        n = st.queries
+        if n >= need[1]:  # >= 1: a key with no query is not evaluated
+            n += st.responses
+            if n <= 32 or (n <= 512 and not n & 7) or not n & 63:
+                self._check("client_domain", key, st, factor, ts)
+        keys = t_cl.keys
+        st = keys.get(client)
+        if st is not None and ts - st.start <= t_cl.window:
+            keys.move_to_end(client)  # what WindowTable.get does, inline: no call, no tuple
+            if ts > st.last:
+                st.last = ts
+        else:
+            st, old = t_cl.get(client, ts)
+            if old is not None:
+                self._check("client", client, old, 1.0, old.last)
+        note_response(st, down, rcode)
+        n = st.queries
+        if n >= need[2]:  # >= 1: a key with no query is not evaluated
+            n += st.responses
+            if n <= 32 or (n <= 512 and not n & 7) or not n & 63:
+                self._check("client", client, st, 1.0, ts)
 
     def _non_dns(self, ts: float, d: Datagram, size: int) -> None:
         """Non-DNS or broken payload on a DNS port: account it to the (client, server) flow."""
@@ -290,18 +546,20 @@ class Pipeline:
         st.evaluated_at = n
         if scope == "flow":
             ident = ("f", key)
-            domain = self.pair_domain.get(key) or self.client_suspect.get(key[0])
         elif scope == "client":
             ident = ("c", key)
-            domain = None
         else:
-            rd = key if scope == "domain" else key[1]
-            ident = ("d", rd)
-            domain = self._base_domain(st, rd)
+            ident = ("d", key if scope == "domain" else key[1])
         if self.policy.is_suppressed(ident, ts):
             return
         if not self.rules[scope] and not self.extra_detectors:
             return
+        if scope == "flow":
+            domain = self.pair_domain.get(key) or self.client_suspect.get(key[0])
+        elif scope == "client":
+            domain = None
+        else:
+            domain = self._base_domain(st, ident[1])
         f = win.features(st, scope)
         self._evaluate(scope, ident, f, factor, ts, st.last_client, st.last_server, domain, st,
                        st.samples)
@@ -311,7 +569,7 @@ class Pipeline:
         the registered domain."""
         suf = st.suffix
         if suf and len(st.names) > 1:
-            text = to_text(suf)
+            text = _suffix_text(suf)
             if len(text) > len(rd) and text.endswith("." + rd):
                 return text
         return rd
@@ -381,7 +639,12 @@ class Pipeline:
         self.ruleset = ruleset
         self.rules = {sc: ruleset.for_scope(sc) for sc in win.SCOPES}
         self.allow = ruleset.allowlist
+        if hasattr(self.allow, "cache_size"):
+            self.allow.cache_size = self.s.allow_cache
         self.exempt_ports = ruleset.allowlist.ports
+        self._allow_nets = ruleset.allowlist.has_networks
+        self._message_rules = bool(self.rules["message"])
+        self._need, self._need_for = (1, 1, 1), -1  # _refresh_need() on the next packet
         self.names.clear()  # cached message-rule verdicts belong to the old rules
         # Per scope, the fewest queries a key needs before any rule could fire: keys below it
         # are not evaluated (most keys on a busy network never get there). Extra detectors
@@ -430,6 +693,13 @@ class Pipeline:
             "tracked_keys": {k: len(t) for k, t in self.tables.items()},
             "evicted_keys": {k: t.evicted for k, t in self.tables.items()},
             "tcp": dict(self.tcp.counters),
+            "caches": {
+                "names": len(self.names), "names_cap": self.names._cache_size,
+                "names_analysed": self.names.computed, "names_turnovers": self.names.turnovers,
+                "psl_walks": len(self.domains._cache), "psl_walks_cap": self.domains._cache_size,
+                "allowlist": len(self.allow._cache) if hasattr(self.allow, "_cache") else 0,
+                "suppression": len(self.policy._until), "suppression_cap": self.policy.max_keys,
+            },
             "first_ts": self.first_ts,
             "last_ts": self.last_ts,
             "series": self.series.summary() if self.series is not None else None,

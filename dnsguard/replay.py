@@ -13,10 +13,11 @@ from pathlib import Path
 from dnsguard.capture.pcapfile import CaptureError, CaptureReader, merge_frames
 from dnsguard.decode.packet import SUPPORTED_LINKTYPES
 from dnsguard.detect.rules import RuleSet
-from dnsguard.pipeline import Pipeline
+from dnsguard.pipeline import Pipeline, hot_loop_gc, restore_gc
 from dnsguard.settings import Settings
 
 log = logging.getLogger(__name__)
+
 
 
 @dataclass
@@ -81,16 +82,27 @@ def replay(paths: list[str | Path], settings: Settings, ruleset: RuleSet,
     t0 = time.monotonic()
     n = 0
     feed = pipe.feed
+    gc_saved = hot_loop_gc()
     try:
-        for src, (ts, lt, data, wirelen) in merge_frames((r.name, r) for r in readers):
-            if src is not pipe.source:
-                pipe.source = src
-            feed(ts, lt, data, wirelen)
-            n += 1
-            if not n & 0x3FFF:
-                bar.update(sum(r.offset for r in readers), n)
+        if len(readers) == 1:
+            # One file: no merge, no per-frame (source, frame) pairs.
+            pipe.source = readers[0].name
+            for ts, lt, data, wirelen in readers[0]:
+                feed(ts, lt, data, wirelen)
+                n += 1
+                if not n & 0x3FFF:
+                    bar.update(readers[0].offset, n)
+        else:
+            for src, (ts, lt, data, wirelen) in merge_frames((r.name, r) for r in readers):
+                if src is not pipe.source:
+                    pipe.source = src
+                feed(ts, lt, data, wirelen)
+                n += 1
+                if not n & 0x3FFF:
+                    bar.update(sum(r.offset for r in readers), n)
         pipe.finish()
     finally:
+        restore_gc(gc_saved)
         bar.close()
         for r in readers:
             r.close()

@@ -21,6 +21,11 @@ class Settings:
     max_clients: int = 10_000
     max_flows: int = 4_096
     exact_cap: int = 128  # distinct counts are exact up to this, HyperLogLog past it
+    # Caches of the hot path (entries; see bench/README.md for what each costs in memory).
+    name_cache: int = 100_000  # query names with their features (~0.7 KB each)
+    domain_cache: int = 20_000  # registered domains that needed a Public Suffix List walk
+    allow_cache: int = 10_000  # allowlist verdicts by name (names also keep theirs)
+    policy_keys: int = 100_000  # keys remembered by alert suppression
     tcp_max_flows: int = 4_096
     tcp_max_bytes: int = 16 << 20
     rules: Path = field(default_factory=lambda: DEFAULT_RULES)

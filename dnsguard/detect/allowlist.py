@@ -106,6 +106,7 @@ class Allowlist:
                       if e.kind in ("client", "resolver")]
         self.ports = frozenset(int(e.value) for e in entries if e.kind == "port")
         self._cache: dict[str, Entry | None] = {}
+        self.cache_size = 100_000  # names remembered (Settings.allow_cache in the pipeline)
 
     @property
     def has_networks(self) -> bool:
@@ -124,7 +125,7 @@ class Allowlist:
             hit = self._suffix.get(".".join(labels[i:]))
             if hit is not None:
                 break
-        if len(self._cache) > 100_000:
+        if len(self._cache) >= self.cache_size:
             self._cache.clear()
         self._cache[name] = hit
         return hit

@@ -16,9 +16,9 @@ Example:
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import _count_elements  # C helper behind Counter.update
 
-from dnsguard.dns.name import label_text
+from dnsguard.dns.name import label_text, read_name
 from dnsguard.domain import RegisteredDomains
 
 _HEX = b"0123456789abcdefABCDEF"
@@ -39,7 +39,7 @@ ENCODED_MIN_ENTROPY_HEX = 3.0
 _HEXLOW = b"0123456789abcdef"
 
 
-def entropy(data: bytes) -> float:
+def entropy(data: bytes, _count=_count_elements, _lg=_LOG2, _log2=math.log2) -> float:
     """Shannon entropy in bits per character.
 
     >>> entropy(b"aaaa"), entropy(b"abcd")
@@ -48,11 +48,12 @@ def entropy(data: bytes) -> float:
     n = len(data)
     if n < 2:
         return 0.0
-    lg = _LOG2
+    counts: dict[int, int] = {}
+    _count(counts, data)  # what Counter(data) does, without its Python-level wrapping
     s = 0.0
-    for c in Counter(data).values():
-        s += c * lg[c] if c < 256 else c * math.log2(c)
-    return math.log2(n) - s / n
+    for c in counts.values():
+        s += c * _lg[c] if c < 256 else c * _log2(c)
+    return _log2(n) - s / n
 
 
 def _fit(data: bytes, alphabet: bytes) -> float:
@@ -68,79 +69,156 @@ class NameFeatures:
                  "sub_len", "sub_labels", "sub_entropy", "digit_share", "upper_share",
                  "b32_fit", "b64_fit", "b64url_fit", "hex_fit", "nonprint", "non_ldh",
                  "encoded", "reg_label_len", "reg_label_entropy", "reg_encoded", "lower",
-                 "verdicts")
-    _PRIVATE = frozenset({"lower", "verdicts"})
+                 "verdicts", "allow", "name_hash", "counted")
+    _PRIVATE = frozenset({"lower", "verdicts", "allow", "name_hash", "counted"})
 
     def as_dict(self) -> dict[str, object]:
-        return {k: getattr(self, k) for k in self.__slots__ if k not in self._PRIVATE}
+        return {k: getattr(self, k) for k in _PUBLIC}
 
     def fdict(self) -> dict[str, float]:
         """The numeric message features as a new dict (booleans as 0/1)."""
-        return {k: float(v) if isinstance(v, bool) else v for k, v in self.as_dict().items()
-                if isinstance(v, int | float)}
+        out = {}
+        for k in _PUBLIC:
+            v = getattr(self, k)
+            if v.__class__ is bool:
+                out[k] = float(v)
+            elif isinstance(v, int | float):
+                out[k] = v
+        return out
+
+
+_PUBLIC = tuple(k for k in NameFeatures.__slots__ if k not in NameFeatures._PRIVATE)
+# ``NameFeatures.allow`` before the allowlist was consulted for the name.
+UNCHECKED = object()
+_PLAIN_NAME = bytes(c for c in range(0x21, 0x7F) if chr(c) not in '\\"()@;$')
+
+
+def wire_key(labels: tuple[bytes, ...]) -> bytes:
+    """A name's uncompressed wire form: the key of :class:`NameAnalyzer`'s cache.
+
+    >>> wire_key((b"www", b"ex"))
+    b'\\x03www\\x02ex\\x00'
+    """
+    return b"".join([bytes((len(x),)) + x for x in labels]) + b"\0"
 
 
 class NameAnalyzer:
-    """Computes :class:`NameFeatures`, caching by name (benign names repeat; bounded cache)."""
+    """Computes :class:`NameFeatures`, caching by name (benign names repeat; bounded cache).
 
-    def __init__(self, domains: RegisteredDomains, cache_size: int = 50_000) -> None:
+    The cache is keyed by the name's uncompressed wire form, so the pipeline's fast path can
+    look a question up by the bytes of the packet (:meth:`analyze_wire`) without splitting it
+    into labels first. It holds at most ``cache_size`` names in two generations: new names go
+    into the young one; when it is full (half the size) it becomes the old one and the
+    previous old one is dropped; a name found in the old generation moves back to the young
+    one. Names in use survive a turnover, where clearing the whole cache made every name
+    miss at once; one-off names (a tunnel's) leave within two turnovers.
+    """
+
+    def __init__(self, domains: RegisteredDomains, cache_size: int = 100_000) -> None:
         self.domains = domains
-        self._cache: dict[tuple[bytes, ...], NameFeatures] = {}
+        self._cache: dict[bytes, NameFeatures] = {}  # young generation
+        self._old: dict[bytes, NameFeatures] = {}
         self._cache_size = cache_size
+        self.computed = 0  # names analysed (cache misses)
+        self.turnovers = 0  # times the young generation replaced the old one
+
+    def __len__(self) -> int:
+        return len(self._cache) + len(self._old)
 
     def clear(self) -> None:
         self._cache.clear()
+        self._old = {}
 
     def analyze(self, labels: tuple[bytes, ...]) -> NameFeatures:
-        f = self._cache.get(labels)
+        key = wire_key(labels)
+        f = self._cache.get(key)
         if f is not None:
             return f
-        if len(self._cache) >= self._cache_size:
-            self._cache.clear()
-        f = self._cache[labels] = self._compute(labels)
+        return self._miss(key, labels, b"", 0)
+
+    def analyze_wire(self, key: bytes, data: bytes, off: int) -> NameFeatures:
+        """Features of the uncompressed name ``key``, which is ``data[off:off + len(key)]``."""
+        f = self._cache.get(key)
+        if f is not None:
+            return f
+        return self._miss(key, None, data, off)
+
+    def _miss(self, key: bytes, labels: tuple[bytes, ...] | None, data: bytes,
+              off: int) -> NameFeatures:
+        f = self._old.pop(key, None)
+        if f is None:
+            if labels is None:
+                labels, _ = read_name(data, off)
+            f = self._compute(labels)
+            self.computed += 1
+        cache = self._cache
+        if len(cache) >= max(self._cache_size // 2, 1):
+            self._old = cache
+            cache = self._cache = {}
+            self.turnovers += 1
+        cache[key] = f
         return f
 
     def _compute(self, labels: tuple[bytes, ...]) -> NameFeatures:
         f = NameFeatures()
-        lower = f.lower = tuple(x.lower() for x in labels)
+        whole = b".".join(labels)
+        low = whole.lower()
+        lower = f.lower = labels if low == whole else tuple([x.lower() for x in labels])
         # Per (qtype, threshold factor): message-rule verdicts, cached with the name because
         # they depend on nothing else; cleared with the cache when rules change.
         f.verdicts = {}
-        name = ".".join([label_text(x) for x in lower]) if lower else "."
+        f.allow = UNCHECKED
+        f.counted = False
+        if not lower:
+            name = "."
+        elif not low.translate(None, _PLAIN_NAME) and len(low) - low.count(b".") == \
+                len(low) - len(lower) + 1:
+            # Only printable octets that need no escape and no dot inside a label: the
+            # presentation form is the bytes themselves.
+            name = low.decode("ascii")
+        else:
+            name = ".".join([label_text(x) for x in lower])
         f.name = name
-        rd = self.domains.lookup(name)
+        f.name_hash = hash(name)
+        domains = self.domains
+        rd = domains.lookup(name)
         f.regdomain = rd
-        f.tld_known = bool(lower) and self.domains.is_known_tld(label_text(lower[-1]))
+        f.tld_known = bool(lower) and domains.is_known_tld(label_text(lower[-1]))
         nreg = rd.count(".") + 1 if rd != "." else 0
+        nl = len(labels)
         # Labels of the registered domain may hold escaped dots; count labels, not dots.
-        nreg = min(nreg, len(labels)) if nreg else 0
-        sub = labels[:len(labels) - nreg] if nreg else labels
-        f.label_count = len(labels)
-        f.qname_len = sum(len(x) for x in labels) + max(len(labels) - 1, 0)
-        f.sub_labels = len(sub)
-        f.max_label = max((len(x) for x in sub), default=0)
+        nreg = min(nreg, nl) if nreg else 0
+        sub = labels[:nl - nreg] if nreg else labels
+        nsub = len(sub)
+        f.label_count = nl
+        f.qname_len = len(whole)
+        f.sub_labels = nsub
         joined = b"".join(sub)
         n = len(joined)
-        f.sub_len = n + max(len(sub) - 1, 0)
-        f.sub_entropy = entropy(joined)
+        f.sub_len = n + nsub - 1 if nsub else 0
         if n:
+            f.max_label = max(map(len, sub))
+            f.sub_entropy = entropy(joined)
             f.digit_share = (n - len(joined.translate(None, _DIGITS))) / n
             f.upper_share = (n - len(joined.translate(None, _UPPER))) / n
             f.nonprint = len(joined.translate(None, _PRINT))
-            f.non_ldh = len(joined.translate(None, _LDH))
-            f.hex_fit = _fit(joined, _HEX)
-            f.b32_fit = _fit(joined, _B32)
-            f.b64_fit = _fit(joined, _B64)
-            f.b64url_fit = _fit(joined, _B64URL)
+            f.non_ldh = non_ldh = len(joined.translate(None, _LDH))
+            f.hex_fit = (n - len(joined.translate(None, _HEX))) / n
+            f.b32_fit = (n - len(joined.translate(None, _B32))) / n
+            f.b64_fit = (n - len(joined.translate(None, _B64))) / n
+            f.b64url_fit = (n - len(joined.translate(None, _B64URL))) / n
+            longest = max(sub, key=len)
+            f.encoded = _looks_encoded(longest, n, non_ldh)
         else:
+            f.max_label = 0
+            f.sub_entropy = 0.0
             f.digit_share = f.upper_share = 0.0
             f.nonprint = f.non_ldh = 0
             f.hex_fit = f.b32_fit = f.b64_fit = f.b64url_fit = 0.0
-        longest = max(sub, key=len) if sub else b""
-        f.encoded = _looks_encoded(longest, n, f.non_ldh)
+            f.encoded = False
         # The registered domain's own label (left of the public suffix): data goes there when a
         # tunnel has no fixed domain (Reverse_DNS_Shell, dnscat2 direct mode).
-        reg_label = labels[len(labels) - nreg] if nreg and nreg <= len(labels) else b""
+        reg_label = labels[nl - nreg] if nreg and nreg <= nl else b""
         f.reg_label_len = len(reg_label)
         f.reg_label_entropy = entropy(reg_label)
         # Under a TLD the PSL does not know, the "TLD" label may itself be the data (dnscat2

@@ -29,13 +29,46 @@ def _hash32(h: int) -> int:
     return h & 0xFFFFFFFF
 
 
+P = 8  # HyperLogLog precision: 2**P one-byte registers
+_M = 1 << P
+_MAX_RANK = 32 - P + 1  # datasketch's rank of a 32-bit hash whose high bits are all zero
+_counter: HyperLogLog | None = None  # one estimator, loaded with a key's registers to count
+
+
+def _estimate(regs: bytearray) -> float:
+    """datasketch's estimate (bias and small-range corrections) for ``regs``."""
+    global _counter
+    import numpy as np
+
+    if _counter is None:
+        # Imported here: datasketch pulls in scipy (~1 s), which a replay of a small capture
+        # never needs.
+        from datasketch import HyperLogLog
+
+        _counter = HyperLogLog(p=P, hashfunc=_hash32)
+    _counter.reg = np.frombuffer(bytes(regs), dtype=np.int8).copy()
+    with warnings.catch_warnings():
+        # Small counts just past the cap sit near HLL's small-range correction; datasketch
+        # warns there, but the linear-counting estimate it returns is the right one.
+        warnings.simplefilter("ignore", UserWarning)
+        return _counter.count()
+
+
 class DistinctCounter:
-    __slots__ = ("_set", "_hll", "cap")
+    """Distinct items: an exact set of hashes up to ``cap``, then HyperLogLog registers.
+
+    The registers are updated here as datasketch's ``HyperLogLog.update`` would update them
+    (same index, same rank, same hash), in a bytearray: one Python call per item instead of
+    datasketch's three and its numpy scalar indexing; the estimate is datasketch's.
+    """
+
+    __slots__ = ("_set", "_regs", "cap", "_est")
 
     def __init__(self, cap: int = 128) -> None:
         self._set: set | None = set()
-        self._hll: HyperLogLog | None = None
+        self._regs: bytearray | None = None
         self.cap = cap
+        self._est = -1  # the estimate, until a register changes (-1: to compute)
 
     def add(self, item: object) -> None:
         # Keep the 64-bit hash, not the item: a name would keep ~100 bytes alive per entry.
@@ -44,16 +77,20 @@ class DistinctCounter:
         if s is not None:
             s.add(item)
             if len(s) > self.cap:
-                # Imported here: datasketch pulls in scipy (~1 s), which a replay of a small
-                # capture never needs.
-                from datasketch import HyperLogLog
-
-                h = self._hll = HyperLogLog(p=8, hashfunc=_hash32)
+                regs = self._regs = bytearray(_M)
                 for x in s:
-                    h.update(x)
+                    i = x & (_M - 1)
+                    r = _MAX_RANK - ((x & 0xFFFFFFFF) >> P).bit_length()
+                    if r > regs[i]:
+                        regs[i] = r
                 self._set = None
         else:
-            self._hll.update(item)
+            regs = self._regs
+            i = item & (_M - 1)
+            r = _MAX_RANK - ((item & 0xFFFFFFFF) >> P).bit_length()
+            if r > regs[i]:
+                regs[i] = r
+                self._est = -1
 
     def __contains__(self, item: object) -> bool:
         """Exact membership while exact; past the cap, unknown (always False)."""
@@ -66,8 +103,6 @@ class DistinctCounter:
     def __len__(self) -> int:
         if self._set is not None:
             return len(self._set)
-        with warnings.catch_warnings():
-            # Small counts just past the cap sit near HLL's small-range correction; datasketch
-            # warns there, but the linear-counting estimate it returns is the right one.
-            warnings.simplefilter("ignore", UserWarning)
-            return int(round(self._hll.count()))
+        if self._est < 0:
+            self._est = int(round(_estimate(self._regs)))
+        return self._est

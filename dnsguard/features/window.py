@@ -49,7 +49,7 @@ class KeyStats:
                  "enc_domains", "unk_domains", "samples", "suffix", "last_client",
                  "last_server", "packets", "evaluated_at")
 
-    def __init__(self, ts: float, exact_cap: int) -> None:
+    def __init__(self, ts: float, exact_cap: int, multi_client: bool = True) -> None:
         self.start = self.last = ts
         self.queries = self.responses = self.bytes_up = self.bytes_down = 0
         self.sum_sub_len = self.encoded = self.non_ldh = self.rare = self.carrier = 0
@@ -57,8 +57,10 @@ class KeyStats:
         self.sum_entropy = 0.0
         self.names = DistinctCounter(exact_cap)
         self.qtypes: dict[str, int] = {}
-        self.clients: set[bytes] = set()
-        self.servers: set[bytes] = set()
+        # Only a domain has several clients; a client's and a client/domain pair's own key
+        # is their one client (``clients`` = 1 once they have a query): no set per key.
+        self.clients: set[bytes] | None = set() if multi_client else None
+        self.servers = None  # not tracked: no feature reads it (the last server is kept)
         self.domains: DistinctCounter | None = None
         self.enc_domains: DistinctCounter | None = None
         self.unk_domains: DistinctCounter | None = None
@@ -76,6 +78,7 @@ class WindowTable:
         self.max_keys = max_keys
         self.exact_cap = exact_cap
         self.keys: OrderedDict[object, KeyStats] = OrderedDict()
+        self._multi_client = scope not in ("client", "client_domain")
         self.evicted = 0
 
     def __len__(self) -> int:
@@ -93,7 +96,7 @@ class WindowTable:
                     old.last = ts
                 return old, None
             del keys[key]
-        st = keys[key] = KeyStats(ts, self.exact_cap)
+        st = keys[key] = KeyStats(ts, self.exact_cap, self._multi_client)
         if len(keys) > self.max_keys:
             keys.popitem(last=False)
             self.evicted += 1
@@ -105,14 +108,36 @@ MAX_TRACKED_PEERS = 32
 MAX_SAMPLES = 3
 
 
+def _qtype_info(qtype: int) -> tuple[int, int, int, str]:
+    """(rare, carrier, txt, mix bucket) of a query type, as note_query counts them."""
+    return (0 if qtype in ORDINARY_QTYPES else 1, 1 if qtype in CARRIER_QTYPES else 0,
+            1 if qtype == 16 else 0, MIX_TYPES.get(qtype, "other"))
+
+
+class _QtypeInfo(dict):
+    def __missing__(self, qtype: int) -> tuple[int, int, int, str]:
+        v = self[qtype] = _qtype_info(qtype)  # at most 65,536 entries
+        return v
+
+
+_QINFO = _QtypeInfo()
+
+
 def note_query(st: KeyStats, nf, qtype: int, client: bytes, server: bytes,
                track_suffix: bool = True) -> None:
     """Account one query with name features ``nf`` (a :class:`NameFeatures`) in ``st``;
     ``track_suffix`` keeps the deepest zone all the key's names share."""
     st.queries += 1
-    st.names.add(nf.name)
-    st.bytes_up += nf.sub_len
-    st.sum_sub_len += nf.sub_len
+    name = nf.name
+    names = st.names
+    s = names._set
+    if s is not None and len(s) < names.cap:
+        s.add(nf.name_hash)  # == names.add(name): the hash is cached with the name
+    else:
+        names.add(name)
+    sub_len = nf.sub_len
+    st.bytes_up += sub_len
+    st.sum_sub_len += sub_len
     st.sum_entropy += nf.sub_entropy
     if nf.max_label > st.max_label:
         st.max_label = nf.max_label
@@ -120,35 +145,35 @@ def note_query(st: KeyStats, nf, qtype: int, client: bytes, server: bytes,
         st.encoded += 1
     if nf.non_ldh:
         st.non_ldh += 1
-    if qtype not in ORDINARY_QTYPES:
+    rare, carrier, txt, t = _QINFO[qtype]
+    if rare:
         st.rare += 1
-    if qtype in CARRIER_QTYPES:
+    if carrier:
         st.carrier += 1
-        if qtype == 16:
-            st.txt += 1
-    t = MIX_TYPES.get(qtype, "other")
-    st.qtypes[t] = st.qtypes.get(t, 0) + 1
-    if len(st.clients) < MAX_TRACKED_PEERS:
-        st.clients.add(client)
-    if len(st.servers) < MAX_TRACKED_PEERS:
-        st.servers.add(server)
-    st.last_client, st.last_server = client, server
+        st.txt += txt
+    qt = st.qtypes
+    qt[t] = qt.get(t, 0) + 1
+    clients = st.clients
+    if clients is not None and len(clients) < MAX_TRACKED_PEERS:
+        clients.add(client)
+    st.last_client = client
+    st.last_server = server
     samples = st.samples
     if len(samples) < MAX_SAMPLES:
-        if nf.name not in samples:
-            samples.append(nf.name)
-    elif nf.encoded and nf.name not in samples:
+        if name not in samples:
+            samples.append(name)
+    elif nf.encoded and name not in samples:
         # Prefer names that show the encoding to the analyst.
-        for i, s in enumerate(samples):
-            if len(s) < len(nf.name) // 2:
-                samples[i] = nf.name
+        for i, x in enumerate(samples):
+            if len(x) < len(name) // 2:
+                samples[i] = name
                 break
     if track_suffix:
         lower = nf.lower
         suf = st.suffix
         if suf is None:
             st.suffix = lower
-        else:
+        elif suf is not lower and lower[len(lower) - len(suf):] != suf:
             i = 0
             m = min(len(suf), len(lower))
             while i < m and suf[-1 - i] == lower[-1 - i]:
@@ -199,7 +224,7 @@ def features(st: KeyStats, scope: str) -> dict[str, float]:
     f.update({
         "distinct_names": distinct,
         "distinct_ratio": distinct / qd,
-        "clients": len(st.clients),
+        "clients": len(st.clients) if st.clients is not None else (1 if st.queries else 0),
         "mean_sub_len": st.sum_sub_len / qd,
         "mean_sub_entropy": st.sum_entropy / qd,
         "max_label": st.max_label,

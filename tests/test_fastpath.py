@@ -1,0 +1,127 @@
+"""The hot path's shortcuts give what the general code gives.
+
+- ``Pipeline.feed``'s UDP/IPv4 fast path against the general path (decode_frame + parse);
+- ``RegisteredDomains``' two-label shortcut against publicsuffixlist;
+- ``DistinctCounter``'s own HyperLogLog registers against datasketch's.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from publicsuffixlist import PublicSuffixList
+
+from dnsguard.capture.pcapfile import CaptureReader
+from dnsguard.detect.rules import load_dir
+from dnsguard.domain import RegisteredDomains
+from dnsguard.features.sketch import DistinctCounter, _hash32
+from dnsguard.pipeline import Pipeline
+from dnsguard.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+PCAPS = sorted((ROOT / "pcaps").glob("*.pcap"))
+
+
+def _run(path: Path, fast: bool) -> tuple[dict, list[dict]]:
+    s = Settings()
+    s.use_model = False
+    alerts: list[dict] = []
+    p = Pipeline(s, load_dir(s.rules), alerts.append)
+    if not fast:
+        p._fast_dns = lambda *a: None  # every frame through decode_frame + parse
+    outcomes = []
+    for ts, lt, data, wirelen in CaptureReader.open(path):
+        outcomes.append(p.feed(ts, lt, data, wirelen))
+    p.finish()
+    summary = p.summary()
+    summary.pop("caches")
+    summary.pop("registered_domains")  # a HyperLogLog estimate: hash salted per process
+    summary["outcome_list"] = outcomes
+    return summary, alerts
+
+
+@pytest.mark.parametrize("path", PCAPS, ids=[p.name for p in PCAPS])
+def test_fast_path_same_as_general_path(path: Path) -> None:
+    fast, fast_alerts = _run(path, True)
+    slow, slow_alerts = _run(path, False)
+    assert fast == slow
+    assert [(a["scope"], a["domain"], a["detectors"]) for a in fast_alerts] == \
+        [(a["scope"], a["domain"], a["detectors"]) for a in slow_alerts]
+
+
+def test_fast_path_odd_messages() -> None:
+    """Frames built to hit each fallback: compressed question, uncompressed owners, OPT,
+    extended rcode, truncation, a non-DNS payload."""
+    import struct
+
+    def frame(dns: bytes) -> bytes:
+        udp = struct.pack("!HHHH", 40000, 53, 8 + len(dns), 0) + dns
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                         b"\x0a\0\0\1", b"\x0a\0\0\2") + udp
+        return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip
+
+    q = b"\x03www\x07example\x03com\x00\x00\x01\x00\x01"
+    ans = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x01\x02\x03\x04"
+    own = b"\x03www\x07example\x03com\x00\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x01\x02\x03\x04"
+    opt = b"\x00\x00\x29\x10\x00\x01\x00\x00\x00\x00\x00"  # extended rcode 1
+    bad_opt = b"\xc0\x0c\x00\x29\x10\x00\x00\x00\x00\x00\x00\x00"
+    msgs = [
+        struct.pack("!6H", 1, 0x0100, 1, 0, 0, 0) + q,
+        struct.pack("!6H", 1, 0x8180, 1, 1, 0, 0) + q + ans,
+        struct.pack("!6H", 1, 0x8180, 1, 1, 0, 0) + q + own,
+        struct.pack("!6H", 1, 0x8183, 1, 0, 0, 1) + q + opt,
+        struct.pack("!6H", 1, 0x8180, 1, 0, 0, 1) + q + bad_opt,
+        struct.pack("!6H", 1, 0x8180, 1, 2, 0, 0) + q + ans,  # second answer missing
+        struct.pack("!6H", 1, 0x0100, 1, 0, 0, 0) + q[:-3],  # question cut
+        struct.pack("!6H", 1, 0x0100, 1, 0, 0, 0) + b"\xc0\x0c\x00\x01\x00\x01",  # pointer
+        struct.pack("!6H", 1, 0x0100, 1, 0, 0, 0) + b"\x41" + b"x" * 65 + b"\x00\x00\x01\x00\x01",
+        struct.pack("!6H", 1, 0x7800, 1, 0, 0, 0) + q,  # opcode 15: not DNS
+        struct.pack("!6H", 1, 0x0100, 2, 0, 0, 0) + q + q,
+        struct.pack("!6H", 1, 0x0100, 1, 0, 0, 0) + b"\x00\x00\x01\x00\x01",  # the root
+    ]
+    for i, m in enumerate(msgs):
+        res = []
+        for fast in (True, False):
+            s = Settings()
+            s.use_model = False
+            p = Pipeline(s, load_dir(s.rules), lambda a: None)
+            if not fast:
+                p._fast_dns = lambda *a: None
+            o = p.feed(1.0, 1, frame(m), 0)
+            sm = p.summary()
+            res.append((o, sm["outcomes"], sm["malformed"], sm["queries"], sm["responses"],
+                        {k: (st.responses, st.bytes_down, st.nxdomain)
+                         for k, st in p.tables["domain"].keys.items()}))
+        assert res[0] == res[1], (i, res)
+
+
+def test_registered_domain_shortcut_matches_the_psl() -> None:
+    rd = RegisteredDomains()
+    psl = PublicSuffixList(accept_unknown=True)
+    rng = random.Random(5)
+    rules = sorted(psl._publicsuffix)
+    names = ["host.lan", "a.b.example.co.uk", "x.user.blogspot.com", "city.kobe.jp",
+             "a.city.kobe.jp", "www.ck", "a.www.ck", "b.a.ck", "a\\..com", "com", "."]
+    for rule in rng.sample(rules, 3000):
+        r = rule.lstrip("!").replace("*", "w")
+        names += [r, "a." + r, "b.a." + r]
+    for n in names:
+        assert rd.lookup(n) == (psl.privatesuffix(n) or n), n
+
+
+def test_hyperloglog_registers_match_datasketch() -> None:
+    from datasketch import HyperLogLog
+
+    for n in (129, 3000):
+        d = DistinctCounter(128)
+        h = HyperLogLog(p=8, hashfunc=_hash32)
+        for i in range(n):
+            d.add(f"n{i}.example")
+            h.update(hash(f"n{i}.example"))
+        assert bytes(d._regs) == h.reg.tobytes()
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert len(d) == int(round(h.count()))
