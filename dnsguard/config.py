@@ -80,6 +80,8 @@ class DaemonConfig:
                      rules=self.rules, sensor=self.sensor)
         for attr, v in self.caps.items():
             setattr(s, attr, v)
+        s.resolvers = tuple(str(a) for a in self.resolvers)
+        s.home_networks = tuple(str(n) for n in self.home_networks)
         # The model's settings, where this version of Settings has them.
         have = {f.name for f in fields(Settings)}
         model = {"use_model": self.model_enabled, "model": self.model,

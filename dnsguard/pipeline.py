@@ -10,6 +10,7 @@ left at the end of input. Everything the run met is counted in :attr:`Pipeline.c
 from __future__ import annotations
 
 import gc
+import ipaddress
 import logging
 import struct
 from collections import Counter, OrderedDict
@@ -108,6 +109,12 @@ class Pipeline:
         # client → registered domain it last queried with a rare type or an encoded name: a
         # raw-mode tunnel's handshake often goes through the resolver, not the pair itself.
         self.client_suspect: OrderedDict[bytes, str] = OrderedDict()
+        # The vantage (Settings.resolvers, Settings.home_networks): who counts as a client.
+        self._resolvers = frozenset(ipaddress.ip_address(a) for a in settings.resolvers)
+        self._home = tuple(ipaddress.ip_network(n, strict=False)
+                           for n in settings.home_networks)
+        self._vantage_filter = bool(self._resolvers or self._home)
+        self._client_ok: dict[bytes, bool] = {}
         self.counters: Counter[str] = Counter()
         self.malformed: Counter[str] = Counter()
         # DNS messages by query type number (bucketed by the metrics exporter at scrape time).
@@ -389,6 +396,8 @@ class Pipeline:
             n = st.queries + st.responses
             if n <= 32 or (n <= 512 and not n & 7) or not n & 63:  # due(n), inline
                 self._check("domain", rd, st, factor, ts)
+        if self._vantage_filter and not self._per_client(client):
+            return
         key = (client, rd)
         keys = t_cd.keys
         st = keys.get(key)
@@ -421,6 +430,22 @@ class Pipeline:
             n = st.queries + st.responses
             if n <= 32 or (n <= 512 and not n & 7) or not n & 63:  # due(n), inline
                 self._check("client", client, st, 1.0, ts)
+
+    def _per_client(self, client: bytes) -> bool:
+        """Whether an address gets client/domain and client keys (the vantage): not one of
+        our resolvers — its queries are many users' at once, or at a resolver's egress all of
+        them — and, when home networks are set, inside them (queries from outside, e.g. to our
+        own authoritative servers, are not our clients'). Their queries still count for the
+        domain scope. Cached per address."""
+        ok = self._client_ok.get(client)
+        if ok is None:
+            ip = ipaddress.ip_address(ip_text(client))
+            ok = ip not in self._resolvers and (
+                not self._home or any(ip.version == n.version and ip in n for n in self._home))
+            if len(self._client_ok) >= 65_536:
+                self._client_ok.clear()
+            self._client_ok[client] = ok
+        return ok
 
     def _refresh_need(self) -> tuple[int, int, int]:
         """Fewest queries before ``_check`` evaluates a domain, client/domain or client key
@@ -480,6 +505,8 @@ class Pipeline:
             n += st.responses
             if n <= 32 or (n <= 512 and not n & 7) or not n & 63:
                 self._check("domain", rd, st, factor, ts)
+        if self._vantage_filter and not self._per_client(client):
+            return
         key = (client, rd)
         keys = t_cd.keys
         st = keys.get(key)

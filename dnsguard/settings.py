@@ -28,6 +28,11 @@ class Settings:
     policy_keys: int = 100_000  # keys remembered by alert suppression
     tcp_max_flows: int = 4_096
     tcp_max_bytes: int = 16 << 20
+    # Vantage: addresses of our recursive resolvers, and our clients' networks (CIDR). Queries
+    # from a resolver, or from outside the home networks when they are set, feed the domain
+    # scope only (no client/domain or client keys): see Pipeline._per_client.
+    resolvers: tuple[str, ...] = ()
+    home_networks: tuple[str, ...] = ()
     rules: Path = field(default_factory=lambda: DEFAULT_RULES)
     sensor: str = ""
     # The model detector (dnsguard.detect.model, docs/model.md): None = the shipped default.
