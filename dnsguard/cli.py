@@ -176,9 +176,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
         Path(args.summary_json).write_text(json.dumps(res.summary, indent=2) + "\n")
     if not args.quiet:
         print_summary(res, sys.stderr)
+    unwritten = _unwritten_alerts(writer, args.alerts or "stdout")
     if res.files_read == 0:
         return 2
-    return 1 if res.errors else 0
+    return 1 if res.errors or unwritten else 0
+
+
+def _unwritten_alerts(writer, name: str) -> int:
+    """After a replay: alerts the output refused (disk full, …) go to stderr as a last
+    resort, with one line naming the file and how many; returns that number."""
+    pending = writer.dump_pending(sys.stderr)
+    lost = writer.dropped
+    if lost:
+        print(f"dnsguard: {name}: {lost} alerts could not be written "
+              f"({writer.last_error or 'write error'}); they are printed above on stderr "
+              f"({pending} at the end, {lost - pending} as they were dropped)", file=sys.stderr)
+    return lost
 
 
 def cmd_rules_check(args: argparse.Namespace) -> int:

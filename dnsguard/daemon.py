@@ -23,6 +23,7 @@ Signal handlers only set flags and wake ``select()`` through a socket pair
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import logging
 import os
@@ -43,6 +44,9 @@ log = logging.getLogger("dnsguard.daemon")
 
 SELECT_TIMEOUT = 0.5  # seconds; signals wake the loop at once anyway
 STATS_EVERY = 1.0  # seconds between reads of the kernel's drop counters
+HOUSEKEEP_EVERY = 1.0  # seconds between the periodic work (sweep, series steps, retries)
+SWEEP_KEYS = 2_000  # at most this many keys examined per window table per sweep
+REOPEN_BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # seconds between capture reopen attempts
 _PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
 
 
@@ -150,6 +154,35 @@ def _preload() -> None:
             log.debug("preload %s: %s", name, e)
 
 
+def _ifindex(name: str) -> int | None:
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        return None
+
+
+def _operstate(name: str) -> str | None:
+    """The interface's operational state from sysfs (``up``, ``down``, ``unknown``, …)."""
+    try:
+        with open(f"/sys/class/net/{name}/operstate") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _refresh_scapy_interfaces() -> None:
+    try:
+        from scapy.config import conf
+
+        conf.ifaces.reload()
+    except Exception as e:  # a refresh failing is no reason not to try the open
+        log.debug("scapy interface refresh: %s", e)
+
+
+def _interface_exists(name: str) -> bool:
+    return _ifindex(name) is not None
+
+
 # --- the daemon -------------------------------------------------------------------------------
 class Daemon:
     def __init__(self, cfg: DaemonConfig) -> None:
@@ -161,6 +194,8 @@ class Daemon:
         self.metrics = None
         self.interfaces: list = []
         self.written = 0  # alert records written
+        self._writer_seen = {"count": 0, "errors": 0, "dropped": 0}
+        self._captures: dict[str, dict] = {}  # interface name → reopen state
         self.notifier = Notifier()
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
@@ -173,16 +208,25 @@ class Daemon:
         self.hup = True
 
     def _emit(self, alert: dict) -> None:
-        m = self.metrics
-        try:
-            self.writer.write(alert)
-        except (OSError, ValueError) as e:
-            m.alert_errors.inc()
-            log.error("cannot write alert: %s", e)
+        """Write one alert. The writer never raises for an unwritable output: it keeps the
+        alert pending (bounded) and retries; see AlertWriter and docs/daemon.md, Faults."""
+        self.metrics.count_alert(alert)
+        self.writer.write(alert)
+        self._sync_writer()
+
+    def _sync_writer(self) -> None:
+        """Carry the writer's counts (written, failed attempts, dropped) into the metrics."""
+        w, m = self.writer, self.metrics
+        if w is None or m is None:
             return
-        self.written += 1
-        m.alert_records.inc()
-        m.count_alert(alert)
+        seen = self._writer_seen
+        for attr, metric in (("count", m.alert_records), ("errors", m.alert_errors),
+                             ("dropped", m.alert_dropped)):
+            v = getattr(w, attr)
+            if v > seen[attr]:
+                metric.inc(v - seen[attr])
+                seen[attr] = v
+        self.written = w.count
 
     def _prepare_state_dir(self, pw) -> bool:
         d = self.cfg.state_dir
@@ -288,19 +332,35 @@ class Daemon:
             log.error("cannot set up the pipeline: %s", e)
             return 2
         self.metrics.pipeline = self.pipeline
+        self.metrics.writer = self.writer
+        missing = [n for n in cfg.interfaces if not _interface_exists(n)]
+        if missing:
+            log.error("interface %s does not exist (see 'ip link'): fix 'interfaces:' in the "
+                      "configuration or --interface", ", ".join(missing))
+            return 1
         try:
             self.interfaces = open_interfaces(cfg.interfaces, settings.ports, cfg.promiscuous)
         except CaptureOpenError as e:
             log.error("%s", e)
             return 2
         self.metrics.interfaces = self.interfaces
+        self._ports, self._promisc = settings.ports, cfg.promiscuous
+        for i in self.interfaces:
+            self._captures[i.name] = {"iface": i, "ifindex": _ifindex(i.name), "down": False,
+                                      "retry_at": None, "attempt": 0, "errors": i.read_errors}
         if cfg.metrics_port:
             try:
                 host, port = self.metrics.serve(cfg.metrics_host, cfg.metrics_port)
             except OSError as e:
-                log.error("metrics: cannot listen on %s: %s", cfg.metrics_address,
-                          e.strerror or e)
-                return 2
+                for i in self.interfaces:
+                    with contextlib.suppress(OSError):
+                        i.close()
+                what = ("another process (another dnsguard?) holds it: stop it, or set"
+                        if e.errno == errno.EADDRINUSE else "check the address, or set")
+                log.error("metrics: cannot listen on %s: %s; %s 'metrics_address:' / "
+                          "--metrics-address to a free port (0 turns the exporter off)",
+                          cfg.metrics_address, e.strerror or e, what)
+                return 1
             log.info("metrics on http://%s/metrics",
                      f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
         _preload()
@@ -342,6 +402,7 @@ class Daemon:
         self.notifier.notify("READY=1", f"STATUS=capturing on {names}")
         errors_logged = 0
         next_stats = time.monotonic() + STATS_EVERY
+        next_house = time.monotonic() + HOUSEKEEP_EVERY
         observe = m.processing.observe
         batches = m.batch_frames
         rc = 0
@@ -356,14 +417,17 @@ class Daemon:
                         while self._wake_r.recv(256):
                             pass
                     continue
-                iface = by_fd[fd]
+                iface = by_fd.get(fd)
+                if iface is None:
+                    continue
                 t0 = time.perf_counter()
                 try:
                     n = iface.read(feed)
                 except OSError as e:
-                    log.error("%s: capture failed: %s; closing it", iface.name, e)
+                    log.error("%s: capture failed: %s; closing it, reopening in %gs",
+                              iface.name, e, REOPEN_BACKOFF[0])
                     del by_fd[fd]
-                    iface.close()
+                    self._lost(iface.name)
                     continue
                 except Exception:  # a bug on one frame must not stop the sensor
                     pipe.malformed["internal_error"] += 1
@@ -383,11 +447,143 @@ class Daemon:
                 next_stats = now + STATS_EVERY
                 for i in by_fd.values():
                     i.poll_stats()
-            if not by_fd:
-                log.error("no capture interface left")
-                rc = 1
-                break
+                self._watch_links(by_fd, now)
+                if self._reopen_due(by_fd, now) == "hopeless":
+                    log.error("no capture interface left and none can be reopened: exiting "
+                              "so the service manager restarts the sensor")
+                    rc = 1
+                    break
+            if now >= next_house:
+                next_house = now + HOUSEKEEP_EVERY
+                self.housekeeping(time.time())
         return self._shutdown(rc)
+
+    # --- periodic work ------------------------------------------------------------------------
+    def housekeeping(self, now: float) -> None:
+        """About once a second of wall time: retry pending alerts, close the series steps and
+        evaluate the traffic windows that ended without a packet to close them (live traffic
+        may go quiet; replay never needs this). Never raises."""
+        try:
+            if self.writer is not None:
+                self.writer.retry()
+                self._sync_writer()
+        except Exception:
+            log.exception("while retrying the pending alerts")
+        pipe = self.pipeline
+        try:
+            if pipe.series is not None:
+                pipe.series.tick(now)
+            self.sweep(now)
+        except Exception:
+            pipe.malformed["internal_error"] += 1
+            log.exception("during the periodic window sweep")
+
+    def sweep(self, now: float, limit: int = SWEEP_KEYS) -> int:
+        """Give keys whose window has ended (start + window < now) their final evaluation
+        and forget them, as the next packet for them would (WindowTable.get). Examines at
+        most ``limit`` keys per table, from the least recently used end, where ended windows
+        are. Returns the number of keys evaluated.
+
+        Uses Pipeline._check (the pipeline's own evaluation of a closing window) until the
+        pipeline has a public sweep."""
+        pipe = self.pipeline
+        allow = pipe.allow
+        done = 0
+        for scope, table in pipe.tables.items():
+            keys = table.keys
+            w = table.window
+            ended = []
+            for n, (key, st) in enumerate(keys.items()):
+                if n >= limit:
+                    break
+                if st.start + w < now:
+                    ended.append((key, st))
+            for key, st in ended:
+                fac = 1.0
+                if scope in ("domain", "client_domain") and allow.entries:
+                    e = allow.for_domain(key if scope == "domain" else key[1])
+                    fac = e.factor if e is not None else 1.0
+                pipe._check(scope, key, st, fac, st.last)
+                if keys.get(key) is st:
+                    del keys[key]
+                done += 1
+        return done
+
+    # --- capture faults -----------------------------------------------------------------------
+    def _lost(self, name: str) -> None:
+        """A capture socket failed: close it and schedule a reopen with backoff."""
+        c = self._captures[name]
+        i = c["iface"]
+        if i is not None:
+            with contextlib.suppress(OSError):
+                i.close()
+        c["iface"] = None
+        c["attempt"] = 0
+        c["retry_at"] = time.monotonic() + REOPEN_BACKOFF[0]
+
+    def _watch_links(self, by_fd: dict, now: float) -> None:
+        """Log a link going down (the socket reported ENETDOWN) and coming back (frames
+        again); reopen when the interface was removed or replaced (another ifindex)."""
+        for name, c in self._captures.items():
+            i = c["iface"]
+            if i is None:
+                continue
+            oper = _operstate(name)
+            errored = i.read_errors > c["errors"]
+            c["errors"] = i.read_errors
+            if (errored or oper == "down") and not c["down"]:
+                c["down"], c["frames_at_down"] = True, i.frames
+                log.warning("%s: link down (%s); the sensor keeps running and captures again "
+                            "when it comes back", name,
+                            "network is down" if errored else "operstate down")
+            elif c["down"] and not errored and (oper in ("up", "unknown")
+                                                 or i.frames > c["frames_at_down"]):
+                c["down"] = False
+                log.warning("%s: link up again, capturing", name)
+            idx = _ifindex(name)
+            if idx != c["ifindex"]:
+                log.error("%s: interface %s; closing its capture socket, reopening with "
+                          "backoff", name, "removed" if idx is None else "replaced")
+                by_fd.pop(i.fileno(), None)
+                self._lost(name)
+
+    def _reopen_due(self, by_fd: dict, now: float) -> str:
+        """Try the reopens that are due. 'hopeless' when no socket is open and the last
+        attempts failed for lack of privilege (capabilities dropped): a restart is needed."""
+        from dnsguard.capture.live import CaptureOpenError, LiveInterface
+
+        denied = False
+        for name, c in self._captures.items():
+            if c["iface"] is not None or c["retry_at"] is None or now < c["retry_at"]:
+                continue
+            old = next((i for i in self.interfaces if i.name == name), None)
+            try:
+                if not _interface_exists(name):
+                    raise CaptureOpenError(f"{name}: no such interface")
+                _refresh_scapy_interfaces()  # scapy caches them: a recreated one is unknown
+                new = LiveInterface(name, self._ports, self._promisc)
+            except CaptureOpenError as e:
+                c["attempt"] += 1
+                delay = REOPEN_BACKOFF[min(c["attempt"], len(REOPEN_BACKOFF) - 1)]
+                c["retry_at"] = now + delay
+                denied = denied or "ermission" in str(e) or "not permitted" in str(e)
+                if c["attempt"] <= 3 or delay == REOPEN_BACKOFF[-1] and c["attempt"] % 10 == 0:
+                    log.warning("%s: cannot reopen the capture socket (%s); next try in %gs",
+                                name, e, delay)
+                continue
+            if old is not None:  # counters stay monotonic across the reopen
+                new.frames, new.kernel_packets = old.frames, old.kernel_packets
+                new.kernel_drops, new.read_errors = old.kernel_drops, old.read_errors
+                self.interfaces[self.interfaces.index(old)] = new
+            else:
+                self.interfaces.append(new)
+            c.update(iface=new, ifindex=_ifindex(name), down=False, retry_at=None, attempt=0,
+                     errors=new.read_errors)
+            by_fd[new.fileno()] = new
+            log.warning("%s: capture socket reopened", name)
+        if not by_fd and denied:
+            return "hopeless"
+        return "ok"
 
     def _reload(self) -> None:
         log.info("SIGHUP: reloading rules from %s and reopening the alert output",
@@ -434,9 +630,17 @@ class Daemon:
             rc = rc or 1
         if self.writer is not None:
             self.writer.close()
-        for i in self.interfaces:
-            with contextlib.suppress(OSError):
-                i.close()
+            self._sync_writer()
+            if self.writer.pending:
+                n = len(self.writer.pending)
+                self.writer.dump_pending(sys.stderr)
+                self._sync_writer()
+                log.error("%s: %d alerts could not be written (%s); printed on stderr",
+                          self.cfg.alerts, n, self.writer.last_error)
+        for c in self._captures.values() or [{"iface": i} for i in self.interfaces]:
+            if c["iface"] is not None:
+                with contextlib.suppress(OSError):
+                    c["iface"].close()
         drops = sum(i.kernel_drops for i in self.interfaces)
         s = pipe.summary()
         log.info("stopped: %d frames, %d queries, %d responses, %d alerts written, "

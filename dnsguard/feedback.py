@@ -28,6 +28,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -73,28 +74,92 @@ def append_label(path: str | Path, target: str, label: str, by: str | None = Non
     return rec
 
 
+#: A feedback line longer than this is skipped (a verdict is ~150 bytes): a huge line must
+#: not make the sensor allocate without bound.
+MAX_LINE = 64 * 1024
+#: Bad lines reported individually per read; the rest are counted in one summary line.
+MAX_WARNINGS = 20
+
+
+@dataclass
+class FeedbackRead:
+    """What one read of a feedback file found."""
+
+    records: list[dict] = field(default_factory=list)
+    bad: int = 0  # lines skipped (invalid JSON, unknown label, bad target, too long …)
+    error: str | None = None  # the file could not be read at all (None: it could, or missing)
+    missing: bool = False
+
+
+def _check(rec) -> dict:
+    if not isinstance(rec, dict):
+        raise ValueError("not a JSON object")
+    if rec.get("label") not in LABELS:
+        raise ValueError(f"unknown label {str(rec.get('label'))[:40]!r}: needs 'target' and "
+                         "'label' (tunnel or benign)")
+    if not isinstance(rec.get("target"), str):
+        raise ValueError("needs 'target' (a domain or an IP address, a string) and 'label'")
+    rec["target"] = normalize_target(rec["target"][:300])
+    return rec
+
+
+def load_feedback(path: str | Path) -> FeedbackRead:
+    """Read a feedback file line by line; never raises. A bad line is skipped with a warning
+    naming ``FILE:LINE`` (the first :data:`MAX_WARNINGS`, then a count); a line longer than
+    :data:`MAX_LINE` is skipped without being held in memory."""
+    p = Path(path)
+    out = FeedbackRead()
+    try:
+        fh = open(p, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        out.missing = True
+        return out
+    except OSError as e:
+        out.error = e.strerror or str(e)
+        log.error("%s: cannot read feedback: %s", p, out.error)
+        return out
+    warned = 0
+
+    def bad(n: int, why: str) -> None:
+        nonlocal warned
+        out.bad += 1
+        warned += 1
+        if warned <= MAX_WARNINGS:
+            log.warning("%s:%d: bad feedback line skipped: %s", p, n, why)
+
+    try:
+        with fh:
+            n = 0
+            while True:
+                chunk = fh.readline(MAX_LINE + 1)
+                if not chunk:
+                    break
+                n += 1
+                if len(chunk) > MAX_LINE and not chunk.endswith(b"\n"):
+                    while chunk and not chunk.endswith(b"\n"):  # skip the rest of the line
+                        chunk = fh.readline(MAX_LINE + 1)
+                    bad(n, f"line longer than {MAX_LINE} bytes")
+                    continue
+                s = chunk.decode("utf-8", "replace").strip()
+                if not s or s.startswith("#"):
+                    continue
+                try:
+                    rec = _check(json.loads(s))
+                except (ValueError, KeyError, TypeError, RecursionError) as e:
+                    bad(n, str(e)[:200])
+                    continue
+                rec["line"] = n
+                out.records.append(rec)
+    except OSError as e:  # e.g. EISDIR, EIO part-way
+        out.error = e.strerror or str(e)
+        log.error("%s: cannot read feedback: %s", p, out.error)
+        return out
+    if warned > MAX_WARNINGS:
+        log.warning("%s: %d bad feedback lines skipped in all", p, out.bad)
+    return out
+
+
 def read_feedback(path: str | Path) -> Iterator[dict]:
     """Valid verdicts of a feedback file, in order, each with its ``line`` number. A missing
-    file has none."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        log.error("%s: cannot read feedback: %s", p, e.strerror)
-        return
-    for n, line in enumerate(text.splitlines(), 1):
-        s = line.strip()
-        if not s or s.startswith("#"):
-            continue
-        try:
-            rec = json.loads(s)
-            if not isinstance(rec, dict) or rec.get("label") not in LABELS:
-                raise ValueError("needs 'target' and 'label' (tunnel or benign)")
-            rec["target"] = normalize_target(str(rec["target"]))
-        except (ValueError, KeyError) as e:
-            log.warning("%s:%d: bad feedback line skipped: %s", p, n, e)
-            continue
-        rec["line"] = n
-        yield rec
+    file has none; bad lines are logged and skipped (see :func:`load_feedback`)."""
+    yield from load_feedback(path).records

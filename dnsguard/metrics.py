@@ -86,6 +86,13 @@ class PipelineCollector(Collector):
         suppressed = CounterMetricFamily("dnsguard_suppressed_alerts", "Alerts not raised "
                                          "because the key already alerted in its suppression "
                                          "window.")
+        limited = CounterMetricFamily("dnsguard_alerts_rate_limited", "Alerts held back by "
+                                      "the overall alert rate limit (alert_rate/alert_burst); "
+                                      "their keys alert again as soon as the bucket allows.")
+        suppressed2 = CounterMetricFamily("dnsguard_alerts_suppressed", "Alerts not raised "
+                                          "because the key already alerted in its suppression "
+                                          "window (same value as "
+                                          "dnsguard_suppressed_alerts_total).")
         allowed = CounterMetricFamily("dnsguard_allowlisted_queries", "Queries exempted by the "
                                       "allowlist.")
         last = GaugeMetricFamily("dnsguard_last_packet_timestamp_seconds", "Capture time of "
@@ -110,9 +117,18 @@ class PipelineCollector(Collector):
                 tracked.add_metric([scope], len(t))
                 evicted.add_metric([scope], t.evicted)
             suppressed.add_metric([], pipe.policy.suppressed)
+            suppressed2.add_metric([], pipe.policy.suppressed)
+            limited.add_metric([], pipe.policy.rate_limited)
             allowed.add_metric([], c.get("allowlisted", 0))
             last.add_metric([], pipe.last_ts)
-        yield from (pk_total, msgs, errs, tracked, evicted, suppressed, allowed, last)
+        yield from (pk_total, msgs, errs, tracked, evicted, suppressed, suppressed2, limited,
+                    allowed, last)
+        pending = GaugeMetricFamily("dnsguard_alerts_pending", "Alerts kept in memory because "
+                                    "the alert output cannot be written (disk full, …); "
+                                    "retried every second.")
+        w = self.owner.writer
+        pending.add_metric([], len(w.pending) if w is not None else 0)
+        yield pending
 
         kp = CounterMetricFamily("dnsguard_kernel_packets", "Packets that passed the kernel "
                                  "filter of a capture socket (PACKET_STATISTICS tp_packets).",
@@ -155,8 +171,14 @@ class Metrics:
                               ["detector", "severity"], registry=r)
         self.alert_records = Counter("dnsguard_alert_records", "Alert records written to the "
                                      "alert output (one JSON line each).", registry=r)
-        self.alert_errors = Counter("dnsguard_alert_write_errors", "Alert records that could "
-                                    "not be written.", registry=r)
+        self.alert_errors = Counter("dnsguard_alert_write_errors", "Failed attempts to write "
+                                    "to the alert output (disk full, read-only, I/O error); "
+                                    "the alerts stay pending, see dnsguard_alerts_pending.",
+                                    registry=r)
+        self.alert_dropped = Counter("dnsguard_alerts_dropped", "Alerts that could not be "
+                                     "written and no longer fit the pending queue: logged at "
+                                     "ERROR with their JSON on stderr instead.", registry=r)
+        self.writer = None  # the AlertWriter (pending alerts), set by the daemon
         self.reloads = Counter("dnsguard_reloads", "SIGHUP reloads of rules and allowlists, by "
                                "result.", ["result"], registry=r)
         for res in ("ok", "error"):
