@@ -479,35 +479,8 @@ class Daemon:
             log.exception("during the periodic window sweep")
 
     def sweep(self, now: float, limit: int = SWEEP_KEYS) -> int:
-        """Give keys whose window has ended (start + window < now) their final evaluation
-        and forget them, as the next packet for them would (WindowTable.get). Examines at
-        most ``limit`` keys per table, from the least recently used end, where ended windows
-        are. Returns the number of keys evaluated.
-
-        Uses Pipeline._check (the pipeline's own evaluation of a closing window) until the
-        pipeline has a public sweep."""
-        pipe = self.pipeline
-        allow = pipe.allow
-        done = 0
-        for scope, table in pipe.tables.items():
-            keys = table.keys
-            w = table.window
-            ended = []
-            for n, (key, st) in enumerate(keys.items()):
-                if n >= limit:
-                    break
-                if st.start + w < now:
-                    ended.append((key, st))
-            for key, st in ended:
-                fac = 1.0
-                if scope in ("domain", "client_domain") and allow.entries:
-                    e = allow.for_domain(key if scope == "domain" else key[1])
-                    fac = e.factor if e is not None else 1.0
-                pipe._check(scope, key, st, fac, st.last)
-                if keys.get(key) is st:
-                    del keys[key]
-                done += 1
-        return done
+        """Close the windows that ended without traffic (see ``Pipeline.sweep``)."""
+        return self.pipeline.sweep(now, limit)
 
     # --- capture faults -----------------------------------------------------------------------
     def _lost(self, name: str) -> None:

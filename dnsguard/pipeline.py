@@ -691,18 +691,42 @@ class Pipeline:
             if close is not None:
                 close()
 
+    def _close_window(self, scope: str, key, st: win.KeyStats) -> None:
+        """A window's last evaluation, at its last packet's time, with its allowlist factor."""
+        fac = 1.0
+        if scope in ("domain", "client_domain") and self.allow.entries:
+            e = self.allow.for_domain(key if scope == "domain" else key[1])
+            fac = e.factor if e is not None else 1.0
+        self._check(scope, key, st, fac, st.last)
+
     def finish(self) -> None:
         """End of input: evaluate every key's last window once more."""
         for scope, table in self.tables.items():
-            fac = 1.0
             for key, st in list(table.keys.items()):
-                if scope in ("domain", "client_domain"):
-                    rd = key if scope == "domain" else key[1]
-                    e = self.allow.for_domain(rd) if self.allow.entries else None
-                    fac = e.factor if e is not None else 1.0
-                self._check(scope, key, st, fac, st.last)
+                self._close_window(scope, key, st)
         if self.series is not None:
             self.series.finish()
+
+    def sweep(self, now: float, limit: int = 2_000) -> int:
+        """Live capture, no packet for a while: give keys whose window has ended
+        (start + window < now) their final evaluation and forget them, as their next packet
+        would (``WindowTable.get``). Examines at most ``limit`` keys per table from the least
+        recently used end, where ended windows are; returns the number of keys closed."""
+        done = 0
+        for scope, table in self.tables.items():
+            keys, w = table.keys, table.window
+            ended = []
+            for n, (key, st) in enumerate(keys.items()):
+                if n >= limit:
+                    break
+                if st.start + w < now:
+                    ended.append((key, st))
+            for key, st in ended:
+                self._close_window(scope, key, st)
+                if keys.get(key) is st:
+                    del keys[key]
+                done += 1
+        return done
 
     def summary(self) -> dict:
         c = self.counters
