@@ -364,16 +364,7 @@ class Pipeline:
         t_dom, t_cd, t_cl = self._tables3
         need = (self._need if self._need_for == len(self.extra_detectors)
                 else self._refresh_need())
-        keys = t_dom.keys
-        st = keys.get(rd)
-        if st is not None and ts - st.start <= t_dom.window:
-            keys.move_to_end(rd)  # what WindowTable.get does, inline: no call, no tuple
-            if ts > st.last:
-                st.last = ts
-        else:
-            st, old = t_dom.get(rd, ts)
-            if old is not None:
-                self._check("domain", rd, old, factor, old.last)
+        st = self._window(t_dom, rd, ts, factor)
         note_query(st, nf, qtype, client, server)
         if self._message_rules and not self.policy.is_suppressed(("d", rd), ts):
             # Message rules see only the name and its type: their verdict is cached with the
@@ -392,44 +383,41 @@ class Pipeline:
                 self._raise("message", ("d", rd), cached[1], list(cached[0]), ts, client,
                             server, self._base_domain(st, rd),
                             st, [nf.name] + [x for x in st.samples if x != nf.name])
-        if st.queries >= need[0]:  # below it _check returns at once
-            n = st.queries + st.responses
-            if n <= 32 or (n <= 512 and not n & 7) or not n & 63:  # due(n), inline
-                self._check("domain", rd, st, factor, ts)
+        self._due(t_dom, rd, st, need[0], factor, ts)
         if self._vantage_filter and not self._per_client(client):
             return
         key = (client, rd)
-        keys = t_cd.keys
-        st = keys.get(key)
-        if st is not None and ts - st.start <= t_cd.window:
-            keys.move_to_end(key)  # what WindowTable.get does, inline: no call, no tuple
-            if ts > st.last:
-                st.last = ts
-        else:
-            st, old = t_cd.get(key, ts)
-            if old is not None:
-                self._check("client_domain", key, old, factor, old.last)
+        st = self._window(t_cd, key, ts, factor)
         note_query(st, nf, qtype, client, server)
-        if st.queries >= need[1]:  # below it _check returns at once
-            n = st.queries + st.responses
-            if n <= 32 or (n <= 512 and not n & 7) or not n & 63:  # due(n), inline
-                self._check("client_domain", key, st, factor, ts)
-        keys = t_cl.keys
-        st = keys.get(client)
-        if st is not None and ts - st.start <= t_cl.window:
-            keys.move_to_end(client)  # what WindowTable.get does, inline: no call, no tuple
-            if ts > st.last:
-                st.last = ts
-        else:
-            st, old = t_cl.get(client, ts)
-            if old is not None:
-                self._check("client", client, old, 1.0, old.last)
+        self._due(t_cd, key, st, need[1], factor, ts)
+        st = self._window(t_cl, client, ts, 1.0)
         note_query(st, nf, qtype, client, server, False)
         win.note_client_domain(st, nf)
-        if st.queries >= need[2]:  # below it _check returns at once
+        self._due(t_cl, client, st, need[2], 1.0, ts)
+
+    def _window(self, table: win.WindowTable, key, ts: float, factor: float) -> win.KeyStats:
+        """The key's stats for the window holding ``ts``; a window that just closed gets its
+        last evaluation. The common case (open window) is WindowTable.get inlined."""
+        keys = table.keys
+        st = keys.get(key)
+        if st is not None and ts - st.start <= table.window:
+            keys.move_to_end(key)
+            if ts > st.last:
+                st.last = ts
+            return st
+        st, old = table.get(key, ts)
+        if old is not None:
+            self._check(table.scope, key, old, factor, old.last)
+        return st
+
+    def _due(self, table: win.WindowTable, key, st: win.KeyStats, need: int, factor: float,
+             ts: float) -> None:
+        """Evaluate the key now? Not below the scope's minimum evidence (where _check would
+        return at once), then by ``due`` (inlined)."""
+        if st.queries >= need:
             n = st.queries + st.responses
-            if n <= 32 or (n <= 512 and not n & 7) or not n & 63:  # due(n), inline
-                self._check("client", client, st, 1.0, ts)
+            if n <= 32 or (n <= 512 and not n & 7) or not n & 63:
+                self._check(table.scope, key, st, factor, ts)
 
     def _per_client(self, client: bytes) -> bool:
         """Whether an address gets client/domain and client keys (the vantage): not one of
@@ -489,57 +477,18 @@ class Pipeline:
         t_dom, t_cd, t_cl = self._tables3
         need = (self._need if self._need_for == len(self.extra_detectors)
                 else self._refresh_need())
-        keys = t_dom.keys
-        st = keys.get(rd)
-        if st is not None and ts - st.start <= t_dom.window:
-            keys.move_to_end(rd)  # what WindowTable.get does, inline: no call, no tuple
-            if ts > st.last:
-                st.last = ts
-        else:
-            st, old = t_dom.get(rd, ts)
-            if old is not None:
-                self._check("domain", rd, old, factor, old.last)
+        st = self._window(t_dom, rd, ts, factor)
         note_response(st, down, rcode)
-        n = st.queries
-        if n >= need[0]:  # >= 1: a key with no query is not evaluated
-            n += st.responses
-            if n <= 32 or (n <= 512 and not n & 7) or not n & 63:
-                self._check("domain", rd, st, factor, ts)
+        self._due(t_dom, rd, st, need[0], factor, ts)
         if self._vantage_filter and not self._per_client(client):
             return
         key = (client, rd)
-        keys = t_cd.keys
-        st = keys.get(key)
-        if st is not None and ts - st.start <= t_cd.window:
-            keys.move_to_end(key)  # what WindowTable.get does, inline: no call, no tuple
-            if ts > st.last:
-                st.last = ts
-        else:
-            st, old = t_cd.get(key, ts)
-            if old is not None:
-                self._check("client_domain", key, old, factor, old.last)
+        st = self._window(t_cd, key, ts, factor)
         note_response(st, down, rcode)
-        n = st.queries
-        if n >= need[1]:  # >= 1: a key with no query is not evaluated
-            n += st.responses
-            if n <= 32 or (n <= 512 and not n & 7) or not n & 63:
-                self._check("client_domain", key, st, factor, ts)
-        keys = t_cl.keys
-        st = keys.get(client)
-        if st is not None and ts - st.start <= t_cl.window:
-            keys.move_to_end(client)  # what WindowTable.get does, inline: no call, no tuple
-            if ts > st.last:
-                st.last = ts
-        else:
-            st, old = t_cl.get(client, ts)
-            if old is not None:
-                self._check("client", client, old, 1.0, old.last)
+        self._due(t_cd, key, st, need[1], factor, ts)
+        st = self._window(t_cl, client, ts, 1.0)
         note_response(st, down, rcode)
-        n = st.queries
-        if n >= need[2]:  # >= 1: a key with no query is not evaluated
-            n += st.responses
-            if n <= 32 or (n <= 512 and not n & 7) or not n & 63:
-                self._check("client", client, st, 1.0, ts)
+        self._due(t_cl, client, st, need[2], 1.0, ts)
 
     def _non_dns(self, ts: float, d: Datagram, size: int) -> None:
         """Non-DNS or broken payload on a DNS port: account it to the (client, server) flow."""
