@@ -338,12 +338,7 @@ class Pipeline:
         if self.on_query is not None:
             self.on_query(ts, ip_text(client), ip_text(server), nf.name)
         factor = 1.0
-        entry = nf.allow
-        if entry is UNCHECKED:
-            allow = self.allow
-            entry = nf.allow = allow.for_domain(nf.name) if allow.entries else None
-        if entry is None and self._allow_nets:
-            entry = self._allowed_address(client, server)
+        entry = self._allowed(nf, client, server)
         if entry is not None:
             if entry.action == "exempt":
                 self.counters["allowlisted"] += 1

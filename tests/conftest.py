@@ -146,3 +146,16 @@ def make_pipe(ruleset):
         return Pipeline(settings or Settings(), ruleset, alerts.append), alerts
 
     return make
+
+
+def memory_now() -> tuple[int, int]:
+    """(Python allocated blocks, RSS in bytes) after a full collection: memory-flatness tests
+    compare these between the halves of a long run."""
+    import gc
+    import os
+    import sys
+
+    gc.collect()
+    with open("/proc/self/statm") as f:
+        rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return sys.getallocatedblocks(), rss

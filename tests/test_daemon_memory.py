@@ -18,11 +18,11 @@ compares the peaks of the two halves (sampled every 5%).
 
 from __future__ import annotations
 
-import gc
 import os
 import random
 import struct
-import sys
+
+from conftest import memory_now
 
 from dnsguard.detect.allowlist import Allowlist
 from dnsguard.detect.rules import RuleSet, load_dir
@@ -45,16 +45,6 @@ def _frame(rng: random.Random, client: int, qid: int) -> bytes:
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
                      struct.pack("!I", 0x0A000000 | client), b"\xc6\x33\x64\x35")
     return _ETH + ip + udp
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _measure() -> tuple[int, int]:
-    gc.collect()
-    return sys.getallocatedblocks(), _rss()
 
 
 def test_state_caps_hold_and_memory_is_flat():
@@ -86,7 +76,7 @@ def test_state_caps_hold_and_memory_is_flat():
     halves: list[list[tuple[int, int]]] = [[], []]
     for k in range(2, 20):
         run(step, k * step)
-        halves[k >= 10].append(_measure())
+        halves[k >= 10].append(memory_now())
     blocks1, rss1 = (max(v) for v in zip(*halves[0], strict=True))
     blocks2, rss2 = (max(v) for v in zip(*halves[1], strict=True))
     summary = pipe.summary()

@@ -18,15 +18,14 @@ rate-limited and what is held back is counted and exported.
 
 from __future__ import annotations
 
-import gc
 import ipaddress
 import os
 import random
 import struct
-import sys
 import time
 
 import pytest
+from conftest import memory_now
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -61,16 +60,6 @@ class Flood:
         udp = struct.pack("!HHHH", 1024 + i % 60000, 53, 8 + len(dns), 0) + dns
         return _ETH + struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
                                   rng.randbytes(4), _RESOLVER) + udp
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _measure() -> tuple[int, int]:
-    gc.collect()
-    return sys.getallocatedblocks(), _rss()
 
 
 def series(registry) -> list[tuple[str, dict]]:
@@ -128,7 +117,7 @@ def run_flood(n: int) -> None:
     mid_series = None
     for k in range(20):
         run(step)
-        halves[k >= 10].append(_measure())
+        halves[k >= 10].append(memory_now())
         if k == 9:
             mid_series = series(m.registry)
     after = series(m.registry)

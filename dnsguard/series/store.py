@@ -270,20 +270,7 @@ class SeriesStore:
         elif self._held is not None:
             self._release()
         self.last_ts = ts
-        # self._query(...), inline (one call less per query on the hot path):
-        qi = _QIDX.get(qtype, OTHER_Q)
-        e = self._c.cur.get(client) or self._c.entry(client)
-        e[0] += 1
-        e[1] += size
-        if len(e[4]) < NAMES_CAP:
-            e[4].add(name_hash)
-        e[5][qi] += 1
-        e = self._d.cur.get(regdomain) or self._d.entry(regdomain)
-        e[0] += 1
-        e[1] += size
-        if len(e[4]) < NAMES_CAP:
-            e[4].add(name_hash)
-        e[5][qi] += 1
+        self._query(client, regdomain, name_hash, size, qtype)
 
     def observe_response(self, ts: float, client: bytes, regdomain: str, size: int,
                          rcode: int) -> None:
@@ -293,14 +280,7 @@ class SeriesStore:
         elif self._held is not None:
             self._release()
         self.last_ts = ts
-        # self._response(...), inline:
-        nx = 1 if rcode == 3 else 0
-        e = self._c.cur.get(client) or self._c.entry(client)
-        e[2] += size
-        e[3] += nx
-        e = self._d.cur.get(regdomain) or self._d.entry(regdomain)
-        e[2] += size
-        e[3] += nx
+        self._response(client, regdomain, size, rcode)
 
     def _query(self, client: bytes, regdomain: str, name_hash: int, size: int,
                qtype: int) -> None:
