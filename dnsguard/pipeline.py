@@ -140,12 +140,14 @@ class Pipeline:
         # Time series per client and registered domain (dnsguard.series, docs/timeseries.md):
         # per packet only integer adds; the detectors run when a step closes.
         self.series = None
+        self._store = None  # the monitor's SeriesStore: fed per packet without indirection
         if getattr(settings, "series", False):
             from dnsguard.series.monitor import SeriesMonitor
 
             self.series = SeriesMonitor(settings.series_step, settings.series_span,
                                         settings.series_keys, detect=settings.volume_alerts,
                                         raise_fn=self._raise)
+            self._store = self.series.store
 
     # --- input ------------------------------------------------------------------------------
     def feed(self, ts: float, linktype: int, data: bytes, wirelen: int) -> str:
@@ -164,7 +166,7 @@ class Pipeline:
         else:
             off = 0
             fast = linktype in _RAW_LINKTYPES and data[:1] == b"\x45"
-        if fast and len(data) >= off + 28:
+        if fast and len(data) >= off + 28 and data.__class__ is bytes:
             total, fragw, proto, src, dst, sport, dport, ulen = _IP4UDP(data, off)
             ports = self.ports
             if (proto == 17 and not fragw & 0x3FFF and ulen >= 20 and total >= 28 + ulen - 8
@@ -344,8 +346,8 @@ class Pipeline:
                 self.counters["allowlisted"] += 1
                 return
             factor = entry.factor
-        if self.series is not None:
-            self.series.observe_query(ts, client, rd, nf.name_hash, size, qtype)
+        if self._store is not None:
+            self._store.observe_query(ts, client, rd, nf.name_hash, size, qtype)
         pd = self.pair_domain
         pd[(client, server)] = rd
         if len(pd) > 4096:
@@ -364,7 +366,9 @@ class Pipeline:
         if self._message_rules and not self.policy.is_suppressed(("d", rd), ts):
             # Message rules see only the name and its type: their verdict is cached with the
             # name, so a name seen again costs a dict lookup.
-            vkey = qtype if factor == 1.0 else (qtype, factor)
+            vkey: object = qtype
+            if factor != 1.0:
+                vkey = (qtype, factor)
             cached = nf.verdicts.get(vkey)
             if cached is None:
                 f = nf.fdict()
@@ -467,8 +471,8 @@ class Pipeline:
             if entry.action == "exempt":
                 return
             factor = entry.factor
-        if self.series is not None:
-            self.series.observe_response(ts, client, rd, size, rcode)
+        if self._store is not None:
+            self._store.observe_response(ts, client, rd, size, rcode)
         t_dom, t_cd, t_cl = self._tables3
         need = (self._need if self._need_for == len(self.extra_detectors)
                 else self._refresh_need())

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dnsguard import _compiled
 from dnsguard.capture.pcapfile import CaptureError, CaptureReader, merge_frames
 from dnsguard.decode.packet import SUPPORTED_LINKTYPES
 from dnsguard.detect.rules import RuleSet
@@ -110,6 +111,7 @@ def replay(paths: list[str | Path], settings: Settings, ruleset: RuleSet,
     summary = pipe.summary()
     summary["seconds"] = round(elapsed, 3)
     summary["packets_per_second"] = round(summary["packets"] / elapsed) if elapsed > 0 else 0
+    summary["hot_path"] = _compiled.hot_path()
     res = ReplayResult(summary, errors, files_read=len(readers))
     for r in readers:
         if r.stats.damaged:

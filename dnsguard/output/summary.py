@@ -9,7 +9,8 @@ def print_summary(res, out: TextIO) -> None:
     s = res.summary
     w = out.write
     w(f"dnsguard: {s['packets']} packets in {s['seconds']} s "
-      f"({s['packets_per_second']:,} packets/s), {res.files_read} file(s)\n")
+      f"({s['packets_per_second']:,} packets/s, hot path {s.get('hot_path', '?')}), "
+      f"{res.files_read} file(s)\n")
     outcomes = ", ".join(f"{k} {v}" for k, v in s["outcomes"].items() if v)
     w(f"  outcomes: {outcomes or 'none'}\n")
     if s["malformed"]:

@@ -288,14 +288,16 @@ class SeriesStore:
         e = self._c.cur.get(client) or self._c.entry(client)
         e[0] += 1
         e[1] += size
-        if len(e[4]) < NAMES_CAP:
-            e[4].add(name_hash)
+        names = e[4]
+        if len(names) < NAMES_CAP:
+            names.add(name_hash)
         e[5][qi] += 1
         e = self._d.cur.get(regdomain) or self._d.entry(regdomain)
         e[0] += 1
         e[1] += size
-        if len(e[4]) < NAMES_CAP:
-            e[4].add(name_hash)
+        names = e[4]
+        if len(names) < NAMES_CAP:
+            names.add(name_hash)
         e[5][qi] += 1
 
     def _response(self, client: bytes, regdomain: str, size: int, rcode: int) -> None:

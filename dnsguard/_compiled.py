@@ -1,0 +1,122 @@
+"""Which hot-path modules run compiled, and a guard against running a stale build.
+
+setup.py compiles the modules below with Cython (same source, typed by the ``.pxd`` beside
+each) and records each one's source digest in ``_build.json``. At ``import dnsguard`` this
+module checks the record: a compiled module whose ``.py`` or ``.pxd`` has changed since (an edited
+checkout not yet rebuilt) is loaded from its source instead, with a warning, so edits are
+never silently ignored. ``DNSGUARD_PURE=1`` loads all of them from source (the interpreted
+reference the compiled build is tested against: tests/test_compiled.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+MODULES = (  # keep in step with setup.py
+    "dnsguard.dns.name",
+    "dnsguard.decode.packet",
+    "dnsguard.domain",
+    "dnsguard.detect.allowlist",
+    "dnsguard.detect.policy",
+    "dnsguard.features.sketch",
+    "dnsguard.features.payload",
+    "dnsguard.features.window",
+    "dnsguard.series.store",
+    "dnsguard.capture.pcapfile",
+    "dnsguard.pipeline",
+)
+_PKG = Path(__file__).resolve().parent
+ROUTED: set[str] = set()  # compiled modules loaded from source instead (stale, or PURE)
+log = logging.getLogger(__name__)
+
+
+def _source(name: str) -> Path:
+    return _PKG.parent / (name.replace(".", "/") + ".py")
+
+
+class _FromSource:
+    """A meta-path finder that loads the named modules from their ``.py`` files."""
+
+    def __init__(self, names: set[str]) -> None:
+        self.names = names
+
+    def find_spec(self, fullname: str, path=None, target=None):
+        if fullname not in self.names:
+            return None
+        src = _source(fullname)
+        loader = importlib.machinery.SourceFileLoader(fullname, str(src))
+        return importlib.util.spec_from_file_location(fullname, src, loader=loader)
+
+
+def _digest(name: str) -> str:
+    """As setup.py records it: the module's .py, then its .pxd if it has one."""
+    h = hashlib.sha256(_source(name).read_bytes())
+    pxd = _source(name).with_suffix(".pxd")
+    if pxd.exists():
+        h.update(pxd.read_bytes())
+    return h.hexdigest()
+
+
+def _built() -> dict[str, str]:
+    try:
+        return json.loads((_PKG / "_build.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _has_extension(name: str) -> bool:
+    src = _source(name)
+    stem = src.stem + "."
+    return any(p.name.startswith(stem) and p.suffix in (".so", ".pyd")
+               for p in src.parent.iterdir())
+
+
+def install() -> set[str]:
+    """Route stale (or, with DNSGUARD_PURE=1, all) compiled modules to their source; return
+    the names routed."""
+    pure = os.environ.get("DNSGUARD_PURE", "") not in ("", "0")
+    built = {} if pure else _built()
+    names = set()
+    for name in MODULES:
+        if not _has_extension(name):
+            continue
+        if pure:
+            names.add(name)
+            continue
+        try:
+            digest = _digest(name)
+        except OSError:
+            continue  # no source shipped: only the extension can run
+        if built.get(name) != digest:
+            names.add(name)
+            log.warning("%s: the source changed since it was compiled; running it "
+                        "interpreted (slower). Rebuild with: pip install -e .", _source(name))
+    if names:
+        sys.meta_path.insert(0, _FromSource(names))
+    ROUTED.update(names)
+    return names
+
+
+def status() -> dict[str, bool]:
+    """Module → whether it runs compiled, for the hot-path modules imported so far."""
+    out = {}
+    for name in MODULES:
+        mod = sys.modules.get(name)
+        if mod is not None:
+            out[name] = not str(getattr(mod, "__file__", "")).endswith(".py")
+    return out
+
+
+def hot_path() -> str:
+    """"compiled", "interpreted" or "partly compiled" (the run summary's ``hot_path``)."""
+    st = status().values()
+    if st and all(st):
+        return "compiled"
+    return "partly compiled" if any(st) else "interpreted"

@@ -1,0 +1,15 @@
+# Cython declarations for payload.py (see setup.py): NameFeatures' fields as C fields, read
+# per packet by features/window.py and the pipeline.
+cdef class NameFeatures:
+    cdef public object name, regdomain, lower, verdicts, allow, name_hash
+    cdef public bint tld_known, encoded, reg_encoded, counted
+    cdef public long long qname_len, label_count, max_label, sub_len, sub_labels, nonprint
+    cdef public long long non_ldh, reg_label_len
+    cdef public double sub_entropy, digit_share, upper_share, b32_fit, b64_fit, b64url_fit
+    cdef public double hex_fit, reg_label_entropy
+
+cdef class NameAnalyzer:
+    cdef public object domains
+    cdef public dict _cache
+    cdef public dict _old
+    cdef public Py_ssize_t _cache_size, computed, turnovers

@@ -1,0 +1,28 @@
+# Cython declarations for window.py (see setup.py): per-key counters as C fields, and the
+# per-packet accounting functions typed.
+from dnsguard.features.payload cimport NameFeatures
+from dnsguard.features.sketch cimport DistinctCounter
+
+
+cdef class KeyStats:
+    cdef public double start, last, sum_entropy
+    cdef public long long queries, responses, bytes_up, bytes_down, sum_sub_len, max_label
+    cdef public long long encoded, non_ldh, rare, carrier, txt, nxdomain, packets
+    cdef public long long evaluated_at
+    cdef public DistinctCounter names
+    cdef public dict qtypes
+    cdef public object clients, servers, domains, enc_domains, unk_domains, samples, suffix
+    cdef public object last_client, last_server
+
+
+cdef class WindowTable:
+    cdef public object scope, keys
+    cdef public double window
+    cdef public Py_ssize_t max_keys, exact_cap, evicted
+    cdef public bint _multi_client
+
+
+cpdef void note_query(KeyStats st, NameFeatures nf, int qtype, object client, object server,
+                      bint track_suffix=*)
+cpdef void note_client_domain(KeyStats st, NameFeatures nf)
+cpdef void note_response(KeyStats st, long long answer_bytes, int rcode)

@@ -1,0 +1,52 @@
+# Cython declarations for pipeline.py (see setup.py): the per-packet methods typed, the state
+# they touch on every packet as C fields; everything else stays in the instance __dict__.
+cimport cython
+
+from dnsguard.features.payload cimport NameAnalyzer, NameFeatures
+from dnsguard.features.window cimport KeyStats, WindowTable
+from dnsguard.series.store cimport SeriesStore
+
+
+cdef class Pipeline:
+    cdef dict __dict__
+    cdef public object ports, exempt_ports, counters, query_types, response_types, series
+    cdef public object pair_domain, client_suspect, policy, on_query, regdomains, allow
+    cdef public object first_ts
+    cdef public NameAnalyzer names
+    cdef public SeriesStore _store
+    cdef public tuple _tables3, _need
+    cdef public Py_ssize_t _need_for
+    cdef public list extra_detectors
+    cdef public bint _message_rules, _vantage_filter, _allow_nets
+    cdef public double last_ts
+
+    @cython.locals(off=Py_ssize_t, fast=bint, total=Py_ssize_t, fragw=int, proto=int,
+                   sport=int, dport=int, ulen=Py_ssize_t, start=Py_ssize_t)
+    cpdef str feed(self, double ts, int linktype, object data, Py_ssize_t wirelen)
+
+    @cython.locals(flags=int, qd=int, an=Py_ssize_t, ns=Py_ssize_t, ar=Py_ssize_t,
+                   q=Py_ssize_t, limit=Py_ssize_t, z=Py_ssize_t, off=Py_ssize_t, ln=int,
+                   qtype=int, rcode=int, down=Py_ssize_t, p=Py_ssize_t, i=Py_ssize_t,
+                   total=Py_ssize_t, owner_root=bint, rtype=int, ttl=long, rdlen=Py_ssize_t,
+                   size=Py_ssize_t, nf=NameFeatures)
+    cdef object _fast_dns(self, double ts, bytes data, Py_ssize_t start, Py_ssize_t stop,
+                          bytes src, bytes dst)
+
+    @cython.locals(factor=double, st=KeyStats, t_dom=WindowTable, t_cd=WindowTable,
+                   t_cl=WindowTable, need=tuple)
+    cpdef void _query(self, double ts, NameFeatures nf, int qtype, Py_ssize_t size,
+                      bytes client, bytes server)
+
+    @cython.locals(factor=double, st=KeyStats, t_dom=WindowTable, t_cd=WindowTable,
+                   t_cl=WindowTable, need=tuple)
+    cpdef void _response(self, double ts, NameFeatures nf, int rcode, Py_ssize_t down,
+                         Py_ssize_t size, bytes client, bytes server)
+
+    @cython.locals(st=KeyStats)
+    cdef KeyStats _window(self, WindowTable table, object key, double ts, double factor)
+
+    @cython.locals(n=cython.longlong)
+    cdef void _due(self, WindowTable table, object key, KeyStats st, long long need,
+                   double factor, double ts)
+
+    cdef object _allowed(self, NameFeatures nf, bytes client, bytes server)

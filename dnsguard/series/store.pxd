@@ -1,0 +1,30 @@
+# Cython declarations for store.py (see setup.py): the per-packet adds typed.
+cimport cython
+
+
+cdef class SeriesTable:
+    cdef public object kind, data, qt, keys, free, born, score, overflow, cand
+    cdef public dict slot_of, cur
+    cdef public Py_ssize_t max_keys, capacity, other, promoted, demoted, last_step
+
+    cpdef list entry(self, object key)
+
+
+cdef class SeriesStore:
+    cdef public double step, _end, last_ts
+    cdef public Py_ssize_t capacity, held, closed
+    cdef public dict tables
+    cdef public SeriesTable _c, _d
+    cdef public object cur_step, _held, on_close
+
+    cpdef void observe_query(self, double ts, object client, object regdomain,
+                             object name_hash, Py_ssize_t size, int qtype)
+    cpdef void observe_response(self, double ts, object client, object regdomain,
+                                Py_ssize_t size, int rcode)
+
+    @cython.locals(qi=Py_ssize_t, e=list, names=set)
+    cpdef void _query(self, object client, object regdomain, object name_hash, Py_ssize_t size,
+                      int qtype)
+
+    @cython.locals(nx=int, e=list)
+    cpdef void _response(self, object client, object regdomain, Py_ssize_t size, int rcode)

@@ -1,0 +1,130 @@
+"""The compiled hot path (setup.py, dnsguard/_compiled.py) against the interpreted one.
+
+The same source runs both ways; these tests check that a build compiles where it can, that
+both ways give the same alerts and summaries on real captures, that the compiled modules'
+doctests pass interpreted, and that an edited source is never run from a stale build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from dnsguard import _compiled
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus"
+
+
+def _loaded_compiled() -> dict[str, bool]:
+    out = subprocess.run(
+        [sys.executable, "-c", "import json, importlib; from dnsguard import _compiled as c\n"
+         "for m in c.MODULES: importlib.import_module(m)\n"
+         "print(json.dumps(c.status()))"],
+        capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout)
+
+
+def _can_compile() -> bool:
+    inc = sysconfig.get_paths().get("include", "")
+    return bool(shutil.which("cc") or shutil.which("gcc")) and (Path(inc) / "Python.h").exists()
+
+
+def test_hot_path_is_compiled_where_a_compiler_exists() -> None:
+    if not _can_compile():
+        pytest.skip("no C compiler or Python headers here: dnsguard runs interpreted")
+    st = _loaded_compiled()
+    missing = [m for m, c in st.items() if not c]
+    assert not missing, (f"not compiled: {missing}; reinstall with `pip install -e .` and "
+                         "read the build output for Cython or compiler errors")
+    assert set(st) == set(_compiled.MODULES)
+
+
+def test_build_record_matches_the_sources() -> None:
+    """The compiled modules were built from the sources in this tree (else install() routes
+    them to source, and this test says which)."""
+    built = _compiled._built()
+    stale = [m for m in _compiled.MODULES
+             if _compiled._has_extension(m) and built.get(m) != _compiled._digest(m)]
+    assert not stale, f"rebuild with `pip install -e .`: {stale} changed since compiled"
+
+
+def test_a_changed_source_is_loaded_from_source(monkeypatch) -> None:
+    name = "dnsguard.features.window"
+    if not _compiled._has_extension(name):
+        pytest.skip("not compiled here")
+    monkeypatch.delenv("DNSGUARD_PURE", raising=False)
+    monkeypatch.setattr(_compiled, "_built", lambda: {m: _compiled._digest(m)
+                                                      for m in _compiled.MODULES if m != name})
+    before = list(sys.meta_path)
+    routed = set(_compiled.ROUTED)
+    try:
+        assert _compiled.install() == {name}
+        finder = sys.meta_path[0]
+        spec = finder.find_spec(name)
+        assert spec.origin.endswith("features/window.py")
+        assert finder.find_spec("dnsguard.pipeline") is None
+    finally:
+        sys.meta_path[:] = before
+        _compiled.ROUTED.clear()
+        _compiled.ROUTED.update(routed)
+
+
+def _replay(paths: list[Path], tmp: Path, tag: str, pure: bool) -> tuple[list[dict], dict]:
+    env = dict(os.environ, PYTHONHASHSEED="0")  # HyperLogLog hashes names with hash()
+    env.pop("DNSGUARD_PURE", None)
+    if pure:
+        env["DNSGUARD_PURE"] = "1"
+    alerts, summary = tmp / f"{tag}.jsonl", tmp / f"{tag}.json"
+    subprocess.run([sys.executable, "-m", "dnsguard", "replay", "-q", "--alerts", str(alerts),
+                    "--summary-json", str(summary), *map(str, paths)],
+                   check=True, env=env, cwd=ROOT, capture_output=True)
+    s = json.loads(summary.read_text())
+    for k in ("seconds", "packets_per_second"):
+        s.pop(k)
+    return [json.loads(x) for x in alerts.read_text().splitlines()], s
+
+
+def _equivalent(paths: list[Path], tmp: Path) -> None:
+    if not any(_loaded_compiled().values()):
+        pytest.skip("the hot path is not compiled here: nothing to compare")
+    a_c, s_c = _replay(paths, tmp, "compiled", pure=False)
+    a_p, s_p = _replay(paths, tmp, "pure", pure=True)
+    assert s_c.pop("hot_path") == "compiled"
+    assert s_p.pop("hot_path") == "interpreted"
+    assert s_c == s_p
+    assert a_c == a_p
+    return a_c, s_c
+
+
+def test_compiled_and_interpreted_agree_on_our_captures(tmp_path) -> None:
+    alerts, s = _equivalent(sorted((ROOT / "pcaps").glob("*.pcap")), tmp_path)
+    assert alerts and s["queries"] > 500  # the comparison saw real work
+
+
+@pytest.mark.corpus
+def test_compiled_and_interpreted_agree_on_the_corpus(tmp_path) -> None:
+    if not CORPUS.is_dir():
+        pytest.skip(f"{CORPUS} not found (the shared corpus sits beside the checkout)")
+    # Varied tools and link types: dnscat2, iodine, dns2tcp, DNSExfiltrator, benign lookups.
+    picks = sorted(p for p in CORPUS.iterdir() if p.suffix in (".pcap", ".pcapng")
+                   and p.stat().st_size < 3_000_000)[::3]
+    alerts, s = _equivalent(picks, tmp_path)
+    assert alerts and s["packets"] > 10_000
+
+
+def test_compiled_modules_doctests_pass_interpreted() -> None:
+    env = dict(os.environ, DNSGUARD_PURE="1")
+    files = [str(_compiled._source(m)) for m in _compiled.MODULES]
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        "--doctest-modules", *files], env=env, cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout
