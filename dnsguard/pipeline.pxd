@@ -2,6 +2,7 @@
 # they touch on every packet as C fields; everything else stays in the instance __dict__.
 cimport cython
 
+from dnsguard.detect.policy cimport Policy
 from dnsguard.features.payload cimport NameAnalyzer, NameFeatures
 from dnsguard.features.window cimport KeyStats, WindowTable
 from dnsguard.series.store cimport SeriesStore
@@ -10,7 +11,8 @@ from dnsguard.series.store cimport SeriesStore
 cdef class Pipeline:
     cdef dict __dict__
     cdef public object ports, exempt_ports, counters, query_types, response_types, series
-    cdef public object pair_domain, client_suspect, policy, on_query, regdomains, allow
+    cdef public object pair_domain, client_suspect, on_query, regdomains, allow
+    cdef public Policy policy
     cdef public object first_ts
     cdef public NameAnalyzer names
     cdef public SeriesStore _store

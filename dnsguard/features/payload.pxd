@@ -1,5 +1,14 @@
 # Cython declarations for payload.py (see setup.py): NameFeatures' fields as C fields, read
 # per packet by features/window.py and the pipeline.
+cimport cython
+
+cdef list _LOG2
+cdef bint _COMPILED
+
+@cython.locals(n=Py_ssize_t, i=Py_ssize_t, seen=Py_ssize_t, b=cython.uchar, c=cython.long,
+               s=cython.double)
+cdef double _entropy_c(bytes data) except? -1.0
+
 cdef class NameFeatures:
     cdef public object name, regdomain, lower, verdicts, allow, name_hash
     cdef public bint tld_known, encoded, reg_encoded, counted

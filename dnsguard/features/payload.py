@@ -39,6 +39,37 @@ ENCODED_MIN_ENTROPY_HEX = 3.0
 _HEXLOW = b"0123456789abcdef"
 
 
+try:
+    import cython
+
+    _COMPILED = cython.compiled
+except ImportError:  # interpreted, Cython not installed
+    _COMPILED = False
+
+
+def _entropy_c(data: bytes) -> float:
+    """:func:`entropy` in the compiled build (C counters, no int objects), summed in the
+    order the interpreted one sums its dict (first occurrence), so both give the same
+    float to the last bit. Never called interpreted."""
+    counts = cython.declare(cython.long[256])
+    order = cython.declare(cython.uchar[256])
+    n = len(data)
+    for i in range(256):
+        counts[i] = 0
+    seen = 0
+    for i in range(n):
+        b = data[i]
+        if counts[b] == 0:
+            order[seen] = b
+            seen += 1
+        counts[b] += 1
+    s = 0.0
+    for i in range(seen):
+        c = counts[order[i]]
+        s += c * _LOG2[c] if c < 256 else c * math.log2(c)
+    return _LOG2[n] - s / n if n < 256 else math.log2(n) - s / n
+
+
 def entropy(data: bytes, _count=_count_elements, _lg=_LOG2, _log2=math.log2) -> float:
     """Shannon entropy in bits per character.
 
@@ -46,6 +77,8 @@ def entropy(data: bytes, _count=_count_elements, _lg=_LOG2, _log2=math.log2) -> 
     (0.0, 2.0)
     """
     n = len(data)
+    if _COMPILED:
+        return _entropy_c(data) if n >= 2 else 0.0
     if n < 2:
         return 0.0
     counts: dict[int, int] = {}

@@ -118,6 +118,9 @@ class SeriesTable:
         # 2**24 per step, so the row holds the same values.
         oq = on = oup = odown = onx = 0
         oqt: list[list[int]] = []
+        slots: list[int] = []  # tracked rows: written with one numpy update, below
+        vals: list[tuple] = []
+        qts: list[list[int]] = []
         slot_of = self.slot_of
         for key, e in items:
             slot = slot_of.get(key) if key is not None else None
@@ -134,13 +137,15 @@ class SeriesTable:
                 onx += e[3]
                 oqt.append(e[5])
                 continue
-            row = data[slot, :, col]
-            row[Q] += e[0]
-            row[NAMES] += len(e[4])
-            row[UP] += e[1]
-            row[DOWN] += e[2]
-            row[NX] += e[3]
-            qt[slot, :, hcol] += e[5]
+            slots.append(slot)
+            vals.append((e[0], len(e[4]), e[1], e[2], e[3]))  # in METRICS order
+            qts.append(e[5])
+        if slots:
+            # Each tracked row appears once and its column was zeroed above, so one fancy-
+            # indexed update writes what per-row scalar updates wrote (float32 of each sum).
+            idx = np.array(slots, dtype=np.intp)
+            data[idx, :, col] += np.array(vals, dtype=np.float32)
+            qt[idx, :, hcol] += np.array(qts, dtype=np.float32)
         if oqt:
             row = data[other, :, col]
             row[Q] += oq
