@@ -19,18 +19,24 @@ cdef class Pipeline:
     cdef public tuple _tables3, _need
     cdef public Py_ssize_t _need_for
     cdef public list extra_detectors
-    cdef public bint _message_rules, _vantage_filter, _allow_nets
+    cdef public bint _message_rules, _vantage_filter, _allow_nets, fast_path
     cdef public double last_ts
 
-    @cython.locals(off=Py_ssize_t, fast=bint, total=Py_ssize_t, fragw=int, proto=int,
-                   sport=int, dport=int, ulen=Py_ssize_t, start=Py_ssize_t)
+    cdef public bytes _port_map
+    cdef public object _exempt_map
+
     cpdef str feed(self, double ts, int linktype, object data, Py_ssize_t wirelen)
 
-    @cython.locals(flags=int, qd=int, an=Py_ssize_t, ns=Py_ssize_t, ar=Py_ssize_t,
-                   q=Py_ssize_t, limit=Py_ssize_t, z=Py_ssize_t, off=Py_ssize_t, ln=int,
-                   qtype=int, rcode=int, down=Py_ssize_t, p=Py_ssize_t, i=Py_ssize_t,
-                   total=Py_ssize_t, owner_root=bint, rtype=int, ttl=long, rdlen=Py_ssize_t,
-                   size=Py_ssize_t, nf=NameFeatures)
+    @cython.locals(n=Py_ssize_t, buf=cython.p_uchar, off=Py_ssize_t, total=Py_ssize_t,
+                   ulen=Py_ssize_t, sport=int, dport=int, pm=cython.p_uchar, em=bytes,
+                   start=Py_ssize_t)
+    cdef object _fast(self, double ts, int linktype, bytes data)
+
+    @cython.locals(buf=cython.p_uchar, flags=int, an=Py_ssize_t, ns=Py_ssize_t,
+                   ar=Py_ssize_t, q=Py_ssize_t, limit=Py_ssize_t, z=Py_ssize_t,
+                   off=Py_ssize_t, ln=int, qtype=int, rcode=int, down=Py_ssize_t,
+                   p=Py_ssize_t, i=Py_ssize_t, total=Py_ssize_t, owner_root=bint,
+                   rdlen=Py_ssize_t, size=Py_ssize_t, nf=NameFeatures)
     cdef object _fast_dns(self, double ts, bytes data, Py_ssize_t start, Py_ssize_t stop,
                           bytes src, bytes dst)
 

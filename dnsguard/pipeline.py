@@ -12,7 +12,6 @@ from __future__ import annotations
 import gc
 import ipaddress
 import logging
-import struct
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from functools import lru_cache
@@ -40,9 +39,15 @@ _RAW_LINKTYPES = frozenset({pk.LINKTYPE_RAW, pk.LINKTYPE_RAW_OLD, pk.LINKTYPE_RA
                             pk.LINKTYPE_IPV4})
 # IPv4 header without options, then the UDP header: total length, flags/fragment offset,
 # protocol, source, destination, source port, destination port, UDP length.
-_IP4UDP = struct.Struct("!2xH2xHxB2x4s4sHHH").unpack_from
-_HDR = struct.Struct("!HHHHHH").unpack_from
-_RR = struct.Struct("!HHIH").unpack_from
+_OPCODE_MASK = sum(1 << o for o in VALID_OPCODES)
+
+
+def port_map(ports) -> bytes:
+    """A 65,536-bit map of ``ports`` (the fast path tests a port with two byte reads)."""
+    m = bytearray(8192)
+    for p in ports:
+        m[p >> 3] |= 1 << (p & 7)
+    return bytes(m)
 
 
 # Young collections every 50k allocations (default 700), the older generations rarely.
@@ -86,6 +91,8 @@ class Pipeline:
         self.ruleset = ruleset
         self.emit = emit
         self.ports = frozenset(settings.ports)
+        self._port_map = port_map(self.ports)
+        self.fast_path = True  # False: every frame through decode_frame + parse (tests)
         self.domains = RegisteredDomains(settings.domain_cache)
         self.names = NameAnalyzer(self.domains, settings.name_cache)
         w, cap = settings.window, settings.exact_cap
@@ -155,30 +162,50 @@ class Pipeline:
         if self.first_ts is None:
             self.first_ts = ts
         self.last_ts = ts
-        # Fast path: one UDP/IPv4 datagram (no IP options, not a fragment, not cut by the
-        # snaplen) on untagged Ethernet or raw IP, carrying one DNS message with one
-        # uncompressed question. Anything else, including every case the fast path would have
-        # to report (a malformed header, a cut packet), takes the general path below, which
-        # gives the same outcome for what the fast path handles (tests/test_decode.py).
+        if self.fast_path and data.__class__ is bytes:
+            o = self._fast(ts, linktype, data)
+            if o is not None:
+                self.counters[o] += 1
+                return o
+        return self._feed_general(ts, linktype, data, wirelen)
+
+    def _fast(self, ts: float, linktype: int, data: bytes) -> str | None:
+        """Fast path: one UDP/IPv4 datagram (no IP options, not a fragment, not cut by the
+        snaplen) on untagged Ethernet or raw IP, carrying one DNS message with one
+        uncompressed question. Anything else, including every case the fast path would have
+        to report (a malformed header, a cut packet), returns None and takes the general
+        path, which gives the same outcome for what the fast path handles
+        (tests/test_fastpath.py). Fields are read byte by byte after each length check
+        (compiled, ``buf`` is a C pointer: no Python object per field)."""
+        n = len(data)
+        buf = data
         if linktype == 1:
             off = 14
-            fast = data[12:15] == b"\x08\x00\x45"
-        else:
+            if n < 42 or buf[12] != 8 or buf[13] != 0 or buf[14] != 0x45:
+                return None
+        elif linktype in _RAW_LINKTYPES:
             off = 0
-            fast = linktype in _RAW_LINKTYPES and data[:1] == b"\x45"
-        if fast and len(data) >= off + 28 and data.__class__ is bytes:
-            total, fragw, proto, src, dst, sport, dport, ulen = _IP4UDP(data, off)
-            ports = self.ports
-            if (proto == 17 and not fragw & 0x3FFF and ulen >= 20 and total >= 28 + ulen - 8
-                    and off + total <= len(data) and (sport in ports or dport in ports)
-                    and not (self.exempt_ports and (sport in self.exempt_ports
-                                                     or dport in self.exempt_ports))):
-                start = off + 28
-                o = self._fast_dns(ts, data, start, start + ulen - 8, src, dst)
-                if o is not None:
-                    self.counters[o] += 1
-                    return o
-        return self._feed_general(ts, linktype, data, wirelen)
+            if n < 28 or buf[0] != 0x45:
+                return None
+        else:
+            return None
+        total = (buf[off + 2] << 8) | buf[off + 3]
+        ulen = (buf[off + 24] << 8) | buf[off + 25]
+        if (buf[off + 9] != 17 or (buf[off + 6] & 0x3F) or buf[off + 7] or ulen < 20
+                or total < 28 + ulen - 8 or off + total > n):
+            return None
+        sport = (buf[off + 20] << 8) | buf[off + 21]
+        dport = (buf[off + 22] << 8) | buf[off + 23]
+        pm = self._port_map
+        if not ((pm[sport >> 3] >> (sport & 7)) & 1 or (pm[dport >> 3] >> (dport & 7)) & 1):
+            return None
+        em = self._exempt_map
+        if em is not None and ((em[sport >> 3] >> (sport & 7)) & 1
+                               or (em[dport >> 3] >> (dport & 7)) & 1):
+            return None
+        start = off + 28
+        return self._fast_dns(ts, data, start, start + ulen - 8, data[off + 12:off + 16],
+                              data[off + 16:off + 20])
 
     def _fast_dns(self, ts: float, data: bytes, start: int, stop: int, src: bytes,
                   dst: bytes) -> str | None:
@@ -186,9 +213,14 @@ class Pipeline:
         None (nothing counted) for anything else."""
         if stop - start < 17:
             return None
-        _mid, flags, qd, an, ns, ar = _HDR(data, start)
-        if qd != 1 or (flags >> 11) & 0xF not in VALID_OPCODES:
+        buf = data
+        flags = (buf[start + 2] << 8) | buf[start + 3]
+        if (buf[start + 4] or buf[start + 5] != 1
+                or not (_OPCODE_MASK >> ((flags >> 11) & 0xF)) & 1):
             return None
+        an = (buf[start + 6] << 8) | buf[start + 7]
+        ns = (buf[start + 8] << 8) | buf[start + 9]
+        ar = (buf[start + 10] << 8) | buf[start + 11]
         q = start + 12
         limit = min(stop, q + 255)
         # A name seen before: the bytes up to the first zero octet are a cached name's wire
@@ -204,7 +236,7 @@ class Pipeline:
             while True:
                 if off >= limit:
                     return None  # runs past the message, or longer than 255 octets
-                ln = data[off]
+                ln = buf[off]
                 if not ln:
                     break
                 if ln > 63:
@@ -213,7 +245,7 @@ class Pipeline:
             off += 1
         if off + 4 > stop:
             return None
-        qtype = (data[off] << 8) | data[off + 1]
+        qtype = (buf[off] << 8) | buf[off + 1]
         rcode = flags & 0xF
         down = 0
         if an or ns or ar:
@@ -225,7 +257,7 @@ class Pipeline:
             while i < total:
                 if p >= stop:
                     return None
-                ln = data[p]
+                ln = buf[p]
                 if ln >= 0xC0:
                     owner_root = False
                     p += 2
@@ -243,22 +275,22 @@ class Pipeline:
                         p += ln + 1
                         if p >= stop:
                             return None
-                        ln = data[p]
+                        ln = buf[p]
                         if not ln:
                             p += 1
                             break
                 if p + 10 > stop:
                     return None
-                rtype, _cls, ttl, rdlen = _RR(data, p)
+                rdlen = (buf[p + 8] << 8) | buf[p + 9]
+                if i < an:
+                    down += rdlen
+                elif i >= an + ns and buf[p] == 0 and buf[p + 1] == 41:  # OPT
+                    if not owner_root:
+                        return None
+                    rcode |= buf[p + 4] << 4  # the extended rcode: the TTL's top octet
                 p += 10 + rdlen
                 if p > stop:
                     return None
-                if i < an:
-                    down += rdlen
-                elif i >= an + ns and rtype == 41:
-                    if not owner_root:
-                        return None
-                    rcode |= (ttl >> 24) << 4
                 i += 1
         size = stop - start
         if nf is None:
@@ -617,6 +649,7 @@ class Pipeline:
         if hasattr(self.allow, "cache_size"):
             self.allow.cache_size = self.s.allow_cache
         self.exempt_ports = ruleset.allowlist.ports
+        self._exempt_map = port_map(self.exempt_ports) if self.exempt_ports else None
         self._allow_nets = ruleset.allowlist.has_networks
         self._message_rules = bool(self.rules["message"])
         self._need, self._need_for = (1, 1, 1), -1  # _refresh_need() on the next packet

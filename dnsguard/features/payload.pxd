@@ -9,6 +9,7 @@ cdef bint _COMPILED
                s=cython.double)
 cdef double _entropy_c(bytes data) except? -1.0
 
+@cython.no_gc  # strings, numbers, a verdict dict of tuples: never part of a cycle
 cdef class NameFeatures:
     cdef public object name, regdomain, lower, verdicts, allow, name_hash
     cdef public bint tld_known, encoded, reg_encoded, counted

@@ -1,6 +1,12 @@
 # Cython declarations for sketch.py (see setup.py): the class's fields as C fields.
+cimport cython
+
+
+@cython.no_gc  # holds a set of ints or a bytearray: never part of a cycle
 cdef class DistinctCounter:
-    cdef public object _set
-    cdef public object _regs
+    cdef public set _set
+    cdef public bytearray _regs
     cdef public Py_ssize_t cap
     cdef public long long _est
+
+    cpdef void clear(self)

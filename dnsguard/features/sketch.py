@@ -89,6 +89,15 @@ class DistinctCounter:
                 regs[i] = r
                 self._est = -1
 
+    def clear(self) -> None:
+        """Empty, exact again (a recycled window's counter)."""
+        if self._set is not None:
+            self._set.clear()
+        else:
+            self._set = set()
+        self._regs = None
+        self._est = -1
+
     def __contains__(self, item: object) -> bool:
         """Exact membership while exact; past the cap, unknown (always False)."""
         return self._set is not None and hash(item) in self._set

@@ -1,9 +1,13 @@
 # Cython declarations for window.py (see setup.py): per-key counters as C fields, and the
-# per-packet accounting functions typed.
+# per-packet accounting functions typed. No reference cycle can pass through a KeyStats
+# (it holds counters, sets of bytes, strings): no_gc keeps the cyclic collector from walking
+# the hundreds of thousands of them a busy sensor holds.
+cimport cython
 from dnsguard.features.payload cimport NameFeatures
 from dnsguard.features.sketch cimport DistinctCounter
 
 
+@cython.no_gc
 cdef class KeyStats:
     cdef public double start, last, sum_entropy
     cdef public long long queries, responses, bytes_up, bytes_down, sum_sub_len, max_label
@@ -11,8 +15,12 @@ cdef class KeyStats:
     cdef public long long evaluated_at
     cdef public DistinctCounter names
     cdef public dict qtypes
-    cdef public object clients, servers, domains, enc_domains, unk_domains, samples, suffix
+    cdef public set clients
+    cdef public list samples
+    cdef public object servers, domains, enc_domains, unk_domains, suffix
     cdef public object last_client, last_server
+
+    cpdef void reuse(self, double ts)
 
 
 cdef class WindowTable:
@@ -21,7 +29,13 @@ cdef class WindowTable:
     cdef public Py_ssize_t max_keys, exact_cap, evicted
     cdef public bint _multi_client
 
+    @cython.locals(st=KeyStats, old=KeyStats)
+    cpdef tuple get(self, object key, double ts)
 
+
+@cython.locals(s=set, names=DistinctCounter, qt=dict, clients=set, samples=list, lower=tuple,
+               suf=tuple, sub_len=cython.longlong, i=Py_ssize_t, m=Py_ssize_t, rare=int,
+               carrier=int, txt=int)
 cpdef void note_query(KeyStats st, NameFeatures nf, int qtype, object client, object server,
                       bint track_suffix=*)
 cpdef void note_client_domain(KeyStats st, NameFeatures nf)

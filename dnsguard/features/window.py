@@ -68,6 +68,23 @@ class KeyStats:
         self.suffix: tuple[bytes, ...] | None = None
         self.last_client = self.last_server = b""
 
+    def reuse(self, ts: float) -> None:
+        """Become what ``KeyStats(ts, …)`` with this object's table settings would be, keeping
+        the containers (WindowTable recycles an evicted key's stats for the next new key)."""
+        self.start = self.last = ts
+        self.queries = self.responses = self.bytes_up = self.bytes_down = 0
+        self.sum_sub_len = self.encoded = self.non_ldh = self.rare = self.carrier = 0
+        self.txt = self.nxdomain = self.packets = self.max_label = self.evaluated_at = 0
+        self.sum_entropy = 0.0
+        self.names.clear()
+        self.qtypes.clear()
+        if self.clients is not None:
+            self.clients.clear()
+        self.domains = self.enc_domains = self.unk_domains = None
+        self.samples.clear()
+        self.suffix = None
+        self.last_client = self.last_server = b""
+
 
 class WindowTable:
     """One scope's keys → :class:`KeyStats`, LRU-bounded, tumbling windows."""
@@ -96,6 +113,15 @@ class WindowTable:
                     old.last = ts
                 return old, None
             del keys[key]
+        if self.max_keys > 0 and len(keys) >= self.max_keys:
+            # Full: the least recently used key leaves (as it would after the insert) and its
+            # stats, referenced from nowhere else, are reset for the new key: a new key on a
+            # busy sensor then allocates nothing (new keys and evictions were ~8% of a replay).
+            st = keys.popitem(last=False)[1]
+            self.evicted += 1
+            st.reuse(ts)
+            keys[key] = st
+            return st, old
         st = keys[key] = KeyStats(ts, self.exact_cap, self._multi_client)
         if len(keys) > self.max_keys:
             keys.popitem(last=False)
