@@ -160,7 +160,7 @@ def test_fast_path_matches_general_path_on_mutated_frames() -> None:
     rng = random.Random(3)
     frames = []
     for path in PCAPS:
-        for i, (ts, lt, data, wirelen) in enumerate(CaptureReader.open(path)):
+        for i, (_ts, lt, data, _wirelen) in enumerate(CaptureReader.open(path)):
             if i % 7 == 0:
                 frames.append((lt, data))
     s = Settings()

@@ -180,8 +180,9 @@ class CaptureReader:
         self.stats.linktypes.add(self._linktype)
 
     def _iter_pcap(self) -> Iterator[Frame]:
-        """Records parsed out of large reads (two reads per record were ~5% of a replay). Damage is reported exactly as record-by-record reading would: at the byte
-        offset of the record that is cut or oversized, after every record before it."""
+        """Records parsed out of large reads (two reads per record were ~5% of a replay).
+        Damage is reported exactly as record-by-record reading would: at the byte offset of
+        the record that is cut or oversized, after every record before it."""
         hdr_len = self._rechdr
         unpack = struct.Struct(self._endian + "IIII").unpack_from
         # read1: what the buffer holds, or one raw read. A gzip stream cut short raises only

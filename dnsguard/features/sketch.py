@@ -39,7 +39,8 @@ def _estimate(regs: bytearray) -> float:
     small- and large-range corrections), without building its numpy object per call: that
     was ~4% of a replay once keys grew past their exact cap. The sum of 2**-r is exact in
     any order (powers of two spanning under 53 bits), so it equals numpy's; the logarithms
-    are numpy's, as there (libm's can differ in the last bit). tests/test_fastpath.py compares the two on random registers."""
+    are numpy's, as there (libm's can differ in the last bit). tests/test_fastpath.py
+    compares the two on random registers."""
     e = _ALPHA * float(_M * _M) / sum([_INV2[r] for r in regs])
     if e <= 2.5 * _M:  # small range: linear counting on the empty registers
         zeros = regs.count(0)
