@@ -30,6 +30,7 @@ MODULES = [  # keep in step with dnsguard/_compiled.py
     "dnsguard.features.payload",
     "dnsguard.features.window",
     "dnsguard.series.store",
+    "dnsguard.series.monitor",
     "dnsguard.capture.pcapfile",
     "dnsguard.pipeline",
 ]

@@ -29,6 +29,7 @@ MODULES = (  # keep in step with setup.py
     "dnsguard.features.payload",
     "dnsguard.features.window",
     "dnsguard.series.store",
+    "dnsguard.series.monitor",
     "dnsguard.capture.pcapfile",
     "dnsguard.pipeline",
 )

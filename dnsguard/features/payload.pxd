@@ -9,6 +9,9 @@ cdef bint _COMPILED
                s=cython.double)
 cdef double _entropy_c(bytes data) except? -1.0
 
+@cython.locals(i=Py_ssize_t, j=int, bits=cython.uchar, table=cython.p_uchar)
+cdef tuple _class_counts_c(bytes data)
+
 @cython.no_gc  # strings, numbers, a verdict dict of tuples: never part of a cycle
 cdef class NameFeatures:
     cdef public object name, regdomain, lower, verdicts, allow, name_hash

@@ -89,10 +89,30 @@ def entropy(data: bytes, _count=_count_elements, _lg=_LOG2, _log2=math.log2) -> 
     return _log2(n) - s / n
 
 
-def _fit(data: bytes, alphabet: bytes) -> float:
-    """Share of ``data`` in ``alphabet`` (bytes.translate deletes in C: no per-char loop)."""
+_ALPHABETS = (_DIGITS, _UPPER, _PRINT, _LDH, _HEX, _B32, _B64, _B64URL)
+# Per octet value, a bit per alphabet above that holds it (bit i: _ALPHABETS[i]).
+_CLASS = bytes(sum(1 << i for i, a in enumerate(_ALPHABETS) if c in a) for c in range(256))
+
+
+def _class_counts(data: bytes) -> tuple[int, ...]:
+    """Octets of ``data`` in each of ``_ALPHABETS`` (bytes.translate deletes in C)."""
     n = len(data)
-    return (n - len(data.translate(None, alphabet))) / n if n else 0.0
+    return tuple([n - len(data.translate(None, a)) for a in _ALPHABETS])
+
+
+def _class_counts_c(data: bytes) -> tuple[int, ...]:
+    """:func:`_class_counts` in one pass over a table (compiled only)."""
+    counts = cython.declare(cython.long[8])
+    table = _CLASS
+    for i in range(8):
+        counts[i] = 0
+    for i in range(len(data)):
+        bits = table[data[i]]
+        for j in range(8):
+            if bits & (1 << j):
+                counts[j] += 1
+    return (counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6],
+            counts[7])
 
 
 class NameFeatures:
@@ -202,6 +222,7 @@ class NameAnalyzer:
         f.verdicts = {}
         f.allow = UNCHECKED
         f.counted = False
+        tld = ""
         if not lower:
             name = "."
         elif not low.translate(None, _PLAIN_NAME) and len(low) - low.count(b".") == \
@@ -209,14 +230,17 @@ class NameAnalyzer:
             # Only printable octets that need no escape and no dot inside a label: the
             # presentation form is the bytes themselves.
             name = low.decode("ascii")
+            tld = name[name.rfind(".") + 1:]  # == label_text(lower[-1]): plain, no escapes
         else:
-            name = ".".join([label_text(x) for x in lower])
+            texts = [label_text(x) for x in lower]
+            name = ".".join(texts)
+            tld = texts[-1] if texts else ""
         f.name = name
         f.name_hash = hash(name)
         domains = self.domains
         rd = domains.lookup(name)
         f.regdomain = rd
-        f.tld_known = bool(lower) and domains.is_known_tld(label_text(lower[-1]))
+        f.tld_known = bool(lower) and domains.is_known_tld(tld)
         nreg = rd.count(".") + 1 if rd != "." else 0
         nl = len(labels)
         # Labels of the registered domain may hold escaped dots; count labels, not dots.
@@ -232,14 +256,17 @@ class NameAnalyzer:
         if n:
             f.max_label = max(map(len, sub))
             f.sub_entropy = entropy(joined)
-            f.digit_share = (n - len(joined.translate(None, _DIGITS))) / n
-            f.upper_share = (n - len(joined.translate(None, _UPPER))) / n
-            f.nonprint = len(joined.translate(None, _PRINT))
-            f.non_ldh = non_ldh = len(joined.translate(None, _LDH))
-            f.hex_fit = (n - len(joined.translate(None, _HEX))) / n
-            f.b32_fit = (n - len(joined.translate(None, _B32))) / n
-            f.b64_fit = (n - len(joined.translate(None, _B64))) / n
-            f.b64url_fit = (n - len(joined.translate(None, _B64URL))) / n
+            # Octets of each alphabet: one C pass compiled, bytes.translate interpreted.
+            dig, upp, prn, ldh, hx, b32, b64, b64u = (
+                _class_counts_c(joined) if _COMPILED else _class_counts(joined))
+            f.digit_share = dig / n
+            f.upper_share = upp / n
+            f.nonprint = n - prn
+            f.non_ldh = non_ldh = n - ldh
+            f.hex_fit = hx / n
+            f.b32_fit = b32 / n
+            f.b64_fit = b64 / n
+            f.b64url_fit = b64u / n
             longest = max(sub, key=len)
             f.encoded = _looks_encoded(longest, n, non_ldh)
         else:

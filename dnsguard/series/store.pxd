@@ -22,7 +22,7 @@ cdef class SeriesStore:
     cpdef void observe_response(self, double ts, object client, object regdomain,
                                 Py_ssize_t size, int rcode)
 
-    @cython.locals(qi=Py_ssize_t, e=list, names=set)
+    @cython.locals(qi=Py_ssize_t, e=list, names=set, qc=dict)
     cpdef void _query(self, object client, object regdomain, object name_hash, Py_ssize_t size,
                       int qtype)
 

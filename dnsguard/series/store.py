@@ -63,8 +63,16 @@ OTHER = ("other",)  # the aggregate's key: equal to no client (bytes) or domain 
 
 
 def _entry() -> list:
-    # queries, bytes up, bytes down, nxdomain, name hashes, query-type counts
-    return [0, 0, 0, 0, set(), [0] * NQ]
+    # queries, bytes up, bytes down, nxdomain, name hashes, query-type counts by bucket
+    # (sparse: most keys ask one or two types in a step)
+    return [0, 0, 0, 0, set(), {}]
+
+
+def _dense(counts: dict[int, int]) -> list[int]:
+    out = [0] * NQ
+    for i, n in counts.items():
+        out[i] = n
+    return out
 
 
 class SeriesTable:
@@ -117,7 +125,8 @@ class SeriesTable:
         # the same row were most of a step close. Integer sums are exact in float32 up to
         # 2**24 per step, so the row holds the same values.
         oq = on = oup = odown = onx = 0
-        oqt: list[list[int]] = []
+        oqt = [0] * NQ
+        untracked = False
         slots: list[int] = []  # tracked rows: written with one numpy update, below
         vals: list[tuple] = []
         qts: list[list[int]] = []
@@ -135,25 +144,28 @@ class SeriesTable:
                 oup += e[1]
                 odown += e[2]
                 onx += e[3]
-                oqt.append(e[5])
+                for i, n in e[5].items():
+                    oqt[i] += n
+                untracked = True
                 continue
             slots.append(slot)
             vals.append((e[0], len(e[4]), e[1], e[2], e[3]))  # in METRICS order
-            qts.append(e[5])
+            qts.append(_dense(e[5]))
         if slots:
             # Each tracked row appears once and its column was zeroed above, so one fancy-
             # indexed update writes what per-row scalar updates wrote (float32 of each sum).
             idx = np.array(slots, dtype=np.intp)
             data[idx, :, col] += np.array(vals, dtype=np.float32)
             qt[idx, :, hcol] += np.array(qts, dtype=np.float32)
-        if oqt:
+        if untracked:
             row = data[other, :, col]
             row[Q] += oq
             row[NAMES] += on
             row[UP] += oup
             row[DOWN] += odown
             row[NX] += onx
-            qt[other, :, hcol] += np.asarray(oqt, dtype=np.float64).sum(axis=0)
+            # Integer sums: what the float64 column sums of the per-key counts were.
+            qt[other, :, hcol] += np.array(oqt, dtype=np.float64)
         q = data[:, Q, col].astype(np.float64)
         self.score = DECAY * self.score + (1 - DECAY) * q
         self._rerank(vol, step)
@@ -296,14 +308,16 @@ class SeriesStore:
         names = e[4]
         if len(names) < NAMES_CAP:
             names.add(name_hash)
-        e[5][qi] += 1
+        qc = e[5]
+        qc[qi] = qc.get(qi, 0) + 1
         e = self._d.cur.get(regdomain) or self._d.entry(regdomain)
         e[0] += 1
         e[1] += size
         names = e[4]
         if len(names) < NAMES_CAP:
             names.add(name_hash)
-        e[5][qi] += 1
+        qc = e[5]
+        qc[qi] = qc.get(qi, 0) + 1
 
     def _response(self, client: bytes, regdomain: str, size: int, rcode: int) -> None:
         nx = 1 if rcode == 3 else 0
