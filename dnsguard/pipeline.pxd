@@ -8,6 +8,9 @@ from dnsguard.features.window cimport KeyStats, WindowTable
 from dnsguard.series.store cimport SeriesStore
 
 
+cdef bint _COMPILED
+
+
 cdef class Pipeline:
     cdef dict __dict__
     cdef public object ports, exempt_ports, counters, query_types, response_types, series
@@ -26,6 +29,9 @@ cdef class Pipeline:
     cdef public object _exempt_map
 
     cpdef str feed(self, double ts, int linktype, object data, Py_ssize_t wirelen)
+
+    @cython.locals(n=Py_ssize_t, ts=double, lt=int, wirelen=Py_ssize_t)
+    cpdef Py_ssize_t feed_frames(self, object frames, object tick=*) except -1
 
     @cython.locals(n=Py_ssize_t, buf=cython.p_uchar, off=Py_ssize_t, total=Py_ssize_t,
                    ulen=Py_ssize_t, sport=int, dport=int, pm=cython.p_uchar, em=bytes,

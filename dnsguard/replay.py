@@ -87,12 +87,10 @@ def replay(paths: list[str | Path], settings: Settings, ruleset: RuleSet,
     try:
         if len(readers) == 1:
             # One file: no merge, no per-frame (source, frame) pairs.
-            pipe.source = readers[0].name
-            for ts, lt, data, wirelen in readers[0]:
-                feed(ts, lt, data, wirelen)
-                n += 1
-                if not n & 0x3FFF:
-                    bar.update(readers[0].offset, n)
+            r0 = readers[0]
+            pipe.source = r0.name
+            n = pipe.feed_frames(r0, (lambda k: bar.update(r0.offset, k)) if bar.enabled
+                                 else None)
         else:
             for src, (ts, lt, data, wirelen) in merge_frames((r.name, r) for r in readers):
                 if src is not pipe.source:
