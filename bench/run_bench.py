@@ -155,12 +155,12 @@ _RSS_WRAPPER = ("import resource, subprocess, sys;"
                 "sys.exit(r.returncode)")
 
 
-def measured(cmd: list[str]) -> tuple[float, int]:
+def measured(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
     """Wall time and peak RSS (KiB) of ``cmd``, run in a fresh wrapper process so the peak is
     its own (RUSAGE_CHILDREN of this process would be the maximum over every child so far)."""
     t = time.perf_counter()
     r = subprocess.run([sys.executable, "-c", _RSS_WRAPPER, *cmd], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE, text=True)
+                       stderr=subprocess.PIPE, text=True, env=env)
     wall = time.perf_counter() - t
     if r.returncode not in (0, 1):
         sys.stderr.write(r.stderr)
@@ -168,10 +168,15 @@ def measured(cmd: list[str]) -> tuple[float, int]:
     return wall, int(r.stderr.strip().splitlines()[-1])
 
 
+PURE = False  # --pure: the interpreted hot path (DNSGUARD_PURE=1), for comparison
+
+
 def dnsguard_run(path: Path, summary: Path, extra: list[str] = ()) -> tuple[float, int, dict]:
     """``dnsguard replay`` end to end (start-up, model load, alerts written) on ``path``."""
+    env = dict(os.environ, DNSGUARD_PURE="1") if PURE else None
     wall, rss = measured([sys.executable, "-m", "dnsguard", "replay", "-q", *extra,
-                          "--alerts", os.devnull, "--summary-json", str(summary), str(path)])
+                          "--alerts", os.devnull, "--summary-json", str(summary), str(path)],
+                         env=env)
     return wall, rss, json.loads(summary.read_text())
 
 
@@ -212,7 +217,11 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true",
                     help="reuse bench/work/workload.pcap and flood.pcap if they exist")
     ap.add_argument("--no-model", action="store_true", help="pass --no-model to dnsguard")
+    ap.add_argument("--pure", action="store_true",
+                    help="run dnsguard's hot path interpreted (DNSGUARD_PURE=1), not compiled")
     args = ap.parse_args()
+    global PURE
+    PURE = args.pure
     WORK.mkdir(parents=True, exist_ok=True)
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f}")
     sources = sorted(args.corpus.glob("*.pcap*")) + sorted((ROOT / "pcaps").glob("*.pcap*"))
@@ -256,7 +265,7 @@ def main() -> None:
               f"{med(ts_rss) / 1024:.0f} MB")
     print(f"dnsguard replay      {med(dg_pps):>10,.0f} packets/s (wall, incl. start-up), "
           f"{med(dg_inner):,.0f} in the pipeline; peak RSS {med(dg_rss) / 1024:.0f} MB; "
-          f"alerts {s['alerts']}")
+          f"alerts {s['alerts']}; hot path {s.get('hot_path', '?')}")
     print("ratios (median of per-round ratios): "
           + (f"dnsguard/tshark {med(r_ts):.2f}x, " if r_ts else "")
           + f"dnsguard/iteration {med(r_it):.2f}x")
