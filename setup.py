@@ -26,6 +26,8 @@ MODULES = [  # keep in step with dnsguard/_compiled.py
     "dnsguard.domain",
     "dnsguard.detect.allowlist",
     "dnsguard.detect.policy",
+    "dnsguard.detect.rules",
+    "dnsguard.detect.model",
     "dnsguard.features.sketch",
     "dnsguard.features.payload",
     "dnsguard.features.window",

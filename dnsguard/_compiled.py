@@ -25,6 +25,8 @@ MODULES = (  # keep in step with setup.py
     "dnsguard.domain",
     "dnsguard.detect.allowlist",
     "dnsguard.detect.policy",
+    "dnsguard.detect.rules",
+    "dnsguard.detect.model",
     "dnsguard.features.sketch",
     "dnsguard.features.payload",
     "dnsguard.features.window",

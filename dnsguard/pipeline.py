@@ -456,10 +456,9 @@ class Pipeline:
     def _window(self, table: win.WindowTable, key, ts: float, factor: float) -> win.KeyStats:
         """The key's stats for the window holding ``ts``; a window that just closed gets its
         last evaluation. The common case (open window) is WindowTable.get inlined."""
-        keys = table.keys
-        st = keys.get(key)
+        st = table.lookup(key)
         if st is not None and ts - st.start <= table.window:
-            keys.move_to_end(key)
+            table.touch(key)
             if ts > st.last:
                 st.last = ts
             return st

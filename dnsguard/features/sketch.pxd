@@ -10,3 +10,6 @@ cdef class DistinctCounter:
     cdef public long long _est
 
     cpdef void clear(self)
+
+    @cython.locals(s=set, regs=bytearray, i=Py_ssize_t, r=int)
+    cpdef void add(self, object item)

@@ -24,7 +24,7 @@ cdef class KeyStats:
 
 
 cdef class WindowTable:
-    cdef public object scope, keys
+    cdef public object scope, keys, lookup, touch
     cdef public double window
     cdef public Py_ssize_t max_keys, exact_cap, evicted
     cdef public bint _multi_client

@@ -95,6 +95,10 @@ class WindowTable:
         self.max_keys = max_keys
         self.exact_cap = exact_cap
         self.keys: OrderedDict[object, KeyStats] = OrderedDict()
+        # Bound once: the hot path's lookups then skip a method lookup and a bound-method
+        # object per packet (``keys`` is never replaced).
+        self.lookup = self.keys.get
+        self.touch = self.keys.move_to_end
         self._multi_client = scope not in ("client", "client_domain")
         self.evicted = 0
 
