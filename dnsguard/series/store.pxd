@@ -2,12 +2,20 @@
 cimport cython
 
 
+@cython.no_gc  # counters, a set of ints, a dict of ints: never part of a cycle
+cdef class Entry:
+    cdef public long long q, up, down, nx
+    cdef public set names
+    cdef public dict qtypes
+
+
 cdef class SeriesTable:
-    cdef public object kind, data, qt, keys, free, born, score, overflow, cand
+    cdef public object kind, data, qt, keys, free, born, score, cand
+    cdef public Entry overflow
     cdef public dict slot_of, cur
     cdef public Py_ssize_t max_keys, capacity, other, promoted, demoted, last_step
 
-    cpdef list entry(self, object key)
+    cpdef Entry entry(self, object key)
 
 
 cdef class SeriesStore:
@@ -22,9 +30,9 @@ cdef class SeriesStore:
     cpdef void observe_response(self, double ts, object client, object regdomain,
                                 Py_ssize_t size, int rcode)
 
-    @cython.locals(qi=Py_ssize_t, e=list, names=set, qc=dict)
+    @cython.locals(qi=Py_ssize_t, e=Entry, names=set, qc=dict)
     cpdef void _query(self, object client, object regdomain, object name_hash, Py_ssize_t size,
                       int qtype)
 
-    @cython.locals(nx=int, e=list)
+    @cython.locals(nx=int, e=Entry)
     cpdef void _response(self, object client, object regdomain, Py_ssize_t size, int rcode)

@@ -62,10 +62,20 @@ SWAPS_PER_STEP = 8
 OTHER = ("other",)  # the aggregate's key: equal to no client (bytes) or domain (str)
 
 
-def _entry() -> list:
-    # queries, bytes up, bytes down, nxdomain, name hashes, query-type counts by bucket
-    # (sparse: most keys ask one or two types in a step)
-    return [0, 0, 0, 0, set(), {}]
+class Entry:
+    """One key's counters in the current step."""
+
+    __slots__ = ("q", "up", "down", "nx", "names", "qtypes")
+
+    def __init__(self) -> None:
+        self.q = self.up = self.down = self.nx = 0  # queries, bytes up/down, NXDOMAIN
+        self.names: set[int] = set()  # name hashes (capped at NAMES_CAP)
+        # query-type counts by bucket, sparse: most keys ask one or two types in a step
+        self.qtypes: dict[int, int] = {}
+
+
+def _entry() -> Entry:
+    return Entry()
 
 
 def _dense(counts: dict[int, int]) -> list[int]:
@@ -90,13 +100,13 @@ class SeriesTable:
         self.free = list(range(max_keys - 1, -1, -1))
         self.born = np.zeros(max_keys + 1, dtype=np.int64)  # first step of each row's history
         self.score = np.zeros(max_keys + 1, dtype=np.float64)
-        self.cur: dict[object, list] = {}
+        self.cur: dict[object, Entry] = {}
         self.overflow = _entry()  # keys past CUR_CAP in this step
         self.cand: dict[object, float] = {}
         self.promoted = self.demoted = 0
         self.last_step = -1  # absolute index of the last closed step
 
-    def entry(self, key) -> list:
+    def entry(self, key) -> Entry:
         e = self.cur.get(key)
         if e is None:
             if len(self.cur) >= CUR_CAP and key not in self.slot_of:
@@ -116,10 +126,10 @@ class SeriesTable:
         other = self.other
         vol: dict[object, int] = {}
         items = list(self.cur.items())
-        if self.overflow[0] or self.overflow[2]:
+        if self.overflow.q or self.overflow.down:
             items.append((None, self.overflow))
         # Busiest first, so free rows go to the heaviest new keys.
-        items.sort(key=lambda kv: -kv[1][0])
+        items.sort(key=lambda kv: -kv[1].q)
         # The untracked keys (most of them, on a busy network) are summed into "other" in
         # Python integers and written with one numpy update: per-key numpy scalar updates of
         # the same row were most of a step close. Integer sums are exact in float32 up to
@@ -133,24 +143,24 @@ class SeriesTable:
         slot_of = self.slot_of
         for key, e in items:
             slot = slot_of.get(key) if key is not None else None
-            if slot is None and key is not None and self.free and e[0]:
+            if slot is None and key is not None and self.free and e.q:
                 slot = self.free.pop()
                 self._assign(slot, key, step, 0.0)
             if slot is None:
-                if key is not None and e[0]:
-                    vol[key] = e[0]
-                oq += e[0]
-                on += len(e[4])
-                oup += e[1]
-                odown += e[2]
-                onx += e[3]
-                for i, n in e[5].items():
+                if key is not None and e.q:
+                    vol[key] = e.q
+                oq += e.q
+                on += len(e.names)
+                oup += e.up
+                odown += e.down
+                onx += e.nx
+                for i, n in e.qtypes.items():
                     oqt[i] += n
                 untracked = True
                 continue
             slots.append(slot)
-            vals.append((e[0], len(e[4]), e[1], e[2], e[3]))  # in METRICS order
-            qts.append(_dense(e[5]))
+            vals.append((e.q, len(e.names), e.up, e.down, e.nx))  # in METRICS order
+            qts.append(_dense(e.qtypes))
         if slots:
             # Each tracked row appears once and its column was zeroed above, so one fancy-
             # indexed update writes what per-row scalar updates wrote (float32 of each sum).
@@ -303,30 +313,30 @@ class SeriesStore:
                qtype: int) -> None:
         qi = _QIDX.get(qtype, OTHER_Q)
         e = self._c.cur.get(client) or self._c.entry(client)
-        e[0] += 1
-        e[1] += size
-        names = e[4]
+        e.q += 1
+        e.up += size
+        names = e.names
         if len(names) < NAMES_CAP:
             names.add(name_hash)
-        qc = e[5]
+        qc = e.qtypes
         qc[qi] = qc.get(qi, 0) + 1
         e = self._d.cur.get(regdomain) or self._d.entry(regdomain)
-        e[0] += 1
-        e[1] += size
-        names = e[4]
+        e.q += 1
+        e.up += size
+        names = e.names
         if len(names) < NAMES_CAP:
             names.add(name_hash)
-        qc = e[5]
+        qc = e.qtypes
         qc[qi] = qc.get(qi, 0) + 1
 
     def _response(self, client: bytes, regdomain: str, size: int, rcode: int) -> None:
         nx = 1 if rcode == 3 else 0
         e = self._c.cur.get(client) or self._c.entry(client)
-        e[2] += size
-        e[3] += nx
+        e.down += size
+        e.nx += nx
         e = self._d.cur.get(regdomain) or self._d.entry(regdomain)
-        e[2] += size
-        e[3] += nx
+        e.down += size
+        e.nx += nx
 
     # --- time ---------------------------------------------------------------------------------
     def step_start(self, step: int) -> float:
