@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from dnsguard.capture.live import RCVBUF
 from dnsguard.detect import yamlsrc
 from dnsguard.detect.yamlsrc import LineDict, SourceError
 from dnsguard.settings import DEFAULT_RULES, Settings
@@ -40,10 +41,16 @@ CAPS = {
     "exact_distinct": "exact_cap",
     "tcp_flows": "tcp_max_flows",
     "tcp_bytes": "tcp_max_bytes",
+    # caches of the hot path (entries)
+    "names": "name_cache",
+    "psl_walks": "domain_cache",
+    "allowlist_verdicts": "allow_cache",
+    "alerted_keys": "policy_keys",
 }
-TOP_KEYS = ("sensor", "interfaces", "promiscuous", "vantage", "ports", "window", "suppress",
-            "state_caps", "rules", "state_dir", "model", "alerts", "metrics_address", "user",
-            "log_level")
+SOCKET_BUFFER_RANGE = (64 << 10, 1 << 30)  # bytes: 64 KiB to 1 GiB
+TOP_KEYS = ("sensor", "interfaces", "promiscuous", "socket_buffer", "vantage", "ports",
+            "window", "suppress", "state_caps", "rules", "state_dir", "model", "alerts",
+            "metrics_address", "user", "log_level")
 VANTAGE_KEYS = ("mode", "home_networks", "resolvers")
 MODEL_KEYS = ("enabled", "path", "feedback", "learn_from_rules", "checkpoint_every")
 
@@ -53,6 +60,7 @@ class DaemonConfig:
     sensor: str = ""
     interfaces: list[str] = field(default_factory=list)
     promiscuous: bool = True
+    socket_buffer: int = RCVBUF  # capture socket receive buffer asked for, bytes
     vantage: str = "client"
     home_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(
         default_factory=list)
@@ -137,12 +145,13 @@ class _V:
 
     def number(self, v: object, key: str, line: int, lo: float, hi: float,
                integer: bool = False) -> float:
+        span = f"{lo} to {hi}" if integer else f"{lo:g} to {hi:g}"  # integers in full
         if isinstance(v, bool) or not isinstance(v, int | float) or (
                 integer and not isinstance(v, int)):
             kind = "an integer" if integer else "a number"
-            raise self.err(line, key, f"{v!r} must be {kind} from {lo:g} to {hi:g}")
+            raise self.err(line, key, f"{v!r} must be {kind} from {span}")
         if not lo <= v <= hi:
-            raise self.err(line, key, f"{v!r} is out of range ({lo:g} to {hi:g})")
+            raise self.err(line, key, f"{v!r} is out of range ({span})")
         return v
 
     def strlist(self, v: object, key: str, line: int, allow_scalar: bool = True) -> list:
@@ -203,6 +212,11 @@ def from_mapping(doc: object, path: str = "<config>") -> DaemonConfig:
         if not isinstance(p, bool):
             raise v.err(at(doc, "promiscuous"), "promiscuous", f"{p!r} must be true or false")
         c.promiscuous = p
+
+    if "socket_buffer" in doc:
+        lo, hi = SOCKET_BUFFER_RANGE
+        c.socket_buffer = int(v.number(doc["socket_buffer"], "socket_buffer",
+                                       at(doc, "socket_buffer"), lo, hi, True))
 
     if "vantage" in doc:
         _vantage(v, doc["vantage"], at(doc, "vantage"), c)

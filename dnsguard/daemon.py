@@ -18,12 +18,18 @@ Lifecycle:
 
 Signal handlers only set flags and wake ``select()`` through a socket pair
 (``signal.set_wakeup_fd``); the loop acts on them between batches.
+
+The capture loop runs with the garbage-collector setting replay uses
+(:func:`dnsguard.pipeline.hot_loop_gc`): what is alive when it starts (rules, model) is frozen
+out of collection and collections run far less often; :func:`~dnsguard.pipeline.restore_gc`
+undoes it when the loop ends, however it ends.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import importlib
 import logging
 import os
@@ -183,6 +189,31 @@ def _interface_exists(name: str) -> bool:
     return _ifindex(name) is not None
 
 
+def _rmem_max() -> int | None:
+    try:
+        with open("/proc/sys/net/core/rmem_max") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _log_rcvbuf(iface) -> None:
+    """Log the receive buffer the kernel granted a capture socket (getsockopt SO_RCVBUF).
+    Linux reports twice the value asked for (half is its bookkeeping); less than that means
+    SO_RCVBUFFORCE was refused (no CAP_NET_ADMIN) and net.core.rmem_max clamped it."""
+    got, asked = iface.rcvbuf, iface.rcvbuf_asked
+    if got >= min(2 * asked, 2147483646):  # the kernel doubles at most INT_MAX / 2
+        log.info("%s: socket receive buffer %d bytes (socket_buffer %d; the kernel reports "
+                 "twice the value, half of it for its bookkeeping)", iface.name, got, asked)
+    else:
+        rmem = _rmem_max()
+        log.warning("%s: socket receive buffer only %d bytes, socket_buffer asks %d: "
+                    "SO_RCVBUFFORCE was refused (no CAP_NET_ADMIN), so net.core.rmem_max "
+                    "(%s) applies; grant CAP_NET_ADMIN or raise net.core.rmem_max, or frames "
+                    "are dropped sooner in bursts", iface.name, got, asked,
+                    rmem if rmem is not None else "unknown")
+
+
 # --- the daemon -------------------------------------------------------------------------------
 class Daemon:
     def __init__(self, cfg: DaemonConfig) -> None:
@@ -339,12 +370,15 @@ class Daemon:
                       "configuration or --interface", ", ".join(missing))
             return 1
         try:
-            self.interfaces = open_interfaces(cfg.interfaces, settings.ports, cfg.promiscuous)
+            self.interfaces = open_interfaces(cfg.interfaces, settings.ports, cfg.promiscuous,
+                                              rcvbuf=cfg.socket_buffer)
         except CaptureOpenError as e:
             log.error("%s", e)
             return 2
         self.metrics.interfaces = self.interfaces
         self._ports, self._promisc = settings.ports, cfg.promiscuous
+        for i in self.interfaces:
+            _log_rcvbuf(i)
         for i in self.interfaces:
             self._captures[i.name] = {"iface": i, "ifindex": _ifindex(i.name), "down": False,
                                       "retry_at": None, "attempt": 0, "errors": i.read_errors}
@@ -391,7 +425,25 @@ class Daemon:
         signal.signal(signal.SIGHUP, self._on_hup)
 
     def _loop(self) -> int:
+        from dnsguard.pipeline import hot_loop_gc, restore_gc
+
         self._install_signals()
+        # Free the start-up garbage (import-time reference cycles) rather than freeze it for
+        # the life of the process; then freeze what is alive (rules, model, exporter) and
+        # collect rarely, as replay does. A SIGHUP needs nothing more: the old rule set has
+        # no reference cycles, so reference counting frees it although it was frozen
+        # (tests/test_daemon_unit.py checks this); a full collection there would stall the
+        # capture for tenths of a second at the state caps. New objects (the new rules, the
+        # model's private copy once it learns, what a checkpoint pickles) are collected as
+        # usual.
+        gc.collect()
+        gc_saved = hot_loop_gc()
+        try:
+            return self._capture_loop()
+        finally:
+            restore_gc(gc_saved)  # thresholds back, gc.unfreeze()
+
+    def _capture_loop(self) -> int:
         pipe, m = self.pipeline, self.metrics
         feed = pipe.feed
         by_fd = {i.fileno(): i for i in self.interfaces}
@@ -534,7 +586,8 @@ class Daemon:
                 if not _interface_exists(name):
                     raise CaptureOpenError(f"{name}: no such interface")
                 _refresh_scapy_interfaces()  # scapy caches them: a recreated one is unknown
-                new = LiveInterface(name, self._ports, self._promisc)
+                new = LiveInterface(name, self._ports, self._promisc,
+                                    rcvbuf=self.cfg.socket_buffer)
             except CaptureOpenError as e:
                 c["attempt"] += 1
                 delay = REOPEN_BACKOFF[min(c["attempt"], len(REOPEN_BACKOFF) - 1)]
@@ -554,6 +607,7 @@ class Daemon:
                      errors=new.read_errors)
             by_fd[new.fileno()] = new
             log.warning("%s: capture socket reopened", name)
+            _log_rcvbuf(new)
         if not by_fd and denied:
             return "hopeless"
         return "ok"

@@ -12,6 +12,7 @@ import pytest
 
 from dnsguard import cli
 from dnsguard import config as dconf
+from dnsguard.capture import live
 from dnsguard.detect.yamlsrc import SourceError
 from dnsguard.settings import DEFAULT_RULES, Settings
 
@@ -30,8 +31,9 @@ def test_defaults_map_onto_settings_defaults():
     s, d = c.to_settings(), Settings()
     for f in ("ports", "window", "suppress", "max_domains", "max_client_domains",
               "max_clients", "max_flows", "exact_cap", "tcp_max_flows", "tcp_max_bytes",
-              "rules", "sensor"):
+              "name_cache", "domain_cache", "allow_cache", "policy_keys", "rules", "sensor"):
         assert getattr(s, f) == getattr(d, f), f
+    assert c.socket_buffer == live.RCVBUF
     assert c.metrics_address == "127.0.0.1:9153"
     assert c.rules == DEFAULT_RULES and c.alerts == "-" and c.interfaces == []
 
@@ -52,6 +54,11 @@ def test_shipped_example_is_valid_and_complete():
     assert (c.metrics_host, c.metrics_port) == ("127.0.0.1", 9153)
     s = c.to_settings()
     assert s.max_domains == 20000 and s.tcp_max_bytes == 16777216 and s.sensor == "edge-1"
+    for key, attr in dconf.CAPS.items():  # every state cap in the example, at its default
+        assert f"  {key}:" in text, key
+        if attr != "exact_cap":  # the example lowers it to 64 (Settings: 128)
+            assert getattr(s, attr) == getattr(Settings(), attr), key
+    assert c.socket_buffer == live.RCVBUF
 
 
 def test_every_key_is_documented():
@@ -67,12 +74,14 @@ def test_full_mapping(tmp_path):
 sensor: s1
 interfaces: [eth1, eth2]
 promiscuous: false
+socket_buffer: 67108864
 vantage: {mode: resolver, home_networks: [192.168.0.0/16], resolvers: ["10.0.0.53", "::1"]}
 ports: [53, 5353]
 window: 60
 suppress: 120.5
 state_caps: {domains: 10, client_domains: 20, clients: 30, flows: 40, exact_distinct: 16,
-             tcp_flows: 50, tcp_bytes: 4096}
+             tcp_flows: 50, tcp_bytes: 4096, names: 60, psl_walks: 70,
+             allowlist_verdicts: 80, alerted_keys: 90}
 rules: /etc/dnsguard/rules
 state_dir: /srv/dg
 model: {enabled: false, path: /m.pkl, feedback: /f.jsonl, learn_from_rules: true,
@@ -86,6 +95,8 @@ log_level: debug
     assert s.ports == frozenset({53, 5353}) and s.window == 60 and s.suppress == 120.5
     assert (s.max_domains, s.max_client_domains, s.max_clients, s.max_flows) == (10, 20, 30, 40)
     assert (s.exact_cap, s.tcp_max_flows, s.tcp_max_bytes) == (16, 50, 4096)
+    assert (s.name_cache, s.domain_cache, s.allow_cache, s.policy_keys) == (60, 70, 80, 90)
+    assert c.socket_buffer == 64 << 20
     assert s.rules == Path("/etc/dnsguard/rules") and s.sensor == "s1"
     assert c.interfaces == ["eth1", "eth2"] and c.promiscuous is False
     assert c.vantage == "resolver" and len(c.resolvers) == 2
@@ -112,6 +123,18 @@ BAD = [
     ("state_caps:\n  domains: 10\n  keys: 5\n", 3, "state_caps.keys", "unknown key"),
     ("state_caps:\n  clients: 0\n", 2, "state_caps.clients", "out of range"),
     ("state_caps: 5\n", 1, "state_caps", "mapping"),
+    ("state_caps:\n  domains: 10\n  names: 0\n", 3, "state_caps.names", "out of range"),
+    ("state_caps:\n  alerted_keys: many\n", 2, "state_caps.alerted_keys", "integer"),
+    ("state_caps:\n  psl_walks: 20000001\n", 2, "state_caps.psl_walks", "out of range"),
+    ("state_caps:\n  allowlist_verdicts: 1.5\n", 2, "state_caps.allowlist_verdicts",
+     "integer"),
+    ("promiscuous: true\nsocket_buffer: 1024\n", 2, "socket_buffer",
+     "out of range (65536 to 1073741824)"),
+    ("socket_buffer: 2147483648\n", 1, "socket_buffer", "out of range"),
+    ("socket_buffer: -8388608\n", 1, "socket_buffer", "out of range"),
+    ("socket_buffer: 8MiB\n", 1, "socket_buffer", "must be an integer"),
+    ("socket_buffer: 8388608.5\n", 1, "socket_buffer", "must be an integer"),
+    ("socket_buffer: true\n", 1, "socket_buffer", "must be an integer"),
     ("vantage:\n  mode: resolvr\n", 2, "vantage.mode", "not one of"),
     ("vantage:\n  mode: resolver\n", 1, "vantage.resolvers", "needs"),
     ("vantage:\n  home_networks:\n    - 10.0.0.0/8\n    - 10.0.0/33\n", 4,

@@ -50,7 +50,9 @@ _HATYPE_LINKTYPE = {
 }
 
 SNAPLEN = 65535
-RCVBUF = 8 << 20  # bytes; SO_RCVBUFFORCE (CAP_NET_ADMIN) lifts it past net.core.rmem_max
+# Socket receive buffer asked for, bytes (config ``socket_buffer``): SO_RCVBUFFORCE
+# (CAP_NET_ADMIN) lifts it past net.core.rmem_max; without it the kernel clamps it there.
+RCVBUF = 8 << 20
 BATCH = 512  # frames read per readable socket before going back to select()
 
 
@@ -77,7 +79,7 @@ class LiveInterface:
     """One capture socket."""
 
     def __init__(self, name: str, ports: frozenset[int], promisc: bool = True,
-                 snaplen: int = SNAPLEN) -> None:
+                 snaplen: int = SNAPLEN, rcvbuf: int = RCVBUF) -> None:
         # Imported here: scapy is needed by the daemon only, not by replay or the tests.
         from scapy.arch.linux import L2ListenSocket
 
@@ -96,12 +98,23 @@ class LiveInterface:
         finally:
             scapy_log.setLevel(level)
         self.sock: socket.socket = self._sock.ins
+        self.rcvbuf_asked = rcvbuf
         for opt in (getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF):
             try:
-                self.sock.setsockopt(socket.SOL_SOCKET, opt, RCVBUF)
+                self.sock.setsockopt(socket.SOL_SOCKET, opt, rcvbuf)
                 break
             except OSError:
                 continue
+        # What the kernel granted: Linux doubles the value asked for (the other half is its
+        # bookkeeping overhead) and, without CAP_NET_ADMIN, clamps it to net.core.rmem_max.
+        self.rcvbuf = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        # The kernel's counters so far cover scapy's set-up: a minimal buffer before bind()
+        # (drops that are not the sensor falling behind) and frames it flushed unread. Reading
+        # them resets them: counting starts with the socket as it will be read.
+        try:
+            self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _TPACKET_STATS.size)
+        except OSError:
+            pass
         self.sock.setblocking(False)
         hatype = self.sock.getsockname()[3]
         lt = linktype_of(hatype)
@@ -122,31 +135,35 @@ class LiveInterface:
         return self.sock.fileno()
 
     def read(self, feed, limit: int = BATCH) -> int:
-        """Read up to ``limit`` waiting frames into ``feed(ts, linktype, data, wirelen)``."""
+        """Read up to ``limit`` waiting frames into ``feed(ts, linktype, data, wirelen)``.
+        A frame ``feed`` raises on is counted as read (``frames``), as are those before it
+        in the batch; the exception goes to the caller."""
         recv = self.sock.recvfrom_into
         buf, view, size, lt = self._buf, self._view, self.snaplen, self.linktype
         skip_out = self.loopback
         n = 0
-        for _ in range(limit):
-            try:
-                wirelen, addr = recv(buf, size, socket.MSG_TRUNC)
-            except BlockingIOError:
-                break
-            except InterruptedError:
-                continue
-            except OSError as e:
-                if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+        try:
+            for _ in range(limit):
+                try:
+                    wirelen, addr = recv(buf, size, socket.MSG_TRUNC)
+                except BlockingIOError:
                     break
-                self.read_errors += 1
-                if e.errno == errno.ENETDOWN:
-                    break
-                raise
-            # On loopback every packet is seen twice (leaving and arriving): keep one.
-            if skip_out and addr[2] == PACKET_OUTGOING:
-                continue
-            feed(time.time(), lt, bytes(view[:min(wirelen, size)]), wirelen)
-            n += 1
-        self.frames += n
+                except InterruptedError:
+                    continue
+                except OSError as e:
+                    if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                        break
+                    self.read_errors += 1
+                    if e.errno == errno.ENETDOWN:
+                        break
+                    raise
+                # On loopback every packet is seen twice (leaving and arriving): keep one.
+                if skip_out and addr[2] == PACKET_OUTGOING:
+                    continue
+                n += 1
+                feed(time.time(), lt, bytes(view[:min(wirelen, size)]), wirelen)
+        finally:
+            self.frames += n
         return n
 
     def poll_stats(self) -> tuple[int, int]:
@@ -168,11 +185,11 @@ class LiveInterface:
 
 
 def open_interfaces(names: list[str], ports: frozenset[int], promisc: bool = True,
-                    snaplen: int = SNAPLEN) -> list[LiveInterface]:
+                    snaplen: int = SNAPLEN, rcvbuf: int = RCVBUF) -> list[LiveInterface]:
     out: list[LiveInterface] = []
     try:
         for n in names:
-            out.append(LiveInterface(n, ports, promisc, snaplen))
+            out.append(LiveInterface(n, ports, promisc, snaplen, rcvbuf))
     except CaptureOpenError:
         for i in out:
             i.close()
