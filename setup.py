@@ -11,7 +11,7 @@ is loaded from source instead of running a stale build (dnsguard/_compiled.py).
 
 from __future__ import annotations
 
-import hashlib
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -20,36 +20,24 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
-MODULES = [  # keep in step with dnsguard/_compiled.py
-    "dnsguard.dns.name",
-    "dnsguard.decode.packet",
-    "dnsguard.domain",
-    "dnsguard.detect.allowlist",
-    "dnsguard.detect.policy",
-    "dnsguard.detect.rules",
-    "dnsguard.detect.model",
-    "dnsguard.features.sketch",
-    "dnsguard.features.payload",
-    "dnsguard.features.window",
-    "dnsguard.series.store",
-    "dnsguard.series.monitor",
-    "dnsguard.capture.pcapfile",
-    "dnsguard.pipeline",
-]
+
+
+def _load_compiled_module():
+    """dnsguard/_compiled.py by path (standard library only): its module list and digest."""
+    spec = importlib.util.spec_from_file_location("_dnsguard_compiled",
+                                                  ROOT / "dnsguard" / "_compiled.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_COMPILED = _load_compiled_module()
+MODULES = list(_COMPILED.MODULES)
 BUILD_INFO = ROOT / "dnsguard" / "_build.json"
 
 
-def _source(mod: str) -> Path:
-    return ROOT / (mod.replace(".", "/") + ".py")
-
-
-def digest(mod: str) -> str:
-    """The source a module is compiled from: its .py and its .pxd (as dnsguard/_compiled.py)."""
-    h = hashlib.sha256(_source(mod).read_bytes())
-    pxd = _source(mod).with_suffix(".pxd")
-    if pxd.exists():
-        h.update(pxd.read_bytes())
-    return h.hexdigest()
+_source = _COMPILED._source  # module name -> its .py
+digest = _COMPILED._digest  # the .py and its .pxd, as checked at import
 
 
 class RecordingBuildExt(build_ext):

@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-MODULES = (  # keep in step with setup.py
+MODULES = (  # setup.py compiles these (it reads this list)
     "dnsguard.dns.name",
     "dnsguard.decode.packet",
     "dnsguard.domain",

@@ -8,6 +8,9 @@ cdef class Entry:
     cdef public set names
     cdef public dict qtypes
 
+    @cython.locals(names=set, qc=dict)
+    cpdef void query(self, Py_ssize_t size, object name_hash, Py_ssize_t qi)
+
 
 cdef class SeriesTable:
     cdef public object kind, data, qt, keys, free, born, score, cand
@@ -30,7 +33,7 @@ cdef class SeriesStore:
     cpdef void observe_response(self, double ts, object client, object regdomain,
                                 Py_ssize_t size, int rcode)
 
-    @cython.locals(qi=Py_ssize_t, e=Entry, names=set, qc=dict)
+    @cython.locals(qi=Py_ssize_t)
     cpdef void _query(self, object client, object regdomain, object name_hash, Py_ssize_t size,
                       int qtype)
 

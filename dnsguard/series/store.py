@@ -73,6 +73,15 @@ class Entry:
         # query-type counts by bucket, sparse: most keys ask one or two types in a step
         self.qtypes: dict[int, int] = {}
 
+    def query(self, size: int, name_hash: int, qi: int) -> None:
+        self.q += 1
+        self.up += size
+        names = self.names
+        if len(names) < NAMES_CAP:
+            names.add(name_hash)
+        qc = self.qtypes
+        qc[qi] = qc.get(qi, 0) + 1
+
 
 def _entry() -> Entry:
     return Entry()
@@ -312,22 +321,8 @@ class SeriesStore:
     def _query(self, client: bytes, regdomain: str, name_hash: int, size: int,
                qtype: int) -> None:
         qi = _QIDX.get(qtype, OTHER_Q)
-        e = self._c.cur.get(client) or self._c.entry(client)
-        e.q += 1
-        e.up += size
-        names = e.names
-        if len(names) < NAMES_CAP:
-            names.add(name_hash)
-        qc = e.qtypes
-        qc[qi] = qc.get(qi, 0) + 1
-        e = self._d.cur.get(regdomain) or self._d.entry(regdomain)
-        e.q += 1
-        e.up += size
-        names = e.names
-        if len(names) < NAMES_CAP:
-            names.add(name_hash)
-        qc = e.qtypes
-        qc[qi] = qc.get(qi, 0) + 1
+        (self._c.cur.get(client) or self._c.entry(client)).query(size, name_hash, qi)
+        (self._d.cur.get(regdomain) or self._d.entry(regdomain)).query(size, name_hash, qi)
 
     def _response(self, client: bytes, regdomain: str, size: int, rcode: int) -> None:
         nx = 1 if rcode == 3 else 0
