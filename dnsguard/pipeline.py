@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 _ORDINARY = win.ORDINARY_QTYPES
 _RAW_LINKTYPES = frozenset({pk.LINKTYPE_RAW, pk.LINKTYPE_RAW_OLD, pk.LINKTYPE_RAW_OPENBSD,
                             pk.LINKTYPE_IPV4})
-# IPv4 header without options, then the UDP header: total length, flags/fragment offset,
-# protocol, source, destination, source port, destination port, UDP length.
 try:
     import cython
 
