@@ -152,8 +152,7 @@ def _preload() -> None:
 
     from dnsguard.detect import allowlist, rules  # noqa: F401 - SIGHUP reload
 
-    for name in ("datasketch",  # distinct counts past their exact cap (features/sketch.py)
-                 "dnsguard.feedback"):  # the model re-reads its feedback on SIGHUP
+    for name in ("dnsguard.feedback",):  # the model re-reads its feedback on SIGHUP
         try:
             importlib.import_module(name)
         except ImportError as e:
