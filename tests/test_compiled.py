@@ -92,7 +92,7 @@ def _replay(paths: list[Path], tmp: Path, tag: str, pure: bool) -> tuple[list[di
     return [json.loads(x) for x in alerts.read_text().splitlines()], s
 
 
-def _equivalent(paths: list[Path], tmp: Path) -> None:
+def _equivalent(paths: list[Path], tmp: Path) -> tuple[list[dict], dict]:
     if not any(_loaded_compiled().values()):
         pytest.skip("the hot path is not compiled here: nothing to compare")
     a_c, s_c = _replay(paths, tmp, "compiled", pure=False)
