@@ -143,6 +143,18 @@ class _V:
     def err(self, line: int, key: str, msg: str) -> SourceError:
         return SourceError(self.path, line, key, msg)
 
+    def section(self, d: dict, line: int, name: str, allowed: tuple[str, ...]):
+        """Refuse the keys of mapping ``d`` (the section ``name`` at ``line``) that are not
+        ``allowed``; return the line of a key of ``d`` (``line`` when unknown)."""
+        def at(key: str) -> int:
+            return d.line_of(key) if isinstance(d, LineDict) else line
+
+        for k in d:
+            if k not in allowed:
+                raise self.err(at(k), f"{name}.{k}",
+                               f"unknown key (allowed: {', '.join(allowed)})")
+        return at
+
     def number(self, v: object, key: str, line: int, lo: float, hi: float,
                integer: bool = False) -> float:
         span = f"{lo} to {hi}" if integer else f"{lo:g} to {hi:g}"  # integers in full
@@ -298,14 +310,7 @@ def _vantage(v: _V, d: object, line: int, c: DaemonConfig) -> None:
     if not isinstance(d, dict):
         raise v.err(line, "vantage", "must be a mapping with keys "
                     f"{', '.join(VANTAGE_KEYS)}")
-
-    def at(key: str) -> int:
-        return d.line_of(key) if isinstance(d, LineDict) else line
-
-    for k in d:
-        if k not in VANTAGE_KEYS:
-            raise v.err(at(k), f"vantage.{k}",
-                        f"unknown key (allowed: {', '.join(VANTAGE_KEYS)})")
+    at = v.section(d, line, "vantage", VANTAGE_KEYS)
     if "mode" in d:
         if d["mode"] not in VANTAGES:
             raise v.err(at("mode"), "vantage.mode",
@@ -345,13 +350,7 @@ def _model(v: _V, d: object, line: int, c: DaemonConfig) -> None:
     if not isinstance(d, dict):
         raise v.err(line, "model", "must be true, false or a mapping with keys "
                     f"{', '.join(MODEL_KEYS)}")
-
-    def at(key: str) -> int:
-        return d.line_of(key) if isinstance(d, LineDict) else line
-
-    for k in d:
-        if k not in MODEL_KEYS:
-            raise v.err(at(k), f"model.{k}", f"unknown key (allowed: {', '.join(MODEL_KEYS)})")
+    at = v.section(d, line, "model", MODEL_KEYS)
     for k in ("enabled", "learn_from_rules"):
         if k in d:
             if not isinstance(d[k], bool):
