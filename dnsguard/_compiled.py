@@ -10,6 +10,7 @@ reference the compiled build is tested against: tests/test_compiled.py).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -74,11 +75,16 @@ def _built() -> dict[str, str]:
         return {}
 
 
+@functools.cache
+def _extensions_in(folder: Path) -> frozenset[str]:
+    """Module names of the extension modules in ``folder`` (listed once per process)."""
+    return frozenset(p.name.split(".", 1)[0] for p in folder.iterdir()
+                     if p.suffix in (".so", ".pyd"))
+
+
 def _has_extension(name: str) -> bool:
     src = _source(name)
-    stem = src.stem + "."
-    return any(p.name.startswith(stem) and p.suffix in (".so", ".pyd")
-               for p in src.parent.iterdir())
+    return src.stem in _extensions_in(src.parent)
 
 
 def install() -> set[str]:

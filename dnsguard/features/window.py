@@ -50,27 +50,18 @@ class KeyStats:
                  "last_server", "packets", "evaluated_at")
 
     def __init__(self, ts: float, exact_cap: int, multi_client: bool = True) -> None:
-        self.start = self.last = ts
-        self.queries = self.responses = self.bytes_up = self.bytes_down = 0
-        self.sum_sub_len = self.encoded = self.non_ldh = self.rare = self.carrier = 0
-        self.txt = self.nxdomain = self.packets = self.max_label = self.evaluated_at = 0
-        self.sum_entropy = 0.0
         self.names = DistinctCounter(exact_cap)
         self.qtypes: dict[str, int] = {}
         # Only a domain has several clients; a client's and a client/domain pair's own key
         # is their one client (``clients`` = 1 once they have a query): no set per key.
         self.clients: set[bytes] | None = set() if multi_client else None
         self.servers = None  # not tracked: no feature reads it (the last server is kept)
-        self.domains: DistinctCounter | None = None
-        self.enc_domains: DistinctCounter | None = None
-        self.unk_domains: DistinctCounter | None = None
         self.samples: list[str] = []
-        self.suffix: tuple[bytes, ...] | None = None
-        self.last_client = self.last_server = b""
+        self.reuse(ts)
 
     def reuse(self, ts: float) -> None:
-        """Become what ``KeyStats(ts, …)`` with this object's table settings would be, keeping
-        the containers (WindowTable recycles an evicted key's stats for the next new key)."""
+        """Start a window at ``ts`` with empty counters, keeping the containers (``__init__``
+        makes them; WindowTable recycles an evicted key's stats for its next new key)."""
         self.start = self.last = ts
         self.queries = self.responses = self.bytes_up = self.bytes_down = 0
         self.sum_sub_len = self.encoded = self.non_ldh = self.rare = self.carrier = 0
@@ -80,9 +71,12 @@ class KeyStats:
         self.qtypes.clear()
         if self.clients is not None:
             self.clients.clear()
-        self.domains = self.enc_domains = self.unk_domains = None
+        # Per-client views of the domains (note_client_domain), made on first use.
+        self.domains: DistinctCounter | None = None
+        self.enc_domains: DistinctCounter | None = None
+        self.unk_domains: DistinctCounter | None = None
         self.samples.clear()
-        self.suffix = None
+        self.suffix: tuple[bytes, ...] | None = None
         self.last_client = self.last_server = b""
 
 

@@ -65,6 +65,7 @@ class SeriesMonitor:
         self.raise_fn = raise_fn
         scale = step / 60.0
         self.floors = {m: self.cfg.floors[m] * scale for m in METRICS}
+        self._floor_row = np.array([self.floors[m] for m in METRICS])  # in METRICS order
         self.anomalies = 0  # alerts handed to the policy
         self.evaluated = 0  # series tested
         self.store.on_close = self._on_close
@@ -86,7 +87,7 @@ class SeriesMonitor:
     def _on_close(self, step: int, ts: float) -> None:
         if not self.detect or self.raise_fn is None:
             return
-        floors = np.array([self.floors[m] for m in METRICS])
+        floors = self._floor_row
         for kind, table in self.store.tables.items():
             # evaluate() finds nothing for a row with no metric at or above its floor in this
             # step (the volume tests skip such metrics; the chi-square needs the queries

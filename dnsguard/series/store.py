@@ -83,10 +83,6 @@ class Entry:
         qc[qi] = qc.get(qi, 0) + 1
 
 
-def _entry() -> Entry:
-    return Entry()
-
-
 def _dense(counts: dict[int, int]) -> list[int]:
     out = [0] * NQ
     for i, n in counts.items():
@@ -110,7 +106,7 @@ class SeriesTable:
         self.born = np.zeros(max_keys + 1, dtype=np.int64)  # first step of each row's history
         self.score = np.zeros(max_keys + 1, dtype=np.float64)
         self.cur: dict[object, Entry] = {}
-        self.overflow = _entry()  # keys past CUR_CAP in this step
+        self.overflow = Entry()  # keys past CUR_CAP in this step
         self.cand: dict[object, float] = {}
         self.promoted = self.demoted = 0
         self.last_step = -1  # absolute index of the last closed step
@@ -120,7 +116,7 @@ class SeriesTable:
         if e is None:
             if len(self.cur) >= CUR_CAP and key not in self.slot_of:
                 return self.overflow
-            e = self.cur[key] = _entry()
+            e = self.cur[key] = Entry()
         return e
 
     # --- step close -----------------------------------------------------------------------
@@ -189,7 +185,7 @@ class SeriesTable:
         self.score = DECAY * self.score + (1 - DECAY) * q
         self._rerank(vol, step)
         self.cur = {}
-        self.overflow = _entry()
+        self.overflow = Entry()
         self.last_step = step
 
     def clear_step(self, step: int) -> None:
