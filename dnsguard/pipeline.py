@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 import ipaddress
 import logging
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -76,6 +76,17 @@ def restore_gc(saved: tuple[int, int, int]) -> None:
     gc.unfreeze()
 
 
+class Tally(dict):
+    """Counts by key, 0 when absent (``t[k] += 1`` works). Not ``collections.Counter``: it
+    defines ``__delitem__``, which makes CPython route every ``c[k] = v`` through a
+    Python-level slot lookup; three counts per packet cost ~3% of a replay that way."""
+
+    __slots__ = ()
+
+    def __missing__(self, key: object) -> int:
+        return 0
+
+
 _NO_HITS = ((), None)  # a name's cached message-rule verdict when no rule fires (shared)
 _suffix_text = lru_cache(maxsize=4096)(to_text)  # a key's shared suffix changes rarely
 
@@ -127,11 +138,11 @@ class Pipeline:
                            for n in settings.home_networks)
         self._vantage_filter = bool(self._resolvers or self._home)
         self._client_ok: dict[bytes, bool] = {}
-        self.counters: Counter[str] = Counter()
-        self.malformed: Counter[str] = Counter()
+        self.counters: Tally = Tally()
+        self.malformed: Tally = Tally()
         # DNS messages by query type number (bucketed by the metrics exporter at scrape time).
-        self.query_types: Counter[int] = Counter()
-        self.response_types: Counter[int] = Counter()
+        self.query_types: Tally = Tally()
+        self.response_types: Tally = Tally()
         self.regdomains = DistinctCounter(cap=4096)
         self.alerts = 0
         self.source = ""

@@ -1,6 +1,8 @@
 # Cython declarations for sketch.py (see setup.py): the class's fields as C fields.
 cimport cython
 
+cdef Py_ssize_t P, _M  # C constants: the register index and rank are C integer operations
+
 
 @cython.no_gc  # holds a set of ints or a bytearray: never part of a cycle
 cdef class DistinctCounter:
@@ -11,5 +13,6 @@ cdef class DistinctCounter:
 
     cpdef void clear(self)
 
-    @cython.locals(s=set, regs=bytearray, i=Py_ssize_t, r=int)
+    @cython.locals(s=set, regs=bytearray, i=Py_ssize_t, r=int, hv=Py_hash_t,
+                   w=cython.ulonglong, bit=cython.ulonglong)
     cpdef void add(self, object item)

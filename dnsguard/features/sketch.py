@@ -70,10 +70,10 @@ class DistinctCounter:
 
     def add(self, item: object) -> None:
         # Keep the 64-bit hash, not the item: a name would keep ~100 bytes alive per entry.
-        item = hash(item)
+        hv = hash(item)
         s = self._set
         if s is not None:
-            s.add(item)
+            s.add(hv)
             if len(s) > self.cap:
                 regs = self._regs = bytearray(_M)
                 for x in s:
@@ -83,9 +83,17 @@ class DistinctCounter:
                         regs[i] = r
                 self._set = None
         else:
+            # The same index and rank as above, in C integers when compiled (``&`` reads a
+            # negative hash as two's complement, in C as in Python); the rank is one more
+            # than the leading zeros of the 24 bits above the index.
             regs = self._regs
-            i = item & (_M - 1)
-            r = _MAX_RANK - ((item & 0xFFFFFFFF) >> P).bit_length()
+            i = hv & (_M - 1)
+            w = (hv >> P) & ((1 << (32 - P)) - 1)  # == (hv & 0xFFFFFFFF) >> P
+            r = 1
+            bit = 1 << (31 - P)
+            while bit and not w & bit:
+                r += 1
+                bit >>= 1
             if r > regs[i]:
                 regs[i] = r
                 self._est = -1
