@@ -12,6 +12,11 @@ cdef double _entropy_c(bytes data) except? -1.0
 @cython.locals(i=Py_ssize_t, j=int, bits=cython.uchar, table=cython.p_uchar)
 cdef tuple _class_counts_c(bytes data)
 
+cdef double _h(bytes data) except? -1.0
+
+@cython.locals(low=bytes)
+cpdef bint _looks_encoded(bytes label, Py_ssize_t total, Py_ssize_t non_ldh) except -1
+
 @cython.no_gc  # strings, numbers, a verdict dict of tuples: never part of a cycle
 cdef class NameFeatures:
     cdef public object name, regdomain, lower, verdicts, allow, name_hash
@@ -26,3 +31,11 @@ cdef class NameAnalyzer:
     cdef public dict _cache
     cdef public dict _old
     cdef public Py_ssize_t _cache_size, computed, turnovers
+
+    @cython.locals(f=NameFeatures, whole=bytes, low=bytes, lower=tuple, name=str, tld=str,
+                   nreg=Py_ssize_t, nl=Py_ssize_t, sub=tuple, nsub=Py_ssize_t, joined=bytes,
+                   n=Py_ssize_t, dig=Py_ssize_t, upp=Py_ssize_t, prn=Py_ssize_t,
+                   ldh=Py_ssize_t, hx=Py_ssize_t, b32=Py_ssize_t, b64=Py_ssize_t,
+                   b64u=Py_ssize_t, non_ldh=Py_ssize_t, longest=bytes, x=bytes,
+                   reg_label=bytes, texts=list)
+    cpdef NameFeatures _compute(self, tuple labels)

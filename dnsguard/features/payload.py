@@ -89,6 +89,14 @@ def entropy(data: bytes, _count=_count_elements, _lg=_LOG2, _log2=math.log2) -> 
     return _log2(n) - s / n
 
 
+def _h(data: bytes) -> float:
+    """:func:`entropy` for the feature code: compiled, a C call to ``_entropy_c`` (not a
+    Python call through ``entropy``'s default arguments)."""
+    if _COMPILED:
+        return _entropy_c(data) if len(data) >= 2 else 0.0
+    return entropy(data)
+
+
 _ALPHABETS = (_DIGITS, _UPPER, _PRINT, _LDH, _HEX, _B32, _B64, _B64URL)
 # Per octet value, a bit per alphabet above that holds it (bit i: _ALPHABETS[i]).
 _CLASS = bytes(sum(1 << i for i, a in enumerate(_ALPHABETS) if c in a) for c in range(256))
@@ -254,8 +262,12 @@ class NameAnalyzer:
         n = len(joined)
         f.sub_len = n + nsub - 1 if nsub else 0
         if n:
-            f.max_label = max(map(len, sub))
-            f.sub_entropy = entropy(joined)
+            longest = sub[0]  # the first of the longest labels, as max(sub, key=len)
+            for x in sub:
+                if len(x) > len(longest):
+                    longest = x
+            f.max_label = len(longest)
+            f.sub_entropy = _h(joined)
             # Octets of each alphabet: one C pass compiled, bytes.translate interpreted.
             dig, upp, prn, ldh, hx, b32, b64, b64u = (
                 _class_counts_c(joined) if _COMPILED else _class_counts(joined))
@@ -267,7 +279,6 @@ class NameAnalyzer:
             f.b32_fit = b32 / n
             f.b64_fit = b64 / n
             f.b64url_fit = b64u / n
-            longest = max(sub, key=len)
             f.encoded = _looks_encoded(longest, n, non_ldh)
         else:
             f.max_label = 0
@@ -280,7 +291,7 @@ class NameAnalyzer:
         # tunnel has no fixed domain (Reverse_DNS_Shell, dnscat2 direct mode).
         reg_label = labels[nl - nreg] if nreg and nreg <= nl else b""
         f.reg_label_len = len(reg_label)
-        f.reg_label_entropy = entropy(reg_label)
+        f.reg_label_entropy = _h(reg_label)
         # Under a TLD the PSL does not know, the "TLD" label may itself be the data (dnscat2
         # in direct mode sends dnscat.<hex>.<hex> straight to its server).
         f.reg_encoded = _looks_encoded(reg_label, len(reg_label), 0) or (
@@ -298,5 +309,5 @@ def _looks_encoded(label: bytes, total: int, non_ldh: int) -> bool:
     low = label.lower()
     if not low.translate(None, _HEXLOW) and not low.isalpha() and not low.isdigit():
         # Hex has 16 symbols: random hex of 24-64 chars sits at 3.4-3.9 bits/char.
-        return entropy(low) >= ENCODED_MIN_ENTROPY_HEX
-    return entropy(low) >= ENCODED_MIN_ENTROPY
+        return _h(low) >= ENCODED_MIN_ENTROPY_HEX
+    return _h(low) >= ENCODED_MIN_ENTROPY
