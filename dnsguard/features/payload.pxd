@@ -6,7 +6,7 @@ cdef list _LOG2
 cdef bint _COMPILED
 
 @cython.locals(n=Py_ssize_t, i=Py_ssize_t, seen=Py_ssize_t, b=cython.uchar, c=cython.long,
-               s=cython.double)
+               s=cython.double, lg=cython.double, p=cython.p_uchar)
 cdef double _entropy_c(bytes data) except? -1.0
 
 @cython.locals(i=Py_ssize_t, j=int, bits=cython.uchar, table=cython.p_uchar)

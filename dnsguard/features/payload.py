@@ -54,11 +54,12 @@ def _entropy_c(data: bytes) -> float:
     counts = cython.declare(cython.long[256])
     order = cython.declare(cython.uchar[256])
     n = len(data)
+    p = data  # a C pointer: no bounds check or object per octet
     for i in range(256):
         counts[i] = 0
     seen = 0
     for i in range(n):
-        b = data[i]
+        b = p[i]
         if counts[b] == 0:
             order[seen] = b
             seen += 1
@@ -66,7 +67,8 @@ def _entropy_c(data: bytes) -> float:
     s = 0.0
     for i in range(seen):
         c = counts[order[i]]
-        s += c * _LOG2[c] if c < 256 else c * math.log2(c)
+        lg = _LOG2[c] if c < 256 else math.log2(c)  # a C double: C float arithmetic
+        s += c * lg
     return _LOG2[n] - s / n if n < 256 else math.log2(n) - s / n
 
 

@@ -20,6 +20,15 @@ cdef class SeriesTable:
 
     cpdef Entry entry(self, object key)
 
+    @cython.locals(items=list, e=Entry, oq=cython.longlong, on=cython.longlong,
+                   oup=cython.longlong, odown=cython.longlong, onx=cython.longlong,
+                   oqt=list, i=Py_ssize_t, n=cython.longlong, slots=list, vals=list,
+                   qts=list, vol=dict, slot_of=dict, untracked=bint)
+    cpdef close(self, Py_ssize_t step)
+
+    @cython.locals(cand=dict, v=double, q=cython.longlong)
+    cpdef _rerank(self, dict vol, Py_ssize_t step)
+
 
 cdef class SeriesStore:
     cdef public double step, _end, last_ts

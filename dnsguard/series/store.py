@@ -36,7 +36,6 @@ Example:
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable
 from operator import itemgetter
 
@@ -81,6 +80,14 @@ class Entry:
             names.add(name_hash)
         qc = self.qtypes
         qc[qi] = qc.get(qi, 0) + 1
+
+
+def _busiest(kv: tuple) -> int:  # sort key: (key, Entry) by queries, most first
+    return -kv[1].q
+
+
+def _neg_score(kv: tuple) -> float:  # sort key: (key, score), highest first
+    return -kv[1]
 
 
 def _dense(counts: dict[int, int]) -> list[int]:
@@ -134,7 +141,7 @@ class SeriesTable:
         if self.overflow.q or self.overflow.down:
             items.append((None, self.overflow))
         # Busiest first, so free rows go to the heaviest new keys.
-        items.sort(key=lambda kv: -kv[1].q)
+        items.sort(key=_busiest)
         # The untracked keys (most of them, on a busy network) are summed into "other" in
         # Python integers and written with one numpy update: per-key numpy scalar updates of
         # the same row were most of a step close. Integer sums are exact in float32 up to
@@ -215,12 +222,13 @@ class SeriesTable:
         for k, q in vol.items():
             cand[k] = cand.get(k, 0.0) + (1 - DECAY) * q
         if len(cand) > CAND_CAP:
-            # == sorted(..., key=-score)[:n], ties in the same order, without a full sort
-            keep = heapq.nlargest(CAND_CAP // 2, cand.items(), key=itemgetter(1))
+            # The highest scores, ties in insertion order (a stable sort; what heapq.nlargest
+            # returns, but nlargest's loop is Python code and this is one C sort).
+            keep = sorted(cand.items(), key=itemgetter(1), reverse=True)[:CAND_CAP // 2]
             self.cand = cand = dict(keep)
         if not cand or self.free:
             return
-        top = sorted(cand.items(), key=lambda kv: -kv[1])[:SWAPS_PER_STEP]
+        top = sorted(cand.items(), key=_neg_score)[:SWAPS_PER_STEP]
         tracked = self.score[:self.max_keys]
         for key, sc in top:
             weakest = int(np.argmin(tracked))
