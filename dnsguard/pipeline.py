@@ -233,8 +233,10 @@ class Pipeline:
                                or (em[dport >> 3] >> (dport & 7)) & 1):
             return None
         start = off + 28
-        return self._fast_dns(ts, data, start, start + ulen - 8, data[off + 12:off + 16],
-                              data[off + 16:off + 20])
+        # Slices of ``buf``: compiled, a bytes object straight from the C pointer (slicing
+        # ``data`` built a slice object first).
+        return self._fast_dns(ts, data, start, start + ulen - 8, buf[off + 12:off + 16],
+                              buf[off + 16:off + 20])
 
     def _fast_dns(self, ts: float, data: bytes, start: int, stop: int, src: bytes,
                   dst: bytes) -> str | None:
@@ -263,7 +265,7 @@ class Pipeline:
                 z = -1
         else:
             z = data.find(0, q, limit)
-        nf = self.names._cache.get(data[q:z + 1]) if z >= 0 else None
+        nf = self.names._cache.get(buf[q:z + 1]) if z >= 0 else None
         if nf is not None:
             off = z + 1
         else:
@@ -330,7 +332,7 @@ class Pipeline:
                 i += 1
         size = stop - start
         if nf is None:
-            nf = self.names.analyze_wire(data[q:off], data, q)
+            nf = self.names.analyze_wire(buf[q:off], data, q)
         if flags & 0x8000:
             self.counters["responses"] += 1
             self.response_types[qtype] += 1

@@ -6,6 +6,8 @@ cimport cython
 from dnsguard.features.payload cimport NameFeatures
 from dnsguard.features.sketch cimport DistinctCounter
 
+cdef dict _QINFO
+
 
 @cython.no_gc
 cdef class KeyStats:
@@ -34,7 +36,7 @@ cdef class WindowTable:
 
 
 @cython.locals(s=set, names=DistinctCounter, qt=dict, clients=set, samples=list, lower=tuple,
-               suf=tuple, sub_len=cython.longlong, i=Py_ssize_t, m=Py_ssize_t, rare=int,
+               suf=tuple, info=tuple, sub_len=cython.longlong, i=Py_ssize_t, m=Py_ssize_t, rare=int,
                carrier=int, txt=int)
 cpdef void note_query(KeyStats st, NameFeatures nf, int qtype, object client, object server,
                       bint track_suffix=*)

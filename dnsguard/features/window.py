@@ -138,13 +138,9 @@ def _qtype_info(qtype: int) -> tuple[int, int, int, str]:
             1 if qtype == 16 else 0, MIX_TYPES.get(qtype, "other"))
 
 
-class _QtypeInfo(dict):
-    def __missing__(self, qtype: int) -> tuple[int, int, int, str]:
-        v = self[qtype] = _qtype_info(qtype)  # at most 65,536 entries
-        return v
-
-
-_QINFO = _QtypeInfo()
+# qtype → _qtype_info(qtype), filled on first use (at most 65,536 entries). A plain dict:
+# a dict subclass's [] goes through a Python-level slot.
+_QINFO: dict[int, tuple[int, int, int, str]] = {}
 
 
 def note_query(st: KeyStats, nf, qtype: int, client: bytes, server: bytes,
@@ -169,7 +165,10 @@ def note_query(st: KeyStats, nf, qtype: int, client: bytes, server: bytes,
         st.encoded += 1
     if nf.non_ldh:
         st.non_ldh += 1
-    rare, carrier, txt, t = _QINFO[qtype]
+    info = _QINFO.get(qtype)
+    if info is None:
+        info = _QINFO[qtype] = _qtype_info(qtype)
+    rare, carrier, txt, t = info
     if rare:
         st.rare += 1
     if carrier:
