@@ -59,21 +59,27 @@ def port_map(ports) -> bytes:
 GC_THRESHOLD = (50_000, 50, 1000)
 
 
-def hot_loop_gc() -> tuple[int, int, int]:
+def hot_loop_gc() -> tuple[tuple[int, int, int], bool]:
     """Before a long feed loop (replay; the daemon may do the same): the pipeline's state is
     many small containers (window keys, caches) and almost no reference cycles, and with the
     default thresholds the cyclic collector walked all of it again and again (~15% of replay
     time, measured with py-spy). Objects alive now (rules, model) are frozen out of
-    collection and collections run far less often. Returns what :func:`restore_gc` needs."""
-    saved = gc.get_threshold()
+    collection and collections run far less often. The collector is on during the loop even
+    if start-up ran with it off (``dnsguard replay`` does). Returns what
+    :func:`restore_gc` needs."""
+    saved = (gc.get_threshold(), gc.isenabled())
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLD)
+    gc.enable()
     return saved
 
 
-def restore_gc(saved: tuple[int, int, int]) -> None:
-    gc.set_threshold(*saved)
+def restore_gc(saved: tuple[tuple[int, int, int], bool]) -> None:
+    threshold, enabled = saved
+    gc.set_threshold(*threshold)
     gc.unfreeze()
+    if not enabled:
+        gc.disable()
 
 
 class Tally(dict):

@@ -119,11 +119,16 @@ class Allowlist:
         c = self._cache.get(name, False)
         if c is not False:
             return c
-        labels = name.split(".")
-        hit = None
-        for i in range(len(labels)):
-            hit = self._suffix.get(".".join(labels[i:]))
+        # The name, then the text after each dot (== ".".join(labels[i:]) for each i,
+        # without building the label list and every join).
+        suffix = self._suffix
+        i = 0
+        while True:
+            hit = suffix.get(name[i:])
             if hit is not None:
+                break
+            i = name.find(".", i) + 1
+            if not i:
                 break
         if len(self._cache) >= self.cache_size:
             self._cache.clear()
