@@ -2,6 +2,12 @@
 cimport cython
 
 cdef Py_ssize_t P, _M  # C constants: the register index and rank are C integer operations
+cdef double _ALPHA
+cdef list _INV2
+
+
+@cython.locals(t=double, x=double, r=cython.uchar, e=double)
+cpdef double _estimate(bytearray regs) except? -1.0
 
 
 @cython.no_gc  # holds a set of ints or a bytearray: never part of a cycle
