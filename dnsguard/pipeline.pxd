@@ -10,6 +10,8 @@ from dnsguard.series.store cimport SeriesStore
 
 cdef bint _COMPILED
 
+cdef unsigned int _u32(const unsigned char* p, Py_ssize_t i, bint big) noexcept
+
 
 cdef class Pipeline:
     cdef dict __dict__
@@ -30,13 +32,19 @@ cdef class Pipeline:
 
     cpdef str feed(self, double ts, int linktype, object data, Py_ssize_t wirelen)
 
-    @cython.locals(n=Py_ssize_t, ts=double, lt=int, wirelen=Py_ssize_t)
+    cdef str _feed_at(self, double ts, int linktype, bytes data, Py_ssize_t base, Py_ssize_t end,
+                      Py_ssize_t wirelen)
+
+    @cython.locals(n=Py_ssize_t, ts=double, lt=int, wirelen=Py_ssize_t, hdr=Py_ssize_t,
+                   big=bint, unit=double, buf=bytes, pos=Py_ssize_t, stop=Py_ssize_t,
+                   start=Py_ssize_t)
     cpdef Py_ssize_t feed_frames(self, object frames, object tick=*) except -1
 
     @cython.locals(n=Py_ssize_t, buf=cython.p_uchar, off=Py_ssize_t, total=Py_ssize_t,
                    ulen=Py_ssize_t, sport=int, dport=int, pm=cython.p_uchar, em=bytes,
                    start=Py_ssize_t)
-    cdef object _fast(self, double ts, int linktype, bytes data)
+    cdef object _fast(self, double ts, int linktype, bytes data, Py_ssize_t base,
+                      Py_ssize_t end)
 
     @cython.locals(buf=cython.p_uchar, flags=int, an=Py_ssize_t, ns=Py_ssize_t,
                    ar=Py_ssize_t, q=Py_ssize_t, limit=Py_ssize_t, z=Py_ssize_t,

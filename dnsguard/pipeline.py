@@ -47,6 +47,15 @@ except ImportError:  # interpreted, Cython not installed
 _OPCODE_MASK = sum(1 << o for o in VALID_OPCODES)
 
 
+def _u32(p: bytes, i: int, big: bool) -> int:
+    """A pcap record header's unsigned 32-bit field at ``p[i:i + 4]`` (compiled: ``p`` is a C
+    pointer). The same as ``capture.pcapfile._u32``: a C function of one compiled module is
+    callable from another only through a cimport, which the interpreted fallback lacks."""
+    if big:
+        return (p[i] << 24) | (p[i + 1] << 16) | (p[i + 2] << 8) | p[i + 3]
+    return p[i] | (p[i + 1] << 8) | (p[i + 2] << 16) | (p[i + 3] << 24)
+
+
 def port_map(ports) -> bytes:
     """A 65,536-bit map of ``ports`` (the fast path tests a port with two byte reads)."""
     m = bytearray(8192)
@@ -181,22 +190,52 @@ class Pipeline:
     # --- input ------------------------------------------------------------------------------
     def feed(self, ts: float, linktype: int, data: bytes, wirelen: int) -> str:
         """Process one frame; return its outcome."""
+        if data.__class__ is bytes:
+            return self._feed_at(ts, linktype, data, 0, len(data), wirelen)
         if self.first_ts is None:
             self.first_ts = ts
         self.last_ts = ts
-        if self.fast_path and data.__class__ is bytes:
-            o = self._fast(ts, linktype, data)
+        return self._feed_general(ts, linktype, data, wirelen)
+
+    def _feed_at(self, ts: float, linktype: int, data: bytes, base: int, end: int,
+                 wirelen: int) -> str:
+        """:meth:`feed` of the frame at ``data[base:end]``."""
+        if self.first_ts is None:
+            self.first_ts = ts
+        self.last_ts = ts
+        if self.fast_path:
+            o = self._fast(ts, linktype, data, base, end)
             if o is not None:
                 self.counters[o] += 1
                 return o
+        if base or end != len(data):
+            data = data[base:end]
         return self._feed_general(ts, linktype, data, wirelen)
 
     def feed_frames(self, frames, tick: Callable[[int], None] | None = None) -> int:
         """Feed every ``(ts, linktype, data, wirelen)`` of ``frames`` (a capture reader);
         ``tick(n)`` every 16,384 frames (a progress bar). Returns the number fed. The loop
         lives here so that, compiled, it runs in C with the pipeline (replay's own loop
-        in the interpreter cost ~0.2 µs a frame)."""
+        in the interpreter cost ~0.2 µs a frame). From a pcap file's reader it takes whole
+        runs of records (``CaptureReader.pcap_runs``) and reads each record in place: no
+        bytes object, tuple or float per frame unless the general path needs the frame."""
         n = 0
+        fmt = getattr(frames, "pcap_format", None)
+        fmt = fmt() if fmt is not None else None
+        if fmt is not None:
+            hdr, big, unit, lt = fmt
+            for buf, pos, stop in frames.pcap_runs():
+                while pos < stop:
+                    # The record header: seconds, fraction, captured length, wire length.
+                    ts = _u32(buf, pos, big) + _u32(buf, pos + 4, big) * unit
+                    wirelen = _u32(buf, pos + 12, big)
+                    start = pos + hdr
+                    pos = start + _u32(buf, pos + 8, big)
+                    self._feed_at(ts, lt, buf, start, pos, wirelen)
+                    n += 1
+                    if tick is not None and not n & 0x3FFF:
+                        tick(n)
+            return n
         for ts, lt, data, wirelen in frames:
             self.feed(ts, lt, data, wirelen)
             n += 1
@@ -204,30 +243,31 @@ class Pipeline:
                 tick(n)
         return n
 
-    def _fast(self, ts: float, linktype: int, data: bytes) -> str | None:
-        """Fast path: one UDP/IPv4 datagram (no IP options, not a fragment, not cut by the
-        snaplen) on untagged Ethernet or raw IP, carrying one DNS message with one
-        uncompressed question. Anything else, including every case the fast path would have
-        to report (a malformed header, a cut packet), returns None and takes the general
-        path, which gives the same outcome for what the fast path handles
-        (tests/test_fastpath.py). Fields are read byte by byte after each length check
-        (compiled, ``buf`` is a C pointer: no Python object per field)."""
-        n = len(data)
+    def _fast(self, ts: float, linktype: int, data: bytes, base: int,
+              end: int) -> str | None:
+        """Fast path for the frame at ``data[base:end]``: one UDP/IPv4 datagram (no IP
+        options, not a fragment, not cut by the snaplen) on untagged Ethernet or raw IP,
+        carrying one DNS message with one uncompressed question. Anything else, including
+        every case the fast path would have to report (a malformed header, a cut packet),
+        returns None and takes the general path, which gives the same outcome for what the
+        fast path handles (tests/test_fastpath.py). Fields are read byte by byte after each
+        length check (compiled, ``buf`` is a C pointer: no Python object per field)."""
+        n = end - base
         buf = data
         if linktype == 1:
-            off = 14
-            if n < 42 or buf[12] != 8 or buf[13] != 0 or buf[14] != 0x45:
+            off = base + 14
+            if n < 42 or buf[base + 12] != 8 or buf[base + 13] != 0 or buf[off] != 0x45:
                 return None
         elif linktype in _RAW_LINKTYPES:
-            off = 0
-            if n < 28 or buf[0] != 0x45:
+            off = base
+            if n < 28 or buf[off] != 0x45:
                 return None
         else:
             return None
         total = (buf[off + 2] << 8) | buf[off + 3]
         ulen = (buf[off + 24] << 8) | buf[off + 25]
         if (buf[off + 9] != 17 or (buf[off + 6] & 0x3F) or buf[off + 7] or ulen < 20
-                or total < 28 + ulen - 8 or off + total > n):
+                or total < 28 + ulen - 8 or off + total > end):
             return None
         sport = (buf[off + 20] << 8) | buf[off + 21]
         dport = (buf[off + 22] << 8) | buf[off + 23]

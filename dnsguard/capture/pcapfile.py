@@ -179,76 +179,83 @@ class CaptureReader:
         self._snaplen = snaplen
         self.stats.linktypes.add(self._linktype)
 
-    def _iter_pcap(self) -> Iterator[Frame]:
-        """Records parsed out of large reads (two reads per record were ~5% of a replay).
-        Damage is reported exactly as record-by-record reading would: at the byte offset of
-        the record that is cut or oversized, after every record before it."""
+    def pcap_format(self) -> tuple[int, bool, float, int] | None:
+        """(record header length, big-endian, timestamp fraction unit, link type) of a pcap
+        file, for a consumer of :meth:`pcap_runs`; None for pcapng."""
+        if self._kind != "pcap":
+            return None
+        return self._rechdr, self._endian == ">", self._tsunit, self._linktype
+
+    def pcap_runs(self) -> Iterator[tuple[bytes, int, int]]:
+        """A pcap file's records in bulk: ``(buf, start, stop)``, where ``buf[start:stop]``
+        holds whole records (header and data, :meth:`pcap_format`), read in large chunks
+        (two reads per record were ~5% of a replay). Damage is reported exactly as record-by-
+        record reading would: at the byte offset of the record that is cut or oversized,
+        after every record before it. ``offset`` and ``stats`` count a run when it is
+        yielded."""
         hdr_len = self._rechdr
-        unpack = struct.Struct(self._endian + "IIII").unpack_from
+        big = self._endian == ">"
         # read1: what the buffer holds, or one raw read. A gzip stream cut short raises only
         # once everything decompressed before the cut has been returned.
         read = getattr(self.f, "read1", self.f.read)
-        lt = self._linktype
-        unit = self._tsunit
         limit = max(self._snaplen, 65535) if 0 < self._snaplen <= MAX_RECORD else MAX_RECORD
         stats = self.stats
         offset = self.offset  # file offset of the record at buf[pos]
         buf = b""
         pos = 0
-        frames = nbytes = 0
         try:
             while True:
-                if len(buf) - pos < hdr_len:
-                    buf = buf[pos:]
-                    pos = 0
-                    while len(buf) < hdr_len:
-                        more = read(_CHUNK)
-                        if not more:
-                            break
-                        buf += more
-                    if len(buf) < hdr_len:
-                        if buf:
-                            self._damage(offset, f"truncated record header ({len(buf)} of "
-                                                 f"{hdr_len} bytes)")
-                        break
-                sec, frac, caplen, wirelen = unpack(buf, pos)
-                if caplen > limit:
-                    self._damage(offset, f"record length {caplen} exceeds snaplen {self._snaplen}")
-                    break
-                end = pos + hdr_len + caplen
-                if end > len(buf):
-                    buf = buf[pos:]
-                    end -= pos
-                    pos = 0
-                    while end > len(buf):
-                        more = read(max(_CHUNK, end - len(buf)))
-                        if not more:
-                            break
-                        buf += more
-                    if end > len(buf):
-                        self._damage(offset, f"truncated record ({len(buf) - hdr_len} of "
-                                             f"{caplen} bytes)")
-                        break
-                data = buf[pos + hdr_len:end]
-                pos = end
-                offset += hdr_len + caplen
-                frames += 1
-                nbytes += caplen
-                if not frames & 0xFFF:  # progress for readers of offset and stats
+                stop, count, nbytes = scan_records(buf, pos, hdr_len, big, limit)
+                if count:
+                    offset += stop - pos
                     self.offset = offset
-                    stats.frames += frames
+                    stats.frames += count
                     stats.bytes += nbytes
-                    frames = nbytes = 0
-                yield sec + frac * unit, lt, data, wirelen
+                    yield buf, pos, stop
+                    pos = stop
+                # The next record is incomplete (or absent) in buf, or too long.
+                have = len(buf) - pos
+                if have >= hdr_len:
+                    caplen = _u32(buf, pos + 8, big)
+                    if caplen > limit:
+                        self._damage(offset,
+                                     f"record length {caplen} exceeds snaplen {self._snaplen}")
+                        break
+                    need = hdr_len + caplen
+                else:
+                    need = hdr_len
+                buf = buf[pos:]
+                pos = 0
+                more = read(max(_CHUNK, need - have))
+                if more:
+                    buf += more
+                    continue
+                # End of input.
+                if have >= hdr_len:
+                    self._damage(offset, f"truncated record ({have - hdr_len} of {caplen} "
+                                         f"bytes)")
+                elif have:
+                    self._damage(offset, f"truncated record header ({have} of {hdr_len} "
+                                         f"bytes)")
+                break
         except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
             # gzip streams cut short end here: keep what was read, say where.
             self._damage(offset, f"read error ({e})")
         finally:
             self.offset = offset
-            stats.frames += frames
-            stats.bytes += nbytes
 
-    # --- pcapng ---------------------------------------------------------------------------
+    def _iter_pcap(self) -> Iterator[Frame]:
+        hdr_len = self._rechdr
+        unpack = struct.Struct(self._endian + "IIII").unpack_from
+        lt = self._linktype
+        unit = self._tsunit
+        for buf, pos, stop in self.pcap_runs():
+            while pos < stop:
+                sec, frac, caplen, wirelen = unpack(buf, pos)
+                start = pos + hdr_len
+                pos = start + caplen
+                yield sec + frac * unit, lt, buf[start:pos], wirelen
+
     def _iter_pcapng(self) -> Iterator[Frame]:
         interfaces: list[tuple[int, float, float]] = []  # (linktype, ts unit, ts offset)
         endian = "<"
@@ -352,6 +359,34 @@ class CaptureReader:
         except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
             # gzip streams cut short end here: keep what was read, say where.
             self._damage(self.offset, f"read error ({e})")
+
+
+def _u32(p: bytes, i: int, big: bool) -> int:
+    """The unsigned 32-bit integer at ``p[i:i + 4]`` (compiled: ``p`` is a C pointer)."""
+    if big:
+        return (p[i] << 24) | (p[i + 1] << 16) | (p[i + 2] << 8) | p[i + 3]
+    return p[i] | (p[i + 1] << 8) | (p[i + 2] << 16) | (p[i + 3] << 24)
+
+
+def scan_records(buf: bytes, pos: int, hdr_len: int, big: bool,
+                 limit: int) -> tuple[int, int, int]:
+    """The whole pcap records from ``buf[pos:]`` on: (where they end, how many, captured
+    bytes). Stops at the first record that is cut or longer than ``limit``; the caller
+    tells which."""
+    n = len(buf)
+    p = buf
+    count = nbytes = 0
+    while n - pos >= hdr_len:
+        caplen = _u32(p, pos + 8, big)
+        if caplen > limit:
+            break
+        end = pos + hdr_len + caplen
+        if end > n:
+            break
+        pos = end
+        count += 1
+        nbytes += caplen
+    return pos, count, nbytes
 
 
 def _idb_options(opts: bytes, endian: str) -> tuple[float, float]:
