@@ -86,10 +86,6 @@ def _busiest(kv: tuple) -> int:  # sort key: (key, Entry) by queries, most first
     return -kv[1].q
 
 
-def _neg_score(kv: tuple) -> float:  # sort key: (key, score), highest first
-    return -kv[1]
-
-
 def _dense(counts: dict[int, int]) -> list[int]:
     out = [0] * NQ
     for i, n in counts.items():
@@ -228,7 +224,7 @@ class SeriesTable:
             self.cand = cand = dict(keep)
         if not cand or self.free:
             return
-        top = sorted(cand.items(), key=_neg_score)[:SWAPS_PER_STEP]
+        top = sorted(cand.items(), key=itemgetter(1), reverse=True)[:SWAPS_PER_STEP]
         tracked = self.score[:self.max_keys]
         for key, sc in top:
             weakest = int(np.argmin(tracked))
