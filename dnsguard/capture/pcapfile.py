@@ -256,6 +256,7 @@ class CaptureReader:
                 pos = start + caplen
                 yield sec + frac * unit, lt, buf[start:pos], wirelen
 
+    # --- pcapng ---------------------------------------------------------------------------
     def _iter_pcapng(self) -> Iterator[Frame]:
         interfaces: list[tuple[int, float, float]] = []  # (linktype, ts unit, ts offset)
         endian = "<"
