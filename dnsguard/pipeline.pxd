@@ -10,6 +10,7 @@ from dnsguard.series.store cimport SeriesStore
 
 cdef bint _COMPILED
 
+@cython.locals(a=cython.uint, b=cython.uint, c=cython.uint, d=cython.uint)
 cdef unsigned int _u32(const unsigned char* p, Py_ssize_t i, bint big) noexcept
 
 

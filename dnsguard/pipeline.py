@@ -51,9 +51,10 @@ def _u32(p: bytes, i: int, big: bool) -> int:
     """A pcap record header's unsigned 32-bit field at ``p[i:i + 4]`` (compiled: ``p`` is a C
     pointer). The same as ``capture.pcapfile._u32``: a C function of one compiled module is
     callable from another only through a cimport, which the interpreted fallback lacks."""
+    a, b, c, d = p[i], p[i + 1], p[i + 2], p[i + 3]  # compiled: unsigned ints (no sign bit)
     if big:
-        return (p[i] << 24) | (p[i + 1] << 16) | (p[i + 2] << 8) | p[i + 3]
-    return p[i] | (p[i + 1] << 8) | (p[i + 2] << 16) | (p[i + 3] << 24)
+        return (a << 24) | (b << 16) | (c << 8) | d
+    return (d << 24) | (c << 16) | (b << 8) | a
 
 
 def port_map(ports) -> bytes:

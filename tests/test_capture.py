@@ -11,6 +11,9 @@ import warnings
 import zlib
 
 import pytest
+from scapy.layers.l2 import CookedLinux, Ether
+from scapy.utils import PcapNgWriter, PcapWriter
+
 from conftest import (
     dns_query,
     eth,
@@ -26,9 +29,6 @@ from conftest import (
     udp4,
     udp6,
 )
-from scapy.layers.l2 import CookedLinux, Ether
-from scapy.utils import PcapNgWriter, PcapWriter
-
 from dnsguard.capture.pcapfile import CaptureError, CaptureReader, merge_frames
 
 FRAMES = [eth(udp4(dns_query(f"n{i}.example.com"), sport=40000 + i)) for i in range(3)]
@@ -379,6 +379,49 @@ def test_caplen_larger_than_snaplen(snaplen, caplen):
     assert [f[2] for f in frames] == FRAMES[:1]
     assert f"record length {caplen} exceeds snaplen {snaplen}" in r.stats.damaged
     assert r.stats.damaged.endswith(f"at byte {24 + len(body)}")
+
+
+def test_oversized_record_inside_one_read_is_damage():
+    """A record over the limit is damage even when the whole of it came in the same read as
+    the records around it (records are taken from large reads in runs)."""
+    body = good_records(2)
+    big = pcap_record(5, 0, b"\x00" * 70_000)
+    frames, r = read_bytes(pcap_header(snaplen=1500) + body + big + good_records(1))
+    assert [f[2] for f in frames] == FRAMES[:2]
+    assert "record length 70000 exceeds snaplen 1500" in r.stats.damaged
+    assert r.stats.damaged.endswith(f"at byte {24 + len(body)}")
+    assert r.stats.frames == 2 and r.offset == 24 + len(body)
+
+
+class _Trickle(io.BufferedIOBase):
+    """A buffered stream whose ``read1`` returns at most ``k`` bytes, as a gzip stream's
+    does (one decompression step) or a file's on a pipe; ``read(n)`` gives ``n``."""
+
+    def __init__(self, data: bytes, k: int) -> None:
+        self.data, self.k, self.pos = data, k, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        out = self.data[self.pos:] if n < 0 else self.data[self.pos:self.pos + n]
+        self.pos += len(out)
+        return out
+
+    def read1(self, n: int = -1) -> bytes:
+        return self.read(self.k if n < 0 else min(n, self.k))
+
+
+@pytest.mark.parametrize("k", [1, 3, 17, 1000])
+@pytest.mark.parametrize("cut", [0, 7, 16 + 5])
+def test_short_reads_give_what_one_large_read_gives(k, cut):
+    records = b"".join(pcap_record(i, 0, FRAMES[i % 3]) for i in range(40))
+    data = pcap_header() + records + (pcap_record(99, 0, FRAMES[0])[:cut] if cut else b"")
+    whole, r1 = read_bytes(data)
+    r2 = CaptureReader(_Trickle(data, k), name="mem")
+    assert list(r2) == whole and len(whole) == 40
+    assert (r2.stats, r2.offset) == (r1.stats, r1.offset)
+    assert (r2.stats.damaged is None) == (cut == 0)
 
 
 def test_caplen_a_little_over_small_snaplen_still_read():

@@ -245,6 +245,8 @@ class CaptureReader:
             self.offset = offset
 
     def _iter_pcap(self) -> Iterator[Frame]:
+        """Frame by frame, from :meth:`pcap_runs`: ``offset`` and ``stats`` count each run
+        when it starts, so a consumer that stops early sees them up to a run ahead."""
         hdr_len = self._rechdr
         unpack = struct.Struct(self._endian + "IIII").unpack_from
         lt = self._linktype
@@ -364,9 +366,10 @@ class CaptureReader:
 
 def _u32(p: bytes, i: int, big: bool) -> int:
     """The unsigned 32-bit integer at ``p[i:i + 4]`` (compiled: ``p`` is a C pointer)."""
+    a, b, c, d = p[i], p[i + 1], p[i + 2], p[i + 3]  # compiled: unsigned ints (no sign bit)
     if big:
-        return (p[i] << 24) | (p[i + 1] << 16) | (p[i + 2] << 8) | p[i + 3]
-    return p[i] | (p[i + 1] << 8) | (p[i + 2] << 16) | (p[i + 3] << 24)
+        return (a << 24) | (b << 16) | (c << 8) | d
+    return (d << 24) | (c << 16) | (b << 8) | a
 
 
 def scan_records(buf: bytes, pos: int, hdr_len: int, big: bool,
