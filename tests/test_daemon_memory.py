@@ -23,7 +23,6 @@ import random
 import struct
 
 from conftest import memory_now
-
 from dnsguard.detect.allowlist import Allowlist
 from dnsguard.detect.rules import RuleSet, load_dir
 from dnsguard.pipeline import Pipeline

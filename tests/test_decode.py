@@ -7,6 +7,18 @@ import socket
 import struct
 
 import pytest
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_RR
+from scapy.layers.inet6 import (
+    ICMPv6EchoRequest,
+    IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrFragment,
+    IPv6ExtHdrHopByHop,
+    IPv6ExtHdrRouting,
+)
+from scapy.layers.ipsec import AH
+from scapy.layers.l2 import ARP, CookedLinux, CookedLinuxV2, Dot1AD, Dot1Q, Ether
+
 from conftest import (
     CLIENT4,
     CLIENT6,
@@ -22,18 +34,6 @@ from conftest import (
     udp6,
     wire_name,
 )
-from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_RR
-from scapy.layers.inet6 import (
-    ICMPv6EchoRequest,
-    IPv6,
-    IPv6ExtHdrDestOpt,
-    IPv6ExtHdrFragment,
-    IPv6ExtHdrHopByHop,
-    IPv6ExtHdrRouting,
-)
-from scapy.layers.ipsec import AH
-from scapy.layers.l2 import ARP, CookedLinux, CookedLinuxV2, Dot1AD, Dot1Q, Ether
-
 from dnsguard.decode import packet as pk
 from dnsguard.decode.packet import SUPPORTED_LINKTYPES, Datagram, Dropped, decode_frame
 from dnsguard.settings import Settings

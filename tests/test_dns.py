@@ -6,9 +6,9 @@ from __future__ import annotations
 import struct
 
 import pytest
-from conftest import dns_query, dns_response, header, wire_name
 from scapy.layers.dns import DNS, DNSQR, DNSRR, DNSRROPT
 
+from conftest import dns_query, dns_response, header, wire_name
 from dnsguard.dns import rdatatype
 from dnsguard.dns.exception import (
     REASONS,

@@ -25,10 +25,10 @@ import struct
 import time
 
 import pytest
-from conftest import memory_now
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import memory_now
 from dnsguard.detect.allowlist import Allowlist
 from dnsguard.detect.rules import RuleSet, load_dir
 from dnsguard.metrics import Metrics

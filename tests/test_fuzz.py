@@ -12,6 +12,13 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from scapy.layers.dns import DNS, DNSQR, DNSRR, DNSRROPT
+from scapy.layers.inet import UDP
+from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting
+
 from conftest import (
     RULES_DIR,
     eth,
@@ -24,13 +31,6 @@ from conftest import (
     udp4,
     udp6,
 )
-from hypothesis import HealthCheck, given
-from hypothesis import settings as hsettings
-from hypothesis import strategies as st
-from scapy.layers.dns import DNS, DNSQR, DNSRR, DNSRROPT
-from scapy.layers.inet import UDP
-from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting
-
 from dnsguard.capture.pcapfile import CaptureError, CaptureReader
 from dnsguard.decode import packet as pk
 from dnsguard.decode.tcpstream import FIN, TcpReassembler

@@ -6,8 +6,8 @@ from __future__ import annotations
 import struct
 
 import pytest
-from conftest import dns_query
 
+from conftest import dns_query
 from dnsguard.decode.tcpstream import FIN, RST, SYN, TcpReassembler
 
 ACK_PSH = 0x18
