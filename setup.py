@@ -57,6 +57,19 @@ class RecordingBuildExt(build_ext):
         super().build_extension(ext)
         self._built[ext.name] = digest(ext.name)
 
+    def copy_file(self, infile, outfile, *args, **kwargs):
+        """An in-place build (``build_ext --inplace``, ``pip install -e .``) replaces each
+        extension file by a rename, not by rewriting it: a process running from this tree
+        keeps the file it mapped, which rewritten in place would change or shrink under it
+        (garbage or SIGBUS in a running daemon)."""
+        if not self.inplace:
+            return super().copy_file(infile, outfile, *args, **kwargs)
+        tmp = f"{outfile}.new"
+        result = super().copy_file(infile, tmp, *args, **kwargs)
+        if os.path.exists(tmp):  # not in a dry run
+            os.replace(tmp, outfile)
+        return outfile, result[1]
+
 
 def extensions() -> list:
     if os.environ.get("DNSGUARD_NO_COMPILE"):
