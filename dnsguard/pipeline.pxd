@@ -12,6 +12,7 @@ cdef bint _COMPILED
 
 @cython.locals(a=cython.uint, b=cython.uint, c=cython.uint, d=cython.uint)
 cdef unsigned int _u32(const unsigned char* p, Py_ssize_t i, bint big) noexcept
+cdef bint _either_port(const unsigned char* m, int a, int b) noexcept
 
 
 cdef class Pipeline:
@@ -42,7 +43,7 @@ cdef class Pipeline:
     cpdef Py_ssize_t feed_frames(self, object frames, object tick=*) except -1
 
     @cython.locals(n=Py_ssize_t, buf=cython.p_uchar, off=Py_ssize_t, total=Py_ssize_t,
-                   ulen=Py_ssize_t, sport=int, dport=int, pm=cython.p_uchar, em=bytes,
+                   ulen=Py_ssize_t, sport=int, dport=int, em=bytes,
                    start=Py_ssize_t)
     cdef object _fast(self, double ts, int linktype, bytes data, Py_ssize_t base,
                       Py_ssize_t end)

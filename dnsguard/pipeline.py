@@ -65,6 +65,11 @@ def port_map(ports) -> bytes:
     return bytes(m)
 
 
+def _either_port(m: bytes, a: int, b: int) -> bool:
+    """Whether port ``a`` or ``b`` is in the map ``m`` (:func:`port_map`)."""
+    return bool((m[a >> 3] >> (a & 7)) & 1 or (m[b >> 3] >> (b & 7)) & 1)
+
+
 # Young collections every 50k allocations (default 700), the older generations rarely.
 GC_THRESHOLD = (50_000, 50, 1000)
 
@@ -272,12 +277,10 @@ class Pipeline:
             return None
         sport = (buf[off + 20] << 8) | buf[off + 21]
         dport = (buf[off + 22] << 8) | buf[off + 23]
-        pm = self._port_map
-        if not ((pm[sport >> 3] >> (sport & 7)) & 1 or (pm[dport >> 3] >> (dport & 7)) & 1):
+        if not _either_port(self._port_map, sport, dport):
             return None
         em = self._exempt_map
-        if em is not None and ((em[sport >> 3] >> (sport & 7)) & 1
-                               or (em[dport >> 3] >> (dport & 7)) & 1):
+        if em is not None and _either_port(em, sport, dport):
             return None
         start = off + 28
         # Slices of ``buf``: compiled, a bytes object straight from the C pointer (slicing
