@@ -378,7 +378,6 @@ class Daemon:
         self._ports, self._promisc = settings.ports, cfg.promiscuous
         for i in self.interfaces:
             _log_rcvbuf(i)
-        for i in self.interfaces:
             self._captures[i.name] = {"iface": i, "ifindex": _ifindex(i.name), "down": False,
                                       "retry_at": None, "attempt": 0, "errors": i.read_errors}
         if cfg.metrics_port:
