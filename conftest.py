@@ -7,19 +7,12 @@ modules' doctests run interpreted instead, in tests/test_compiled.py (DNSGUARD_P
 
 from __future__ import annotations
 
-import os
-
 from dnsguard import _compiled
 
-
-def _compiled_sources() -> set[str]:
-    if os.environ.get("DNSGUARD_PURE", "") not in ("", "0"):
-        return set()
-    return {str(_compiled._source(m)) for m in _compiled.MODULES
-            if _compiled._has_extension(m) and m not in _compiled.ROUTED}
-
-
-_SKIP = _compiled_sources()
+# The modules running compiled: those with an extension that _compiled.install() did not
+# route to source (with DNSGUARD_PURE=1 it routes all of them, and nothing is skipped).
+_SKIP = {str(_compiled._source(m)) for m in _compiled.MODULES
+         if _compiled._has_extension(m) and m not in _compiled.ROUTED}
 
 
 def pytest_ignore_collect(collection_path, config):
