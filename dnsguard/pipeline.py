@@ -408,46 +408,69 @@ class Pipeline:
         else:
             msgs = (d.payload,)
         outcome = None
-        skip = bool(self.exempt_ports) and (d.sport in self.exempt_ports
-                                            or d.dport in self.exempt_ports)
+        skip = self._exempt(d.sport, d.dport)
         for raw in msgs:
-            try:
-                m = parse(raw, d.cut)
-            except NotDNS:
-                o = pk.NOT_DNS
-                self._non_dns(ts, d, len(raw))
-            except DNSError as e:
-                o = pk.MALFORMED
-                self.malformed[e.reason] += 1
-                self._non_dns(ts, d, len(raw))
-            else:
-                if m.partial:
-                    self.counters["snaplen_cut"] += 1
-                if m.qr:
-                    o = pk.DNS_RESPONSE
-                    self.counters["responses"] += 1
-                    self.response_types[m.qtype] += 1
-                    if not skip and m.qlabels is not None:
-                        down = 0
-                        for _, _, ln in m.answers:
-                            down += ln
-                        self._response(ts, self.names.analyze(m.qlabels), m.rcode, down,
-                                       m.size, d.dst, d.src)
-                else:
-                    o = pk.DNS_QUERY
-                    self.counters["queries"] += 1
-                    self.query_types[m.qtype] += 1
-                    if skip:
-                        self.counters["allowlisted"] += 1
-                    elif m.qlabels is None:
-                        self.counters["no_question"] += 1
-                    else:
-                        self._query(ts, self.names.analyze(m.qlabels), m.qtype, m.size, d.src,
-                                    d.dst)
+            o = self._message(ts, d.src, d.dst, d.sport, d.dport, raw, d.cut, skip)
             if outcome is None:
                 outcome = o
-        self.counters[outcome] += 1
+        self.counters[outcome] += 1  # a frame counts once, under its first message's outcome
         return outcome
+
+    def feed_message(self, ts: float, src: bytes, dst: bytes, sport: int, dport: int,
+                     wire: bytes, tcp: bool = False) -> str:
+        """Process one DNS message that arrived without a frame (a resolver's log, e.g.
+        dnstap): ``src``/``dst`` are the packed 4- or 16-byte addresses of the packet that
+        carried ``wire`` (so a query's ``src`` is the client, a response's ``dst``), ``wire``
+        the message itself (over TCP: without its two-octet length prefix). Measured and
+        judged exactly as a message decoded from a frame; returns its outcome, counted in
+        :attr:`counters` like a frame's (``dns_query``, ``dns_response``, ``not_dns`` or
+        ``malformed``)."""
+        if self.first_ts is None:
+            self.first_ts = ts
+        self.last_ts = ts
+        o = self._message(ts, src, dst, sport, dport, wire, False, self._exempt(sport, dport))
+        self.counters[o] += 1
+        return o
+
+    def _exempt(self, sport: int, dport: int) -> bool:
+        """Whether either port is exempt by the allowlist (its queries count, nothing else)."""
+        ex = self.exempt_ports
+        return bool(ex) and (sport in ex or dport in ex)
+
+    def _message(self, ts: float, src: bytes, dst: bytes, sport: int, dport: int, raw: bytes,
+                 cut: bool, skip: bool) -> str:
+        """Parse and account one DNS message (``cut``: its datagram was cut by the snaplen;
+        ``skip``: on an exempt port); return its outcome, not yet counted."""
+        try:
+            m = parse(raw, cut)
+        except NotDNS:
+            self._non_dns(ts, src, dst, dport, len(raw))
+            return pk.NOT_DNS
+        except DNSError as e:
+            self.malformed[e.reason] += 1
+            self._non_dns(ts, src, dst, dport, len(raw))
+            return pk.MALFORMED
+        if m.partial:
+            self.counters["snaplen_cut"] += 1
+        if m.qr:
+            self.counters["responses"] += 1
+            self.response_types[m.qtype] += 1
+            if not skip and m.qlabels is not None:
+                down = 0
+                for _, _, ln in m.answers:
+                    down += ln
+                self._response(ts, self.names.analyze(m.qlabels), m.rcode, down, m.size, dst,
+                               src)
+            return pk.DNS_RESPONSE
+        self.counters["queries"] += 1
+        self.query_types[m.qtype] += 1
+        if skip:
+            self.counters["allowlisted"] += 1
+        elif m.qlabels is None:
+            self.counters["no_question"] += 1
+        else:
+            self._query(ts, self.names.analyze(m.qlabels), m.qtype, m.size, src, dst)
+        return pk.DNS_QUERY
 
     # --- DNS ----------------------------------------------------------------------------------
     def _query(self, ts: float, nf, qtype: int, size: int, client: bytes,
@@ -608,10 +631,10 @@ class Pipeline:
         note_response(st, down, rcode)
         self._due(t_cl, client, st, need[2], 1.0, ts)
 
-    def _non_dns(self, ts: float, d: Datagram, size: int) -> None:
+    def _non_dns(self, ts: float, src: bytes, dst: bytes, dport: int, size: int) -> None:
         """Non-DNS or broken payload on a DNS port: account it to the (client, server) flow."""
-        to_server = d.dport in self.ports
-        client, server = (d.src, d.dst) if to_server else (d.dst, d.src)
+        to_server = dport in self.ports
+        client, server = (src, dst) if to_server else (dst, src)
         key = (client, server)
         st, old = self.tables["flow"].get(key, ts)
         if old is not None:
