@@ -23,7 +23,8 @@ from dnsguard.detect.yamlsrc import load as load_yaml
 from dnsguard.replay import replay
 from dnsguard.settings import Settings
 
-CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz")
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz",
+                    ".dnstap", ".dnstap.gz", ".fstrm", ".fstrm.gz")  # a directory's inputs
 
 
 @dataclass

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dnsguard import _compiled
+from dnsguard.capture.dnstap import DnstapCounters, DnstapFile, is_dnstap_file
 from dnsguard.capture.pcapfile import CaptureError, CaptureReader, merge_frames
 from dnsguard.decode.packet import SUPPORTED_LINKTYPES
 from dnsguard.detect.rules import RuleSet
@@ -61,9 +63,14 @@ def replay(paths: list[str | Path], settings: Settings, ruleset: RuleSet,
     """Replay ``paths`` as one stream in time order; never raises for bad input."""
     pipe = pipeline or Pipeline(settings, ruleset, emit)
     readers: list[CaptureReader] = []
+    taps: list[DnstapFile] = []  # dnstap files, recognised by content
+    tap_counters = DnstapCounters()
     errors: list[str] = []
     for p in paths:
         try:
+            if is_dnstap_file(p):
+                taps.append(DnstapFile(p, tap_counters))
+                continue
             r = CaptureReader.open(p)
         except CaptureError as e:
             errors.append(str(e))
@@ -85,7 +92,9 @@ def replay(paths: list[str | Path], settings: Settings, ruleset: RuleSet,
     feed = pipe.feed
     gc_saved = hot_loop_gc()
     try:
-        if len(readers) == 1:
+        if taps:
+            n = _feed_mixed(pipe, readers, taps)
+        elif len(readers) == 1:
             # One file: no merge, no per-frame (source, frame) pairs.
             r0 = readers[0]
             pipe.source = r0.name
@@ -105,12 +114,19 @@ def replay(paths: list[str | Path], settings: Settings, ruleset: RuleSet,
         bar.close()
         for r in readers:
             r.close()
+        for t in taps:
+            t.close()
     elapsed = time.monotonic() - t0
     summary = pipe.summary()
     summary["seconds"] = round(elapsed, 3)
     summary["packets_per_second"] = round(summary["packets"] / elapsed) if elapsed > 0 else 0
     summary["hot_path"] = _compiled.hot_path()
-    res = ReplayResult(summary, errors, files_read=len(readers))
+    res = ReplayResult(summary, errors, files_read=len(readers) + len(taps))
+    if taps:
+        summary["dnstap"] = tap_counters.summary()
+        for t in taps:
+            if t.stats.damaged:
+                res.damaged.append(f"{t.name}: {t.stats.damaged}")
     for r in readers:
         if r.stats.damaged:
             res.damaged.append(f"{r.name}: {r.stats.damaged}")
@@ -119,9 +135,42 @@ def replay(paths: list[str | Path], settings: Settings, ruleset: RuleSet,
             msg = f"{r.name}: unsupported link type {unsupported[0]}; no frame could be decoded"
             errors.append(msg)
             log.error("%s", msg)
-    summary["files"] = {"read": len(readers), "unreadable": len(errors),
+    summary["files"] = {"read": res.files_read, "unreadable": len(errors),
                         "damaged": len(res.damaged)}
     return res
+
+
+def _feed_mixed(pipe: Pipeline, readers: list[CaptureReader], taps: list[DnstapFile]) -> int:
+    """Feed dnstap files (and any captures beside them) as one stream in time order: a
+    dnstap message goes to ``Pipeline.feed_message``, a frame to ``Pipeline.feed``."""
+    if len(taps) == 1 and not readers:
+        t = taps[0]
+        pipe.source = t.name
+        fm = pipe.feed_message
+        n = 0
+        for m in t.messages():
+            fm(*m)
+            n += 1
+        return n
+    streams = [_tagged(i, r.name, False, r) for i, r in enumerate(readers)]
+    streams += [_tagged(len(readers) + i, t.name, True, t.messages())
+                for i, t in enumerate(taps)]
+    n = 0
+    for _, _, src, is_msg, item in heapq.merge(*streams):
+        if src is not pipe.source:
+            pipe.source = src
+        if is_msg:
+            pipe.feed_message(*item)
+        else:
+            pipe.feed(*item)
+        n += 1
+    return n
+
+
+def _tagged(i: int, src: str, is_msg: bool, items) -> Iterator[tuple]:
+    # A function, not a generator expression: each stream keeps its own ``i`` and ``src``.
+    for it in items:
+        yield it[0], i, src, is_msg, it
 
 
 def _size(p: str | Path) -> int:
