@@ -253,6 +253,8 @@ def _run_config(args: argparse.Namespace):
     cfg = dconf.load(args.config) if args.config else dconf.DaemonConfig()
     if args.interface:
         cfg.interfaces = list(dict.fromkeys(args.interface))
+    if args.dnstap:
+        cfg.dnstap = dconf.dnstap_list(args.dnstap, "--dnstap", 0)
     if args.alerts is not None:
         cfg.alerts = args.alerts
     if args.metrics_address is not None:
@@ -293,6 +295,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"dnsguard: {e}", file=sys.stderr)
         return 1
     ifaces = ", ".join(cfg.interfaces) or "none (pass --interface to 'run')"
+    ifaces += f"; dnstap {', '.join(cfg.dnstap)}" if cfg.dnstap else ""
     print(f"{args.file}: OK: interfaces {ifaces}; ports {','.join(map(str, sorted(cfg.ports)))}"
           f"; {len(rs.rules)} rules from {cfg.rules}; alerts to {cfg.alerts}; metrics "
           f"{cfg.metrics_address if cfg.metrics_port else 'off'}")
@@ -307,9 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     p = sub.add_parser("replay", help="replay pcap/pcapng files (also .gz) and print alerts",
-                       description="Replay capture files as one stream in time order; alerts "
-                       "go to stdout (or --alerts) as JSON lines, a summary to stderr.")
-    p.add_argument("captures", nargs="+", help="pcap or pcapng files, optionally gzipped")
+                       description="Replay capture files (and dnstap files) as one stream in "
+                       "time order; alerts go to stdout (or --alerts) as JSON lines, a summary "
+                       "to stderr.")
+    p.add_argument("captures", nargs="+", help="pcap, pcapng or dnstap (Frame Streams) files, "
+                   "optionally gzipped; recognised by content")
     p.add_argument("--alerts", metavar="PATH", help="append alerts to this file, not stdout")
     p.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON")
     p.add_argument("--report", metavar="PATH", help="also write a self-contained HTML report "
@@ -373,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", type=Path, metavar="FILE", help="YAML configuration")
     p.add_argument("-i", "--interface", action="append", metavar="IF",
                    help="capture on this interface (repeatable; replaces 'interfaces:')")
+    p.add_argument("--dnstap", action="append", metavar="unix:PATH|tcp:HOST:PORT",
+                   help="receive dnstap from DNS servers on this socket (repeatable; "
+                   "replaces 'dnstap:'; with or without --interface)")
     p.add_argument("--alerts", metavar="PATH", help="alert file ('-' for stdout)")
     p.add_argument("--metrics-address", metavar="HOST:PORT",
                    help="Prometheus exporter address (default 127.0.0.1:9153; port 0: off)")

@@ -48,7 +48,7 @@ CAPS = {
     "alerted_keys": "policy_keys",
 }
 SOCKET_BUFFER_RANGE = (64 << 10, 1 << 30)  # bytes: 64 KiB to 1 GiB
-TOP_KEYS = ("sensor", "interfaces", "promiscuous", "socket_buffer", "vantage", "ports",
+TOP_KEYS = ("sensor", "interfaces", "dnstap", "promiscuous", "socket_buffer", "vantage", "ports",
             "window", "suppress", "state_caps", "rules", "state_dir", "model", "alerts",
             "metrics_address", "user", "log_level")
 VANTAGE_KEYS = ("mode", "home_networks", "resolvers")
@@ -59,6 +59,7 @@ MODEL_KEYS = ("enabled", "path", "feedback", "learn_from_rules", "checkpoint_eve
 class DaemonConfig:
     sensor: str = ""
     interfaces: list[str] = field(default_factory=list)
+    dnstap: list[str] = field(default_factory=list)  # unix:PATH / tcp:HOST:PORT listeners
     promiscuous: bool = True
     socket_buffer: int = RCVBUF  # capture socket receive buffer asked for, bytes
     vantage: str = "client"
@@ -219,6 +220,9 @@ def from_mapping(doc: object, path: str = "<config>") -> DaemonConfig:
             names.append(n)
         c.interfaces = names
 
+    if "dnstap" in doc:
+        c.dnstap = dnstap_list(doc["dnstap"], path, at(doc, "dnstap"))
+
     if "promiscuous" in doc:
         p = doc["promiscuous"]
         if not isinstance(p, bool):
@@ -304,6 +308,30 @@ def from_mapping(doc: object, path: str = "<config>") -> DaemonConfig:
                         f"{lv!r} is not one of {', '.join(LOG_LEVELS)}")
         c.log_level = lv
     return c
+
+
+def dnstap_list(val: object, path: str, line: int) -> list[str]:
+    """The ``dnstap:`` key (or ``--dnstap``): one or a list of ``unix:PATH`` /
+    ``tcp:HOST:PORT``, normalised.
+
+    >>> dnstap_list(["unix:/run/dnsguard/dnstap.sock", "tcp:[::1]:6000"], "f", 3)
+    ['unix:/run/dnsguard/dnstap.sock', 'tcp:[::1]:6000']
+    """
+    from dnsguard.capture.dnstap_listen import DnstapAddressError, parse_endpoint
+
+    v = _V(path)
+    lst = v.strlist(val, "dnstap", line)
+    out: list[str] = []
+    for i, t in enumerate(lst):
+        il = v.item_line(lst, i, line)
+        try:
+            ep = str(parse_endpoint(t))
+        except DnstapAddressError as e:
+            raise v.err(il, f"dnstap[{i}]", str(e)) from None
+        if ep in out:
+            raise v.err(il, f"dnstap[{i}]", f"{t!r} is listed twice")
+        out.append(ep)
+    return out
 
 
 def _vantage(v: _V, d: object, line: int, c: DaemonConfig) -> None:

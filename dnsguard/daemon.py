@@ -223,6 +223,7 @@ class Daemon:
         self.writer = None
         self.metrics = None
         self.interfaces: list = []
+        self.dnstap = None  # DnstapServer: the dnstap listening sockets and senders
         self.written = 0  # alert records written
         self._writer_seen = {"count": 0, "errors": 0, "dropped": 0}
         self._captures: dict[str, dict] = {}  # interface name → reopen state
@@ -297,7 +298,7 @@ class Daemon:
             pipe = Pipeline(settings, ruleset, self._emit)
         for det in pipe.extra_detectors:
             self._instrument(det)
-        pipe.source = f"live:{','.join(self.cfg.interfaces)}"
+        pipe.source = f"live:{','.join([*self.cfg.interfaces, *self.cfg.dnstap])}"
         return pipe
 
     def _instrument(self, det) -> None:
@@ -326,6 +327,23 @@ class Daemon:
 
             det._feedback = labelled
 
+    def _open_dnstap(self) -> bool:
+        """Listen on the dnstap sockets (before the privilege drop: a socket under /run)."""
+        from dnsguard.capture.dnstap import DnstapCounters
+        from dnsguard.capture.dnstap_listen import DnstapOpenError, DnstapServer
+        from dnsguard.metrics import DnstapCollector
+
+        counters = DnstapCounters()
+        try:
+            self.dnstap = DnstapServer(self.cfg.dnstap, self.pipeline.feed_message, counters)
+        except DnstapOpenError as e:
+            log.error("%s", e.strerror or e)
+            return False
+        self.metrics.registry.register(DnstapCollector(counters))
+        for ep in self.dnstap.endpoints:
+            log.info("dnstap: listening on %s", ep)
+        return True
+
     def run(self) -> int:
         from prometheus_client import disable_created_metrics
 
@@ -333,8 +351,9 @@ class Daemon:
         from dnsguard.metrics import Metrics
 
         cfg = self.cfg
-        if not cfg.interfaces:
-            log.error("no interface to capture on: set 'interfaces:' or --interface")
+        if not cfg.interfaces and not cfg.dnstap:
+            log.error("nothing to read: set 'interfaces:' (or --interface) to capture, and/or "
+                      "'dnstap:' (or --dnstap) to receive dnstap from DNS servers")
             return 2
         settings = cfg.to_settings()
         try:
@@ -369,10 +388,16 @@ class Daemon:
                       "configuration or --interface", ", ".join(missing))
             return 1
         try:
-            self.interfaces = open_interfaces(cfg.interfaces, settings.ports, cfg.promiscuous,
-                                              rcvbuf=cfg.socket_buffer)
+            if cfg.interfaces:
+                self.interfaces = open_interfaces(cfg.interfaces, settings.ports,
+                                                  cfg.promiscuous, rcvbuf=cfg.socket_buffer)
         except CaptureOpenError as e:
             log.error("%s", e)
+            return 2
+        if cfg.dnstap and not self._open_dnstap():
+            for i in self.interfaces:
+                with contextlib.suppress(OSError):
+                    i.close()
             return 2
         self.metrics.interfaces = self.interfaces
         self._ports, self._promisc = settings.ports, cfg.promiscuous
@@ -387,6 +412,8 @@ class Daemon:
                 for i in self.interfaces:
                     with contextlib.suppress(OSError):
                         i.close()
+                if self.dnstap is not None:
+                    self.dnstap.close()
                 what = ("another process (another dnsguard?) holds it: stop it, or set"
                         if e.errno == errno.EADDRINUSE else "check the address, or set")
                 log.error("metrics: cannot listen on %s: %s; %s 'metrics_address:' / "
@@ -446,8 +473,10 @@ class Daemon:
         feed = pipe.feed
         by_fd = {i.fileno(): i for i in self.interfaces}
         wake_fd = self._wake_r.fileno()
-        names = ", ".join(i.name for i in self.interfaces)
-        log.info("capturing on %s (filter: %s); %d rules", names, self.interfaces[0].filter,
+        tap = self.dnstap
+        names = ", ".join([*(i.name for i in self.interfaces), *self.cfg.dnstap])
+        log.info("capturing on %s%s; %d rules", names,
+                 f" (filter: {self.interfaces[0].filter})" if self.interfaces else "",
                  len(pipe.ruleset.rules))
         self.notifier.notify("READY=1", f"STATUS=capturing on {names}")
         errors_logged = 0
@@ -458,7 +487,8 @@ class Daemon:
         rc = 0
         while self.stop_signal is None:
             try:
-                ready, _, _ = select.select([wake_fd, *by_fd], [], [], SELECT_TIMEOUT)
+                ready, _, _ = select.select([wake_fd, *by_fd, *(tap.fds() if tap else ())],
+                                            [], [], SELECT_TIMEOUT)
             except InterruptedError:  # pragma: no cover - PEP 475 retries
                 ready = []
             for fd in ready:
@@ -469,6 +499,11 @@ class Daemon:
                     continue
                 iface = by_fd.get(fd)
                 if iface is None:
+                    if tap is not None and fd in tap:
+                        t0 = time.perf_counter()
+                        if tap.handle(fd):
+                            observe(time.perf_counter() - t0)
+                            batches.inc()
                     continue
                 t0 = time.perf_counter()
                 try:
@@ -644,6 +679,12 @@ class Daemon:
         log.info("stopping%s", f" on {signal.Signals(sig).name}" if sig else "")
         self.notifier.notify("STOPPING=1")
         pipe = self.pipeline
+        if self.dnstap is not None:
+            try:
+                self.dnstap.drain()  # what the senders sent before the signal is not lost
+            except Exception:
+                log.exception("while reading the last dnstap frames")
+            self.dnstap.close()
         try:
             pipe.finish()  # evaluate every open window once more
         except Exception:
@@ -671,6 +712,11 @@ class Daemon:
         log.info("stopped: %d frames, %d queries, %d responses, %d alerts written, "
                  "%d kernel drops", s["packets"], s["queries"], s["responses"],
                  self.written, drops)
+        if self.dnstap is not None:
+            c = self.dnstap.c
+            log.info("dnstap: %d data frames, messages %s, errors %s, %d bytes, %d connections",
+                     c.frames["data"], dict(sorted(c.messages.items())),
+                     dict(sorted(c.errors.items())), c.bytes, c.connections)
         self.metrics.close()
         self.notifier.close()
         signal.set_wakeup_fd(-1)

@@ -226,3 +226,48 @@ class Metrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class DnstapCollector(Collector):
+    """The dnstap inputs' counters (:class:`dnsguard.capture.dnstap.DnstapCounters`), read at
+    scrape time; registered by the daemon only when it listens for dnstap. Labels are fixed
+    sets: frame kinds, dnstap message types, transports, error reasons."""
+
+    def __init__(self, counters) -> None:
+        self.c = counters
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        c = self.c
+        g = GaugeMetricFamily("dnsguard_dnstap_senders", "dnstap senders (DNS servers) "
+                              "connected now.")
+        g.add_metric([], c.senders)
+        conns = CounterMetricFamily("dnsguard_dnstap_connections", "dnstap sender "
+                                    "connections accepted.")
+        conns.add_metric([], c.connections)
+        fr = CounterMetricFamily("dnsguard_dnstap_frames", "Frame Streams frames received, "
+                                 "by kind (data: one dnstap payload each; control: the "
+                                 "handshake).", labels=["kind"])
+        for k, n in _snapshot(c.frames).items():
+            fr.add_metric([k], n)
+        msgs = CounterMetricFamily("dnsguard_dnstap_messages", "dnstap messages decoded, by "
+                                   "dnstap message type (client_query, resolver_response, …).",
+                                   labels=["type"])
+        for k, n in sorted(_snapshot(c.messages).items()):
+            msgs.add_metric([k], n)
+        tr = CounterMetricFamily("dnsguard_dnstap_transport_messages", "dnstap messages by "
+                                 "the transport the DNS message travelled on (udp, tcp, dot, "
+                                 "doh, doq, …).", labels=["transport"])
+        for k, n in sorted(_snapshot(c.transports).items()):
+            tr.add_metric([k], n)
+        errs = CounterMetricFamily("dnsguard_dnstap_errors", "dnstap frames or messages not "
+                                   "analysed, by reason (framing faults close the sender's "
+                                   "connection; see docs/daemon.md).", labels=["reason"])
+        for k, n in sorted(_snapshot(c.errors).items()):
+            errs.add_metric([k], n)
+        b = CounterMetricFamily("dnsguard_dnstap_bytes", "Octets received from dnstap "
+                                "senders.")
+        b.add_metric([], c.bytes)
+        yield from (g, conns, fr, msgs, tr, errs, b)

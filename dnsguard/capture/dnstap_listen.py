@@ -5,8 +5,8 @@ dnstap over Frame Streams, for ``dnsguard run --dnstap``.
 ``select()`` loop asks it for its descriptors (:meth:`DnstapServer.fds`) and hands it the
 readable ones (:meth:`DnstapServer.handle`). Each connection is a
 :class:`~dnsguard.capture.framestream.ReceiverSession` (the bidirectional handshake) and a
-:class:`~dnsguard.capture.dnstap.DnstapMapper`; each decoded message goes to ``sink`` (the
-pipeline's ``feed_message``).
+:class:`~dnsguard.capture.dnstap.DnstapMapper`; each decoded message ``m`` goes to
+``sink(*m)`` (the pipeline's ``feed_message``).
 
 Bounded: at most ``max_senders`` connections (more are accepted and closed at once, counted),
 at most one frame (``MAX_FRAME``) buffered per connection, at most ``READS_PER_WAKE`` reads of
@@ -22,7 +22,7 @@ Example (a unix socket in a temporary directory, a sender speaking the handshake
     >>> from dnsguard.capture.dnstap import DnstapCounters
     >>> path = os.path.join(tempfile.mkdtemp(), "tap.sock")
     >>> got = []
-    >>> srv = DnstapServer([f"unix:{path}"], lambda m: got.append(m), DnstapCounters())
+    >>> srv = DnstapServer([f"unix:{path}"], lambda *m: got.append(m), DnstapCounters())
     >>> c = socket.socket(socket.AF_UNIX); c.connect(path)
     >>> srv.poll(0.5)  # accepts the connection
     0
@@ -53,7 +53,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dnsguard.capture.dnstap import DnstapCounters, DnstapMapper, Message
+from dnsguard.capture.dnstap import DnstapCounters, DnstapMapper
 from dnsguard.capture.framestream import MAX_FRAME, ReceiverSession
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ class _Conn:
 class DnstapServer:
     """Every dnstap listening socket and sender connection of the daemon."""
 
-    def __init__(self, endpoints: list[str | Endpoint], sink: Callable[[Message], object],
+    def __init__(self, endpoints: list[str | Endpoint], sink: Callable[..., object],
                  counters: DnstapCounters, max_senders: int = MAX_SENDERS,
                  max_frame: int = MAX_FRAME, socket_mode: int = SOCKET_MODE) -> None:
         self.sink = sink
@@ -323,7 +323,7 @@ class DnstapServer:
             if m is None:
                 continue
             try:
-                sink(m)
+                sink(*m)
             except Exception:  # a bug on one message must not stop the sensor
                 self.sink_errors += 1
                 self.c.error("internal_error")
