@@ -26,13 +26,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from dnsguard.decode import packet as pk
+from dnsguard.dns import rdatatype
 
 log = logging.getLogger(__name__)
 
 # Query types counted by name; every other type is "other" (bounded label set).
-QTYPE_BUCKETS = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 10: "NULL", 12: "PTR", 15: "MX",
-                 16: "TXT", 25: "KEY", 28: "AAAA", 33: "SRV", 64: "SVCB", 65: "HTTPS",
-                 255: "ANY", 65399: "PRIVATE"}
+QTYPE_BUCKETS = rdatatype.buckets(rdatatype.MIX_METRICS)
 QTYPE_LABELS = (*sorted(set(QTYPE_BUCKETS.values())), "other")
 SCOPES = ("domain", "client_domain", "client", "flow")
 

@@ -19,6 +19,7 @@ from functools import lru_cache
 from dnsguard.decode import packet as pk
 from dnsguard.decode.packet import Datagram, decode_frame, ip_text
 from dnsguard.decode.tcpstream import TcpReassembler
+from dnsguard.detect.base import Detector
 from dnsguard.detect.policy import Policy, combine
 from dnsguard.detect.rules import RuleSet
 from dnsguard.dns.exception import DNSError, NotDNS
@@ -29,7 +30,7 @@ from dnsguard.features import window as win
 from dnsguard.features.payload import UNCHECKED, NameAnalyzer
 from dnsguard.features.sketch import DistinctCounter
 from dnsguard.features.window import note_query, note_response
-from dnsguard.output.alerts import EVENT_TUNNEL, iso_time
+from dnsguard.output.alerts import EVENT_TUNNEL, alert_record, iso_time
 from dnsguard.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -171,10 +172,9 @@ class Pipeline:
         self.last_ts = 0.0
         # Optional observer of every query: (ts, client, server, lower-case name); eval uses it.
         self.on_query: Callable[[float, str, str, str], None] | None = None
-        # Detectors beside the rules (the model): objects with
-        #   score(scope, features, key) -> (detector id, severity, score, reasons) | None
+        # Detectors beside the rules (the model): dnsguard.detect.base.Detector subclasses,
         # called on the same feature vectors, at the same moments, as the rules.
-        self.extra_detectors: list = []
+        self.extra_detectors: list[Detector] = []
         if settings.use_model:
             from dnsguard.detect.model import detector_for
 
@@ -583,7 +583,7 @@ class Pipeline:
         for sc in ("domain", "client_domain", "client"):
             n = self._rule_min[sc]
             for d in self.extra_detectors:
-                n = min(n, getattr(d, "min_queries", 1))
+                n = min(n, d.min_queries)
             need.append(max(n, 1))
         self._need = tuple(need)
         self._need_for = len(self.extra_detectors)
@@ -657,7 +657,7 @@ class Pipeline:
         need = self._rule_min[scope]
         if self.extra_detectors:
             for d in self.extra_detectors:
-                need = min(need, getattr(d, "min_queries", 1))
+                need = min(need, d.min_queries)
         if st.queries < need:
             return
         st.evaluated_at = n
@@ -704,11 +704,9 @@ class Pipeline:
         """Rules, then the extra detectors (windowed scopes only), then policy."""
         hits = self._rule_hits(scope, f, factor)
         for det in self.extra_detectors:
-            obs = getattr(det, "observe", None)
-            if obs is not None:
-                # What the detector may learn from: rule verdicts, allowlist factor, addresses.
-                obs(scope, f, ident, factor=factor, hits=hits, ts=ts, client=client,
-                    server=server, domain=domain)
+            # What the detector may learn from: rule verdicts, allowlist factor, addresses.
+            det.observe(scope, f, ident, factor=factor, hits=hits, ts=ts, client=client,
+                        server=server, domain=domain)
             h = det.score(scope, f, ident)
             if h is not None:
                 hits.append(h)
@@ -732,23 +730,8 @@ class Pipeline:
         if st is not None:
             stats["qtypes"] = win.qtype_mix(st)
             stats["window_start"] = iso_time(st.start)
-        alert = {
-            "timestamp": iso_time(ts),
-            "event_type": event_type,
-            "severity": sev,
-            "score": score,
-            "domain": domain,
-            "src_ip": ip_text(client) if client else None,
-            "dest_ip": ip_text(server) if server else None,
-            "scope": scope,
-            "detectors": detectors,
-            "reasons": reasons,
-            "stats": stats,
-            "samples": list(samples)[:3],
-            "source": self.source,
-        }
-        if self.s.sensor:
-            alert["sensor"] = self.s.sensor
+        alert = alert_record(ts, event_type, scope, sev, score, detectors, reasons, domain,
+                             client, server, stats, samples, self.source, self.s.sensor)
         self.alerts += 1
         self.emit(alert)
 
@@ -778,9 +761,7 @@ class Pipeline:
     def close(self) -> None:
         """Before exit: let detectors persist what they learned."""
         for det in self.extra_detectors:
-            close = getattr(det, "close", None)
-            if close is not None:
-                close()
+            det.close()
 
     def _close_window(self, scope: str, key, st: win.KeyStats) -> None:
         """A window's last evaluation, at its last packet's time, with its allowlist factor."""

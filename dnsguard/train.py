@@ -21,6 +21,7 @@ from pathlib import Path
 
 from dnsguard.decode.packet import ip_text
 from dnsguard.detect import model as M
+from dnsguard.detect.base import Detector
 from dnsguard.detect.rules import RuleSet
 from dnsguard.evaluate import Truth, _related, expand, load_truth
 from dnsguard.settings import Settings
@@ -42,7 +43,7 @@ class CaptureSamples:
     skipped: int = 0
 
 
-class _Collector:
+class _Collector(Detector):
     """An extra detector that only records what it is shown."""
 
     def __init__(self) -> None:

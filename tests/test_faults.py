@@ -39,6 +39,7 @@ from prometheus_client import generate_latest
 from dnsguard.config import DaemonConfig
 from dnsguard.daemon import Daemon
 from dnsguard.detect import model as mdl
+from dnsguard.detect.base import Detector
 from dnsguard.detect.rules import load_dir
 from dnsguard.feedback import MAX_LINE, load_feedback
 from dnsguard.metrics import Metrics
@@ -387,7 +388,7 @@ def qframe(name: bytes, client: int = 7, qid: int = 1) -> bytes:
     return _ETH + ip + udp
 
 
-class Spy:
+class Spy(Detector):
     """An extra detector that fires only on a window of exactly 35 queries."""
 
     min_queries = 1

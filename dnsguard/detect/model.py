@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from dnsguard.detect.base import Detector
 from dnsguard.features import catalog
 
 log = logging.getLogger(__name__)
@@ -327,8 +328,8 @@ def _ip(b) -> str:
     return ip_text(b) if b else ""
 
 
-class ModelDetector:
-    """An ``extra_detectors`` entry of the pipeline (see ``Pipeline._evaluate``)."""
+class ModelDetector(Detector):
+    """The shipped model as a :class:`~dnsguard.detect.base.Detector` (docs/model.md)."""
 
     def __init__(self, bundle: dict, meta: dict, *, feedback: Feedback | None = None,
                  state: Path | None = None, learn_from_rules: bool = False,

@@ -30,13 +30,10 @@ from dnsguard.features.sketch import DistinctCounter
 
 SCOPES = ("message", "domain", "client_domain", "client", "flow")
 
-# Query types used in the qtype mix of ``stats`` (everything else is "other").
-MIX_TYPES = {1: "A", 28: "AAAA", 5: "CNAME", 15: "MX", 16: "TXT", 10: "NULL", 25: "KEY",
-             33: "SRV", 12: "PTR", 65: "HTTPS", 2: "NS", 6: "SOA", 65399: "PRIVATE"}
-# Query types an ordinary client asks for; the rest are "rare" (NULL, KEY, PRIVATE, TYPEnnn…).
-ORDINARY_QTYPES = frozenset({1, 28, 5, 15, 16, 12, 65, 64, 2, 6, 33, 43, 48, 257, 255, 35, 99})
-# Query types that bring back data-sized answers: the downstream channels of tunnels.
-CARRIER_QTYPES = frozenset({16, 10, 25, 65399, 5, 15, 33, 13, 99})
+# Query-type classes: dnsguard.dns.rdatatype (their one home).
+MIX_TYPES = rdatatype.buckets(rdatatype.MIX_ALERT)  # the qtype mix of ``stats``; rest "other"
+ORDINARY_QTYPES = rdatatype.ORDINARY
+CARRIER_QTYPES = rdatatype.CARRIER
 
 
 class KeyStats:
@@ -135,7 +132,7 @@ MAX_SAMPLES = 3
 def _qtype_info(qtype: int) -> tuple[int, int, int, str]:
     """(rare, carrier, txt, mix bucket) of a query type, as note_query counts them."""
     return (0 if qtype in ORDINARY_QTYPES else 1, 1 if qtype in CARRIER_QTYPES else 0,
-            1 if qtype == 16 else 0, MIX_TYPES.get(qtype, "other"))
+            1 if qtype == rdatatype.TXT else 0, MIX_TYPES.get(qtype, "other"))
 
 
 # qtype → _qtype_info(qtype), filled on first use (at most 65,536 entries). A plain dict:

@@ -41,13 +41,13 @@ from operator import itemgetter
 
 import numpy as np
 
+from dnsguard.dns import rdatatype
+
 METRICS = ("queries", "names", "bytes_up", "bytes_down", "nxdomain")
 Q, NAMES, UP, DOWN, NX = range(5)
 # Query-type buckets of the chi-square test (index in the per-key counts; the rest "other").
-QTYPE_NAMES = ("A", "AAAA", "CNAME", "MX", "TXT", "NULL", "PTR", "SRV", "HTTPS", "NS", "SOA",
-               "ANY", "KEY", "PRIVATE", "other")
-_QIDX = {1: 0, 28: 1, 5: 2, 15: 3, 16: 4, 10: 5, 12: 6, 33: 7, 65: 8, 2: 9, 6: 10, 255: 11,
-         25: 12, 65399: 13}
+QTYPE_NAMES = (*(rdatatype.to_text(t) for t in rdatatype.MIX_SERIES), "other")
+_QIDX = {t: i for i, t in enumerate(rdatatype.MIX_SERIES)}
 NQ = len(QTYPE_NAMES)
 OTHER_Q = NQ - 1
 

@@ -1,0 +1,47 @@
+"""The interface every detector beside the rules implements (the model, a training collector,
+a test's spy), as a base class in the spirit of river's ``base.py``: the judge calls these
+methods directly, with no ``getattr`` probes, and a subclass overrides what it needs.
+
+At each evaluation of a key the judge calls :meth:`Detector.observe` (what the detector may
+learn from: the rules' verdicts, the allowlist factor, the addresses), then
+:meth:`Detector.score` on the same feature vector (river's ``learn_one``/``score_one``
+pair, with what the sensor knows about the evaluation passed along).
+
+Example:
+    >>> class Big(Detector):
+    ...     min_queries = 10
+    ...     def score(self, scope, f, ident):
+    ...         return ("big", "low", 0.3, ["queries >= 100"]) if f["queries"] >= 100 else None
+    >>> Big().score("domain", {"queries": 120}, ("d", "a.example"))[0]
+    'big'
+    >>> Detector().score("domain", {"queries": 120}, ("d", "a.example")) is None
+    True
+"""
+
+from __future__ import annotations
+
+#: What :meth:`Detector.score` returns when it fires: (detector id, severity, score, reasons).
+Hit = tuple[str, str, float, list[str]]
+
+
+class Detector:
+    """A detector evaluated on the same feature vectors, at the same moments, as the rules
+    (windowed scopes and flows; not single messages)."""
+
+    #: Fewest queries in a window before the detector could fire: keys below it (and below
+    #: every rule's own minimum) are not evaluated at all.
+    min_queries: int = 1
+
+    def observe(self, scope: str, f: dict, ident: tuple, *, factor: float = 1.0,
+                hits: list | None = None, ts: float = 0.0, client: bytes | None = None,
+                server: bytes | None = None, domain: str | None = None) -> None:
+        """Called before :meth:`score` with the key's scope, features and identity
+        (``("d", domain)``, ``("c", client)`` or ``("f", (client, server))``), the allowlist
+        factor, the rules' hits so far and the alert's context. Nothing by default."""
+
+    def score(self, scope: str, f: dict, ident: tuple) -> Hit | None:
+        """A hit, or None (the default: never fires)."""
+        return None
+
+    def close(self) -> None:
+        """Before exit: persist what was learned. Nothing by default."""
