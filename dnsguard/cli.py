@@ -45,6 +45,19 @@ def _positive(text: str) -> float:
     return v
 
 
+def _workers(text: str) -> int:
+    from dnsguard.config import WORKERS_RANGE
+
+    lo, hi = WORKERS_RANGE
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not lo <= v <= hi:
+        raise argparse.ArgumentTypeError(f"{text!r} must be from {lo} to {hi}")
+    return v
+
+
 def _count(text: str) -> int:
     try:
         v = int(text)
@@ -260,7 +273,8 @@ def _run_config(args: argparse.Namespace):
     if args.metrics_address is not None:
         cfg.metrics_host, cfg.metrics_port = dconf.parse_address(
             args.metrics_address, "--metrics-address", "command line", 0)
-    for key in ("rules", "ports", "window", "suppress", "sensor", "user", "state_dir"):
+    for key in ("rules", "ports", "window", "suppress", "sensor", "user", "state_dir",
+                "capture", "workers"):
         v = getattr(args, key)
         if v is not None:
             setattr(cfg, key, v)
@@ -381,6 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dnstap", action="append", metavar="unix:PATH|tcp:HOST:PORT",
                    help="receive dnstap from DNS servers on this socket (repeatable; "
                    "replaces 'dnstap:'; with or without --interface)")
+    p.add_argument("--capture", choices=("ring", "socket"),
+                   help="capture kind: a memory-mapped TPACKET_V3 ring (default) or a plain "
+                   "socket read one frame per system call")
+    p.add_argument("--workers", type=_workers, help="worker processes sharing the capture "
+                   "(PACKET_FANOUT; default 1)")
     p.add_argument("--alerts", metavar="PATH", help="alert file ('-' for stdout)")
     p.add_argument("--metrics-address", metavar="HOST:PORT",
                    help="Prometheus exporter address (default 127.0.0.1:9153; port 0: off)")

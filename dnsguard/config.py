@@ -18,7 +18,8 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from dnsguard.capture.live import RCVBUF
+from dnsguard.capture.live import CAPTURE_KINDS, RCVBUF
+from dnsguard.capture.ring import RingGeometry
 from dnsguard.detect import yamlsrc
 from dnsguard.detect.yamlsrc import LineDict, SourceError
 from dnsguard.settings import DEFAULT_RULES, Settings
@@ -48,11 +49,14 @@ CAPS = {
     "alerted_keys": "policy_keys",
 }
 SOCKET_BUFFER_RANGE = (64 << 10, 1 << 30)  # bytes: 64 KiB to 1 GiB
-TOP_KEYS = ("sensor", "interfaces", "dnstap", "promiscuous", "socket_buffer", "vantage", "ports",
+WORKERS_RANGE = (1, 64)
+TOP_KEYS = ("sensor", "interfaces", "dnstap", "capture", "ring", "workers", "promiscuous",
+            "socket_buffer", "vantage", "ports",
             "window", "suppress", "state_caps", "rules", "state_dir", "model", "alerts",
             "metrics_address", "user", "log_level")
 VANTAGE_KEYS = ("mode", "home_networks", "resolvers")
 MODEL_KEYS = ("enabled", "path", "feedback", "learn_from_rules", "checkpoint_every")
+RING_KEYS = ("block_size", "block_count", "frame_timeout")
 
 
 @dataclass
@@ -60,6 +64,9 @@ class DaemonConfig:
     sensor: str = ""
     interfaces: list[str] = field(default_factory=list)
     dnstap: list[str] = field(default_factory=list)  # unix:PATH / tcp:HOST:PORT listeners
+    capture: str = "ring"  # "ring" (TPACKET_V3) or "socket" (one frame per system call)
+    ring: RingGeometry = field(default_factory=RingGeometry)
+    workers: int = 1  # capture processes sharing each interface (PACKET_FANOUT)
     promiscuous: bool = True
     socket_buffer: int = RCVBUF  # capture socket receive buffer asked for, bytes
     vantage: str = "client"
@@ -223,6 +230,21 @@ def from_mapping(doc: object, path: str = "<config>") -> DaemonConfig:
     if "dnstap" in doc:
         c.dnstap = dnstap_list(doc["dnstap"], path, at(doc, "dnstap"))
 
+    if "capture" in doc:
+        k = doc["capture"]
+        if k not in CAPTURE_KINDS:
+            raise v.err(at(doc, "capture"), "capture", f"{k!r} is not one of "
+                        f"{', '.join(CAPTURE_KINDS)} (ring: memory-mapped TPACKET_V3; "
+                        "socket: one frame per system call)")
+        c.capture = k
+
+    if "ring" in doc:
+        _ring(v, doc["ring"], at(doc, "ring"), c)
+
+    if "workers" in doc:
+        lo, hi = WORKERS_RANGE
+        c.workers = int(v.number(doc["workers"], "workers", at(doc, "workers"), lo, hi, True))
+
     if "promiscuous" in doc:
         p = doc["promiscuous"]
         if not isinstance(p, bool):
@@ -369,6 +391,26 @@ def _vantage(v: _V, d: object, line: int, c: DaemonConfig) -> None:
     if c.vantage == "resolver" and not c.resolvers:
         raise v.err(line, "vantage.resolvers", "mode 'resolver' needs the resolvers' "
                     "addresses (the egress side of the resolvers this sensor watches)")
+
+
+def _ring(v: _V, d: object, line: int, c: DaemonConfig) -> None:
+    if not isinstance(d, dict):
+        raise v.err(line, "ring", f"must be a mapping with keys {', '.join(RING_KEYS)}")
+    at = v.section(d, line, "ring", RING_KEYS)
+    got = {}
+    for k in RING_KEYS:
+        if k in d:
+            got[k] = int(v.number(d[k], f"ring.{k}", at(k), 1, 1 << 40, True))
+    g = RingGeometry(**{**c.ring.__dict__, **got})
+    problem = g.problem()
+    if problem:
+        # The key the problem names (block_size x block_count: the later of the two given).
+        key = next((k for k in RING_KEYS if problem.startswith(k)), None)
+        if key is None:
+            key = max((k for k in ("block_size", "block_count") if k in d), key=at,
+                      default="block_size")
+        raise v.err(at(key) if key in d else line, f"ring.{key}", problem)
+    c.ring = g
 
 
 def _model(v: _V, d: object, line: int, c: DaemonConfig) -> None:

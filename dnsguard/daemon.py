@@ -188,29 +188,10 @@ def _interface_exists(name: str) -> bool:
     return _ifindex(name) is not None
 
 
-def _rmem_max() -> int | None:
-    try:
-        with open("/proc/sys/net/core/rmem_max") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return None
-
-
-def _log_rcvbuf(iface) -> None:
-    """Log the receive buffer the kernel granted a capture socket (getsockopt SO_RCVBUF).
-    Linux reports twice the value asked for (half is its bookkeeping); less than that means
-    SO_RCVBUFFORCE was refused (no CAP_NET_ADMIN) and net.core.rmem_max clamped it."""
-    got, asked = iface.rcvbuf, iface.rcvbuf_asked
-    if got >= min(2 * asked, 2147483646):  # the kernel doubles at most INT_MAX / 2
-        log.info("%s: socket receive buffer %d bytes (socket_buffer %d; the kernel reports "
-                 "twice the value, half of it for its bookkeeping)", iface.name, got, asked)
-    else:
-        rmem = _rmem_max()
-        log.warning("%s: socket receive buffer only %d bytes, socket_buffer asks %d: "
-                    "SO_RCVBUFFORCE was refused (no CAP_NET_ADMIN), so net.core.rmem_max "
-                    "(%s) applies; grant CAP_NET_ADMIN or raise net.core.rmem_max, or frames "
-                    "are dropped sooner in bursts", iface.name, got, asked,
-                    rmem if rmem is not None else "unknown")
+def _log_opened(iface) -> None:
+    """Log what a capture opened (the socket's granted buffer, the ring's shape)."""
+    level, line = iface.describe()
+    log.log(level, "%s", line)
 
 
 # --- the daemon -------------------------------------------------------------------------------
@@ -347,7 +328,7 @@ class Daemon:
     def run(self) -> int:
         from prometheus_client import disable_created_metrics
 
-        from dnsguard.capture.live import CaptureOpenError, open_interfaces
+        from dnsguard.capture.live import CaptureOpenError
         from dnsguard.metrics import Metrics
 
         cfg = self.cfg
@@ -387,10 +368,10 @@ class Daemon:
             log.error("interface %s does not exist (see 'ip link'): fix 'interfaces:' in the "
                       "configuration or --interface", ", ".join(missing))
             return 1
+        self._ports = settings.ports
         try:
             if cfg.interfaces:
-                self.interfaces = open_interfaces(cfg.interfaces, settings.ports,
-                                                  cfg.promiscuous, rcvbuf=cfg.socket_buffer)
+                self.interfaces = self._open_captures()
         except CaptureOpenError as e:
             log.error("%s", e)
             return 2
@@ -400,9 +381,8 @@ class Daemon:
                     i.close()
             return 2
         self.metrics.interfaces = self.interfaces
-        self._ports, self._promisc = settings.ports, cfg.promiscuous
         for i in self.interfaces:
-            _log_rcvbuf(i)
+            _log_opened(i)
             self._captures[i.name] = {"iface": i, "ifindex": _ifindex(i.name), "down": False,
                                       "retry_at": None, "attempt": 0, "errors": i.read_errors}
         if cfg.metrics_port:
@@ -439,6 +419,31 @@ class Daemon:
         elif os.geteuid() == 0:
             log.warning("running as root (user: root); consider an unprivileged user")
         return self._loop()
+
+    def _capture_options(self):
+        from dnsguard.capture.live import CaptureOptions
+
+        cfg = self.cfg
+        return CaptureOptions(kind=cfg.capture, promisc=cfg.promiscuous,
+                              rcvbuf=cfg.socket_buffer, geometry=cfg.ring)
+
+    def _open_captures(self) -> list:
+        """One capture per interface, of the configured kind. A ring the kernel refuses
+        (no TPACKET_V3, no memory for it) falls back to the socket, with a warning: the
+        sensor runs, at lower rates."""
+        from dnsguard.capture.live import CaptureOpenError, open_interfaces
+
+        opts = self._capture_options()
+        try:
+            return open_interfaces(self.cfg.interfaces, self._ports, opts)
+        except CaptureOpenError as e:
+            if opts.kind != "ring":
+                raise
+            log.warning("%s; falling back to a plain capture socket (capture: socket), "
+                        "which reads one frame per system call and drops sooner", e)
+            self.cfg.capture = "socket"
+            return open_interfaces(self.cfg.interfaces, self._ports,
+                                   self._capture_options())
 
     def _install_signals(self) -> None:
         self._wake_r, self._wake_w = socket.socketpair()
@@ -608,7 +613,7 @@ class Daemon:
     def _reopen_due(self, by_fd: dict, now: float) -> str:
         """Try the reopens that are due. 'hopeless' when no socket is open and the last
         attempts failed for lack of privilege (capabilities dropped): a restart is needed."""
-        from dnsguard.capture.live import CaptureOpenError, LiveInterface
+        from dnsguard.capture.live import CaptureOpenError, open_capture
 
         denied = False
         for name, c in self._captures.items():
@@ -619,8 +624,7 @@ class Daemon:
                 if not _interface_exists(name):
                     raise CaptureOpenError(f"{name}: no such interface")
                 _refresh_scapy_interfaces()  # scapy caches them: a recreated one is unknown
-                new = LiveInterface(name, self._ports, self._promisc,
-                                    rcvbuf=self.cfg.socket_buffer)
+                new = open_capture(name, self._ports, self._capture_options())
             except CaptureOpenError as e:
                 c["attempt"] += 1
                 delay = REOPEN_BACKOFF[min(c["attempt"], len(REOPEN_BACKOFF) - 1)]
@@ -631,8 +635,7 @@ class Daemon:
                                 name, e, delay)
                 continue
             if old is not None:  # counters stay monotonic across the reopen
-                new.frames, new.kernel_packets = old.frames, old.kernel_packets
-                new.kernel_drops, new.read_errors = old.kernel_drops, old.read_errors
+                new.carry_counters(old)
                 self.interfaces[self.interfaces.index(old)] = new
             else:
                 self.interfaces.append(new)
@@ -640,7 +643,7 @@ class Daemon:
                      errors=new.read_errors)
             by_fd[new.fileno()] = new
             log.warning("%s: capture socket reopened", name)
-            _log_rcvbuf(new)
+            _log_opened(new)
         if not by_fd and denied:
             return "hopeless"
         return "ok"

@@ -137,11 +137,21 @@ class PipelineCollector(Collector):
                                  labels=["interface"])
         fr = CounterMetricFamily("dnsguard_captured_frames", "Frames read from a capture "
                                  "socket.", labels=["interface"])
+        fz = CounterMetricFamily("dnsguard_kernel_freezes", "Times a capture ring was full "
+                                 "(every block waiting for the sensor) and the kernel froze "
+                                 "its queue, dropping until a block came back "
+                                 "(PACKET_STATISTICS tp_freeze_q_cnt; 0 for a plain socket).",
+                                 labels=["interface"])
+        kind = GaugeMetricFamily("dnsguard_capture_info", "How each interface is captured: "
+                                 "kind 'ring' (TPACKET_V3) or 'socket'; always 1.",
+                                 labels=["interface", "kind"])
         for i in ifaces:
             kp.add_metric([i.name], i.kernel_packets)
             kd.add_metric([i.name], i.kernel_drops)
             fr.add_metric([i.name], i.frames)
-        yield from (kp, kd, fr)
+            fz.add_metric([i.name], i.kernel_freezes)
+            kind.add_metric([i.name, i.kind], 1)
+        yield from (kp, kd, fr, fz, kind)
 
         # Online updates of the model (ModelDetector.learned; includes those resumed from
         # its checkpoint).
@@ -163,7 +173,7 @@ class Metrics:
 
         self.registry = r = registry or CollectorRegistry()
         self.pipeline = None  # set once the pipeline exists
-        self.interfaces: list = []  # LiveInterface objects (name, frames, kernel_*)
+        self.interfaces: list = []  # capture.live.Capture objects (name, frames, kernel_*)
         self.alerts = Counter("dnsguard_alerts", "Alerts raised, by detector (a rule id or "
                               "the model) and the alert's severity; an alert several detectors "
                               "raised together counts once for each.",

@@ -230,13 +230,11 @@ def test_capture_loop_restores_the_gc_when_it_ends_by_an_exception(loop_daemon):
     (1 << 30, 2147483646, logging.INFO),  # the kernel's ceiling: INT_MAX / 2, doubled
 ])
 def test_socket_buffer_obtained_is_logged(caplog, asked, granted, level):
-    class Iface:
-        name = "eth9"
-        rcvbuf_asked = asked
-        rcvbuf = granted
+    i = object.__new__(live.LiveInterface)  # no packet socket: only what describe() reads
+    i.name, i.rcvbuf_asked, i.rcvbuf = "eth9", asked, granted
 
     with caplog.at_level(logging.INFO, logger="dnsguard.daemon"):
-        daemon._log_rcvbuf(Iface())
+        daemon._log_opened(i)
     (rec,) = caplog.records
     assert rec.levelno == level and f"{granted} bytes" in rec.getMessage()
     if level == logging.WARNING:

@@ -48,9 +48,11 @@ def response(name: str, qid: int = 7) -> bytes:
 
 class FakeInterface:
     name = "eth-test0"
+    kind = "ring"
     frames = 11
     kernel_packets = 12
     kernel_drops = 7
+    kernel_freezes = 2
 
 
 @pytest.fixture
@@ -100,6 +102,8 @@ EXPECTED = {
     "dnsguard_kernel_packets": ("counter", {"interface"}),
     "dnsguard_kernel_drops": ("counter", {"interface"}),
     "dnsguard_captured_frames": ("counter", {"interface"}),
+    "dnsguard_kernel_freezes": ("counter", {"interface"}),
+    "dnsguard_capture_info": ("gauge", {"interface", "kind"}),
     "dnsguard_processing_seconds": ("histogram", set()),
     "dnsguard_processed_batches": ("counter", set()),
     "dnsguard_model_score": ("histogram", set()),
@@ -164,6 +168,10 @@ def test_names_types_and_labels(exporter):
     assert value(fams, "dnsguard_tracked_keys", "dnsguard_tracked_keys", scope="domain") == 3
     assert value(fams, "dnsguard_kernel_drops", "dnsguard_kernel_drops_total",
                  interface="eth-test0") == 7
+    assert value(fams, "dnsguard_kernel_freezes", "dnsguard_kernel_freezes_total",
+                 interface="eth-test0") == 2
+    assert value(fams, "dnsguard_capture_info", "dnsguard_capture_info",
+                 interface="eth-test0", kind="ring") == 1
     assert value(fams, "dnsguard_model_score", "dnsguard_model_score_count") == 1
     assert value(fams, "dnsguard_model_updates", "dnsguard_model_updates_total") == 0
     assert value(fams, "dnsguard_feedback_labels", "dnsguard_feedback_labels_total") == 0
@@ -172,6 +180,7 @@ def test_names_types_and_labels(exporter):
     allowed = {"outcome": set(OUTCOMES), "direction": {"query", "response"},
                "qtype": set(QTYPE_LABELS), "scope": set(SCOPES), "result": {"ok", "error"},
                "severity": {"low", "medium", "high"}, "interface": {"eth-test0"},
+               "kind": {"ring", "socket"},
                "version": {__version__}}
     for fam in fams.values():
         for s in fam.samples:

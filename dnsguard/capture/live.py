@@ -1,5 +1,8 @@
-"""Live capture: one AF_PACKET socket per interface (scapy's ``L2ListenSocket``), promiscuous,
-with a kernel BPF filter so only DNS-port traffic ever reaches Python.
+"""Live capture: one AF_PACKET capture per interface, promiscuous, with a kernel BPF filter so
+only DNS-port traffic ever reaches Python. Two kinds (config ``capture:``), both
+:class:`Capture`: a memory-mapped TPACKET_V3 ring (:mod:`dnsguard.capture.ring`, the default)
+and, as a fallback, a plain socket read one frame per system call (:class:`LiveInterface`,
+scapy's ``L2ListenSocket``); :func:`open_capture` opens either.
 
 Frames come out as ``(ts, linktype, bytes, wirelen)``, exactly what a capture file gives, and
 go into the same :meth:`dnsguard.pipeline.Pipeline.feed` as replay: there is one decoder.
@@ -24,6 +27,7 @@ import logging
 import socket
 import struct
 import time
+from dataclasses import dataclass, field
 
 from dnsguard.decode.packet import LINKTYPE_ETHERNET, LINKTYPE_RAW
 
@@ -56,8 +60,75 @@ RCVBUF = 8 << 20
 BATCH = 512  # frames read per readable socket before going back to select()
 
 
+CAPTURE_KINDS = ("ring", "socket")
+
+
 class CaptureOpenError(Exception):
     pass
+
+
+class Capture:
+    """What the daemon reads frames from: one interface, its kernel filter and counters.
+
+    ``frames``: frames read by us; ``kernel_packets``: frames that passed the kernel filter,
+    drops included; ``kernel_drops``: dropped because the buffer or ring was full;
+    ``kernel_freezes``: times a ring's queue was frozen full (0 for a socket)."""
+
+    kind = ""
+
+    def __init__(self, name: str, filter: str) -> None:
+        self.name = name
+        self.filter = filter
+        self.linktype = LINKTYPE_ETHERNET
+        self.loopback = False
+        self.frames = 0
+        self.kernel_packets = 0
+        self.kernel_drops = 0
+        self.kernel_freezes = 0
+        self.read_errors = 0
+
+    def fileno(self) -> int:
+        raise NotImplementedError
+
+    def read(self, feed, limit: int) -> int:
+        """Feed waiting frames as ``feed(ts, linktype, data, wirelen)``; the number fed."""
+        raise NotImplementedError
+
+    def poll_stats(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def describe(self) -> tuple[int, str]:
+        """(log level, line) saying what was opened, for the daemon's log."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def carry_counters(self, old: Capture) -> None:
+        """Continue ``old``'s counters (a reopen): the metrics stay monotonic."""
+        self.frames, self.kernel_packets = old.frames, old.kernel_packets
+        self.kernel_drops, self.kernel_freezes = old.kernel_drops, old.kernel_freezes
+        self.read_errors = old.read_errors
+
+
+@dataclass
+class CaptureOptions:
+    """How to open a capture: its kind, promiscuous mode, the socket's receive buffer (socket
+    kind), the ring's shape (ring kind) and the fanout group (ring kind, several workers)."""
+
+    kind: str = "ring"
+    promisc: bool = True
+    rcvbuf: int = RCVBUF
+    geometry: object = field(default=None)  # ring.RingGeometry; None: its defaults
+    fanout: int | None = None
+
+
+def open_capture(name: str, ports: frozenset[int], opts: CaptureOptions) -> Capture:
+    if opts.kind == "socket":
+        return LiveInterface(name, ports, opts.promisc, rcvbuf=opts.rcvbuf, fanout=opts.fanout)
+    from dnsguard.capture.ring import RingInterface
+
+    return RingInterface(name, ports, opts.promisc, opts.geometry, opts.fanout)
 
 
 def bpf_filter(ports: frozenset[int] | set[int]) -> str:
@@ -75,16 +146,18 @@ def linktype_of(hatype: int) -> int | None:
     return _HATYPE_LINKTYPE.get(hatype)
 
 
-class LiveInterface:
-    """One capture socket."""
+class LiveInterface(Capture):
+    """One capture socket, read one frame per system call."""
+
+    kind = "socket"
 
     def __init__(self, name: str, ports: frozenset[int], promisc: bool = True,
-                 snaplen: int = SNAPLEN, rcvbuf: int = RCVBUF) -> None:
+                 snaplen: int = SNAPLEN, rcvbuf: int = RCVBUF,
+                 fanout: int | None = None) -> None:
         # Imported here: scapy is needed by the daemon only, not by replay or the tests.
         from scapy.arch.linux import L2ListenSocket
 
-        self.name = name
-        self.filter = bpf_filter(ports)
+        super().__init__(name, bpf_filter(ports))
         self.snaplen = snaplen
         scapy_log = logging.getLogger("scapy.runtime")
         level = scapy_log.level
@@ -115,6 +188,16 @@ class LiveInterface:
             self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _TPACKET_STATS.size)
         except OSError:
             pass
+        if fanout is not None:
+            from dnsguard.capture.fanout import join_fanout
+
+            try:
+                join_fanout(self.sock, fanout)
+            except OSError as e:
+                self._sock.close()
+                raise CaptureOpenError(f"{name}: cannot join fanout group {fanout}: "
+                                       f"{e}") from None
+        self.fanout = fanout
         self.sock.setblocking(False)
         hatype = self.sock.getsockname()[3]
         lt = linktype_of(hatype)
@@ -126,10 +209,6 @@ class LiveInterface:
         self.loopback = hatype == ARPHRD_LOOPBACK
         self._buf = bytearray(snaplen)
         self._view = memoryview(self._buf)
-        self.frames = 0  # frames read by us
-        self.kernel_packets = 0  # tp_packets, accumulated
-        self.kernel_drops = 0  # tp_drops, accumulated
-        self.read_errors = 0
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -177,6 +256,22 @@ class LiveInterface:
         self.kernel_drops += drops
         return self.kernel_packets, self.kernel_drops
 
+    def describe(self) -> tuple[int, str]:
+        """The receive buffer the kernel granted (getsockopt SO_RCVBUF). Linux reports twice
+        the value asked for (half is its bookkeeping); less than that means SO_RCVBUFFORCE was
+        refused (no CAP_NET_ADMIN) and net.core.rmem_max clamped it."""
+        got, asked = self.rcvbuf, self.rcvbuf_asked
+        if got >= min(2 * asked, 2147483646):  # the kernel doubles at most INT_MAX / 2
+            return logging.INFO, (f"{self.name}: socket receive buffer {got} bytes "
+                                  f"(socket_buffer {asked}; the kernel reports twice the "
+                                  "value, half of it for its bookkeeping)")
+        rmem = _rmem_max()
+        return logging.WARNING, (
+            f"{self.name}: socket receive buffer only {got} bytes, socket_buffer asks "
+            f"{asked}: SO_RCVBUFFORCE was refused (no CAP_NET_ADMIN), so net.core.rmem_max "
+            f"({rmem if rmem is not None else 'unknown'}) applies; grant CAP_NET_ADMIN or "
+            "raise net.core.rmem_max, or frames are dropped sooner in bursts")
+
     def close(self) -> None:
         try:
             self.poll_stats()
@@ -184,12 +279,22 @@ class LiveInterface:
             self._sock.close()
 
 
-def open_interfaces(names: list[str], ports: frozenset[int], promisc: bool = True,
-                    snaplen: int = SNAPLEN, rcvbuf: int = RCVBUF) -> list[LiveInterface]:
-    out: list[LiveInterface] = []
+def _rmem_max() -> int | None:
+    try:
+        with open("/proc/sys/net/core/rmem_max") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def open_interfaces(names: list[str], ports: frozenset[int],
+                    opts: CaptureOptions | None = None) -> list[Capture]:
+    """Open a capture on each interface (all or none: a failure closes those opened)."""
+    opts = opts or CaptureOptions()
+    out: list[Capture] = []
     try:
         for n in names:
-            out.append(LiveInterface(n, ports, promisc, snaplen, rcvbuf))
+            out.append(open_capture(n, ports, opts))
     except CaptureOpenError:
         for i in out:
             i.close()
