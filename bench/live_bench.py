@@ -4,6 +4,8 @@ pair, real DNS frames replayed into the other end by tcpreplay at stepped rates.
 Usage (root; from the repository root):
 
     sudo python bench/live_bench.py [--seconds 60] [--rates 20000,30000,40000,50000,60000,80000]
+                                    [--capture ring,socket] [--ring-block-size BYTES]
+                                    [--ring-block-count N] [--ring-frame-timeout MS]
                                     [--socket-buffer BYTES[,BYTES...]] [--no-model]
                                     [--pcap FILE ...]
                                     [--tree DIR] [--pure] [--pps-multi N] [--stop-after N]
@@ -24,8 +26,10 @@ What it does:
 2. Creates two network namespaces (``dgbench-s-TAG``, ``dgbench-p-TAG``) joined by a veth
    pair (``dgbenchTAGs`` / ``dgbenchTAGp``, 10.251.254.1/30 and .2/30). Nothing is routed:
    every frame stays on that pair.
-3. For each rate: starts a fresh daemon in the sensor namespace from a configuration file
-   (``interfaces``, ``socket_buffer``, alerts and state in a temporary directory, metrics on
+3. For each rate and each capture kind (``--capture``: the TPACKET_V3 ring, then the plain
+   socket, back to back so both meet the same machine load): starts a fresh daemon in the
+   sensor namespace from a configuration file (``interfaces``, ``capture``, ``ring``,
+   ``socket_buffer``, alerts and state in a temporary directory, metrics on
    the namespace's loopback, ``user: nobody``); replays the traffic into the peer end with
    ``tcpreplay --pps RATE --loop N --limit RATE*SECONDS --duration SECONDS --preload-pcap``;
    waits until the daemon has read everything the kernel passed it; reads its Prometheus
@@ -292,14 +296,18 @@ def metrics(ns: str) -> dict[str, float] | None:
     want = ("dnsguard_kernel_packets_total", "dnsguard_kernel_drops_total",
             "dnsguard_captured_frames_total", "dnsguard_packets_total",
             "dnsguard_processed_batches_total", "dnsguard_processing_seconds_sum",
-            "dnsguard_alert_records_total", "dnsguard_parse_errors_total")
-    out = dict.fromkeys(want, 0.0)
+            "dnsguard_alert_records_total", "dnsguard_parse_errors_total",
+            "dnsguard_kernel_freezes_total")
+    out: dict = dict.fromkeys(want, 0.0)
     for line in body.splitlines():
         if line.startswith("#"):
             continue
         m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$", line)
         if m and m.group(1) in out:
             out[m.group(1)] += float(m.group(3))
+        elif m and m.group(1) == "dnsguard_capture_info":
+            kind = re.search(r'kind="(\w+)"', m.group(2) or "")
+            out["capture_kind"] = kind[1] if kind else None
     return out
 
 
@@ -364,20 +372,24 @@ def wait_for(cond, timeout: float, every: float = 0.2):
         time.sleep(every)
 
 
-def one_rate(rate: int, sockbuf: int, args, nsx: Namespaces, traffic: Path, frames: int,
-             work: Path, procs: list[Proc]) -> dict:
+def one_rate(rate: int, kind: str, sockbuf: int, args, nsx: Namespaces, traffic: Path,
+             frames: int, work: Path, procs: list[Proc]) -> dict:
     cfg = work / "dnsguard.yaml"
-    alerts = work / "alerts" / f"alerts-{rate}-{sockbuf}.json"
+    tag = f"{rate}-{kind}-{sockbuf}"
+    alerts = work / "alerts" / f"alerts-{tag}.json"
     cfg.write_text(
         f"interfaces: [{nsx.if_s}]\n"
+        f"capture: {kind}\n"
         f"socket_buffer: {sockbuf}\n"
+        f"ring:\n  block_size: {args.ring_block_size}\n  block_count: "
+        f"{args.ring_block_count}\n  frame_timeout: {args.ring_frame_timeout}\n"
         f"alerts: {alerts}\n"
-        f"state_dir: {work / f'state-{rate}-{sockbuf}'}\n"  # no model state carried over
+        f"state_dir: {work / f'state-{tag}'}\n"  # no model state carried over
         f"metrics_address: 127.0.0.1:{METRICS_PORT}\n"
         f"model: {'false' if args.no_model else 'true'}\n"
         "user: nobody\n"
         "log_level: info\n")
-    log = work / f"sensor-{rate}-{sockbuf}.log"
+    log = work / f"sensor-{tag}.log"
     sensor = Proc(["ip", "netns", "exec", nsx.sensor, sys.executable, "-m", "dnsguard", "run",
                    "--config", str(cfg)], log, env=daemon_env(args), cwd=args.tree)
     procs.append(sensor)
@@ -400,7 +412,7 @@ def one_rate(rate: int, sockbuf: int, args, nsx: Namespaces, traffic: Path, fram
     veth0 = nsx.veth_drops()
     cpu_d0, mach0, t0 = proc_cpu(sensor.p.pid), machine_cpu(), time.monotonic()
     load0 = os.getloadavg()[0]
-    rp = Proc(cmd, work / f"tcpreplay-{rate}-{sockbuf}.log")
+    rp = Proc(cmd, work / f"tcpreplay-{tag}.log")
     procs.append(rp)
     cpu_r = 0.0
     queue: list[int] = []  # the capture socket's queued bytes, every 0.1 s
@@ -464,7 +476,10 @@ def one_rate(rate: int, sockbuf: int, args, nsx: Namespaces, traffic: Path, fram
         return round(100 * b / granted, 1) if granted and queue else None
     row = {
         "rate": rate,
-        "socket_buffer": sockbuf,
+        "capture": kind,
+        "capture_used": m.get("capture_kind"),  # "socket" after a fallback
+        "socket_buffer": sockbuf if kind == "socket" else None,
+        "ring_bytes": args.ring_block_size * args.ring_block_count if kind == "ring" else None,
         "achieved_pps": round(rep.get("pps", 0)),
         "sent": rep["sent"],
         "tcpreplay_seconds": rep.get("seconds"),
@@ -473,6 +488,7 @@ def one_rate(rate: int, sockbuf: int, args, nsx: Namespaces, traffic: Path, fram
         "captured": captured,
         "processed": int(m.get("dnsguard_packets_total", 0)),
         "kernel_drops": drops,
+        "kernel_freezes": int(m.get("dnsguard_kernel_freezes_total", 0)),
         "lost_before_socket": rep["sent"] - kp,
         "veth_drops": veth,
         "zero_drops": drops == 0 and rep["sent"] == kp == captured
@@ -492,7 +508,7 @@ def one_rate(rate: int, sockbuf: int, args, nsx: Namespaces, traffic: Path, fram
         "queue_mean_pct": fill(sum(queue) / len(queue)) if queue else None,
         "queue_last_tenth_mean_pct": fill(sum(tail) / len(tail)) if queue else None,
         "alerts": int(m.get("dnsguard_alert_records_total", 0)),
-        "socket_buffer_granted": int(buf[1]) if buf else None,
+        "socket_buffer_granted": int(buf[1]) if buf and kind == "socket" else None,
         "daemon_exit": rc,
         "daemon_stopped_line": (f"{stopped[1]} frames, {stopped[2]} kernel drops"
                                 if stopped else None),
@@ -566,20 +582,29 @@ def mib(b: int | None) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| requested pps | socket buffer (granted) | achieved pps | sent | kernel passed "
-            "| daemon read | kernel drops "
+    head = ("| requested pps | capture | buffer (granted) | achieved pps | sent | kernel passed "
+            "| daemon read | kernel drops | ring freezes "
             "| other loss | zero drops | buffer fill max / mean | daemon CPU | tcpreplay CPU "
             "| machine idle | frames/batch | daemon CPU µs/frame |")
     out = [head, "|" + "|".join(["---:"] * (head.count("|") - 1)) + "|"]
     for r in rows:
         other = r["lost_before_socket"] + sum(r["veth_drops"].values())
+        if r["capture"] == "ring":
+            buf = f"ring {mib(r['ring_bytes'])}"
+        else:
+            buf = f"{mib(r['socket_buffer'])} ({mib(r['socket_buffer_granted'])})"
+        fill = ("—" if r["queue_max_pct"] is None
+                else f"{r['queue_max_pct']}% / {r['queue_mean_pct']}%")
+        kind = r["capture"] if r["capture_used"] in (None, r["capture"]) else \
+            f"{r['capture']} (fell back to {r['capture_used']})"
         out.append(
-            f"| {r['rate']:,} | {mib(r['socket_buffer'])} ({mib(r['socket_buffer_granted'])}) | "
+            f"| {r['rate']:,} | {kind} | {buf} | "
             f"{r['achieved_pps']:,} | "
             f"{r['sent']:,} | "
             f"{r['kernel_packets']:,} | {r['captured']:,} | {r['kernel_drops']:,} | "
+            f"{r['kernel_freezes']:,} | "
             f"{other:,} | {'yes' if r['zero_drops'] else 'no'} | "
-            f"{r['queue_max_pct']}% / {r['queue_mean_pct']}% | "
+            f"{fill} | "
             f"{r['daemon_cpu_pct']}% | {r['tcpreplay_cpu_pct']}% | "
             f"{r['machine_cpu_pct'].get('idle')}% | {r['frames_per_batch']} | "
             f"{r['daemon_cpu_us_per_frame']} |")
@@ -596,6 +621,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="the daemon's socket_buffer, bytes (default 8388608); several, "
                     "comma-separated: each rate is run with each, back to back (a fair "
                     "comparison on a machine whose load changes)")
+    ap.add_argument("--capture", default="ring,socket",
+                    help="capture kinds, comma-separated (default ring,socket: each rate is "
+                    "run with the ring and then with the socket, back to back)")
+    ap.add_argument("--ring-block-size", type=int, default=1 << 20,
+                    help="ring.block_size, bytes (default 1048576)")
+    ap.add_argument("--ring-block-count", type=int, default=32,
+                    help="ring.block_count (default 32)")
+    ap.add_argument("--ring-frame-timeout", type=int, default=10,
+                    help="ring.frame_timeout, ms (default 10)")
     ap.add_argument("--no-model", action="store_true", help="rules only (model: false)")
     ap.add_argument("--pure", action="store_true",
                     help="DNSGUARD_PURE=1: the hot path interpreted even if compiled")
@@ -623,6 +657,19 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--socket-buffer: integers (bytes), comma-separated")
     if not buffers or not all((64 << 10) <= b <= (1 << 30) for b in buffers):
         ap.error("--socket-buffer must be 65536..1073741824 bytes (the daemon's range)")
+    kinds = [k.strip() for k in args.capture.split(",") if k.strip()]
+    if not kinds or not set(kinds) <= {"ring", "socket"}:
+        ap.error("--capture: ring, socket or both, comma-separated")
+    # The ring's shape is checked by the daemon's own rules (config ring.*).
+    sys.path.insert(0, str(args.tree))
+    from dnsguard.capture.ring import RingGeometry
+
+    problem = RingGeometry(args.ring_block_size, args.ring_block_count,
+                           args.ring_frame_timeout).problem()
+    if problem:
+        ap.error(f"--ring-*: {problem}")
+    # Each rate: the ring once, the socket once per socket buffer.
+    variants = [(k, b) for k in kinds for b in (buffers if k == "socket" else buffers[:1])]
     if os.geteuid() != 0:
         ap.error("needs root (network namespaces, packet sockets)")
     for tool in ("ip", "tcpreplay"):
@@ -651,7 +698,10 @@ def main(argv: list[str] | None = None) -> int:
         tinfo = build_traffic(args.pcap, traffic)
         info = {"machine": machine(args.tree), "hot_path": compiled_status(args),
                 "traffic": {**tinfo, "from": [str(p) for p in args.pcap]},
-                "seconds": args.seconds, "socket_buffers": buffers,
+                "seconds": args.seconds, "socket_buffers": buffers, "captures": kinds,
+                "ring": {"block_size": args.ring_block_size,
+                         "block_count": args.ring_block_count,
+                         "frame_timeout": args.ring_frame_timeout},
                 "model": not args.no_model, "pps_multi": args.pps_multi,
                 "command": " ".join([Path(sys.executable).name, *sys.argv])}
         print(json.dumps(info, indent=1), flush=True)
@@ -659,8 +709,9 @@ def main(argv: list[str] | None = None) -> int:
         bad = 0
         for rate in rates:
             clean = False
-            for sockbuf in buffers:
-                row = one_rate(rate, sockbuf, args, nsx, traffic, tinfo["frames"], work, procs)
+            for kind, sockbuf in variants:
+                row = one_rate(rate, kind, sockbuf, args, nsx, traffic, tinfo["frames"], work,
+                               procs)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 clean = clean or row["zero_drops"]
@@ -683,9 +734,12 @@ def main(argv: list[str] | None = None) -> int:
             print()
             print(table(rows))
             print()
-            for sockbuf in dict.fromkeys(r["socket_buffer"] for r in rows):
-                ok = [r for r in rows if r["zero_drops"] and r["socket_buffer"] == sockbuf]
-                what = f"socket_buffer {sockbuf:,}"
+            for kind, sockbuf in dict.fromkeys((r["capture"], r["socket_buffer"])
+                                               for r in rows):
+                ok = [r for r in rows if r["zero_drops"] and r["capture"] == kind
+                      and r["socket_buffer"] == sockbuf]
+                what = (f"socket, socket_buffer {sockbuf:,}" if kind == "socket" else
+                        f"ring {mib(args.ring_block_size * args.ring_block_count)}")
                 if ok:
                     best = max(ok, key=lambda r: r["achieved_pps"])
                     print(f"{what}: highest rate with zero drops {best['achieved_pps']:,} "

@@ -400,7 +400,7 @@ def _ring(v: _V, d: object, line: int, c: DaemonConfig) -> None:
     got = {}
     for k in RING_KEYS:
         if k in d:
-            got[k] = int(v.number(d[k], f"ring.{k}", at(k), 1, 1 << 40, True))
+            got[k] = int(v.number(d[k], f"ring.{k}", at(k), 0, 1 << 40, True))
     g = RingGeometry(**{**c.ring.__dict__, **got})
     problem = g.problem()
     if problem:

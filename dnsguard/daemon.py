@@ -332,6 +332,10 @@ class Daemon:
         from dnsguard.metrics import Metrics
 
         cfg = self.cfg
+        if cfg.workers > 1:
+            log.error("workers: %d: several capture workers are not available in this "
+                      "version (docs/scaling.md); set workers: 1", cfg.workers)
+            return 2
         if not cfg.interfaces and not cfg.dnstap:
             log.error("nothing to read: set 'interfaces:' (or --interface) to capture, and/or "
                       "'dnstap:' (or --dnstap) to receive dnstap from DNS servers")

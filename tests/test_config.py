@@ -135,6 +135,19 @@ BAD = [
     ("socket_buffer: 8MiB\n", 1, "socket_buffer", "must be an integer"),
     ("socket_buffer: 8388608.5\n", 1, "socket_buffer", "must be an integer"),
     ("socket_buffer: true\n", 1, "socket_buffer", "must be an integer"),
+    ("capture: pcap\n", 1, "capture", "not one of ring, socket"),
+    ("ring:\n  block_size: 100000\n", 2, "ring.block_size", "power of two"),
+    ("ring:\n  block_count: 4\n  block_size: 32768\n", 3, "ring.block_size",
+     "from 65536"),
+    ("ring:\n  block_count: 1\n", 2, "ring.block_count", "from 2 to 65536"),
+    ("ring:\n  block_size: 134217728\n  block_count: 64\n", 3, "ring.block_count",
+     "at most 4294967296"),
+    ("ring:\n  frame_timeout: 0\n", 2, "ring.frame_timeout", "1 to 10000 ms"),
+    ("ring:\n  frame_timeout: 5.5\n", 2, "ring.frame_timeout", "integer"),
+    ("ring:\n  blocks: 8\n", 2, "ring.blocks", "unknown key"),
+    ("ring: 8\n", 1, "ring", "mapping"),
+    ("workers: 0\n", 1, "workers", "out of range (1 to 64)"),
+    ("workers: two\n", 1, "workers", "integer"),
     ("vantage:\n  mode: resolvr\n", 2, "vantage.mode", "not one of"),
     ("vantage:\n  mode: resolver\n", 1, "vantage.resolvers", "needs"),
     ("vantage:\n  home_networks:\n    - 10.0.0.0/8\n    - 10.0.0/33\n", 4,
@@ -166,6 +179,15 @@ def test_errors_name_key_and_line(tmp_path, text, line, field, words):
     assert (e.line, e.field) == (line, field), str(e)
     assert words in e.message, str(e)
     assert str(e).startswith(f"{p}:{line}: ")
+
+
+def test_capture_ring_and_workers(tmp_path):
+    c = dconf.load(write(tmp_path, "capture: socket\nring:\n  block_size: 262144\n"
+                                   "  frame_timeout: 50\nworkers: 4\n"))
+    assert c.capture == "socket" and c.workers == 4
+    assert (c.ring.block_size, c.ring.block_count, c.ring.frame_timeout) == (262144, 32, 50)
+    d = dconf.DaemonConfig()
+    assert d.capture == "ring" and d.workers == 1 and d.ring.problem() is None
 
 
 def test_check_config_command(tmp_path):
