@@ -1,0 +1,1 @@
+"""The benign workload generator (lab/README.md): roles, activities, a stub resolver."""

@@ -1,0 +1,170 @@
+"""A mail server's DNS: what an MTA with a spam filter asks per message, in and out.
+
+Inbound (Postfix + rspamd/SpamAssassin style), per connection and message:
+- PTR of the connecting address, then A of the name it gives (forward-confirmed rDNS);
+- IP DNSBLs by reversed octets, ``<d>.<c>.<b>.<a>.zen.spamhaus.org`` etc.
+  (https://www.spamhaus.org/faqs/dnsbl-usage/, https://www.spamcop.net/fom-serve/cache/291.html,
+  https://www.barracudacentral.org/rbl/how-to-use), and ``list.dnswl.org``
+  (https://www.dnswl.org/?page_id=15);
+- SPF: TXT of the envelope domain, then every ``include:`` it names, recursively, at most 10
+  lookups (RFC 7208 section 4.6.4);
+- DKIM: TXT at ``<selector>._domainkey.<d>`` per signature (RFC 6376 section 3.6.2.1), with
+  ordinary selectors (``selector1``/``selector2`` Microsoft 365,
+  https://learn.microsoft.com/en-us/defender-office-365/email-authentication-dkim-configure;
+  ``google`` and ``<date>`` at ``<domain-dashed>.<date>.gappssmtp.com`` Google Workspace
+  default signing; ``s1``/``s2`` SendGrid; ``k1`` Mailchimp; ``scph<MMYY>`` SparkPost;
+  ``<timestamp>pm`` Postmark; ``hs1-<id>``/``hs2-<id>`` HubSpot) and random-token selectors
+  (Amazon SES Easy DKIM: three 32-character tokens per domain and a second signature
+  ``d=amazonses.com; s=<32 chars>``, i.e. ``<32 chars>._domainkey.amazonses.com``,
+  https://docs.aws.amazon.com/ses/latest/dg/send-email-authentication-dkim-easy.html);
+- DMARC: TXT at ``_dmarc.<d>``, then at the organisational domain (RFC 7489 section 6.6.3);
+- URI DNSBLs for each domain in the body: ``<domain>.dbl.spamhaus.org``
+  (https://www.spamhaus.org/faqs/domain-blocklist/), ``<domain>.multi.uribl.com``
+  (https://uribl.com/about.shtml), ``<domain>.multi.surbl.org`` (https://www.surbl.org/lists);
+- attachment hashes at Team Cymru's MHR, ``<md5>.hash.cymru.com`` A/TXT
+  (https://hash.cymru.com/docs_dns).
+Outbound: MX of the recipient domain, A/AAAA of the exchangers, MTA-STS TXT ``_mta-sts.<d>``
+(RFC 8461 section 3.1), DANE TLSA ``_25._tcp.<mx>`` (RFC 7672), and now and then TLS-RPT
+``_smtp._tls.<d>`` (RFC 8460 section 3) when a daily report is due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+
+from lab.benign.client import B32, HEX, Client, public_ip, rand, rev4, texts
+
+IP_BLS = ("zen.spamhaus.org", "bl.spamcop.net", "b.barracudacentral.org", "dnsbl.sorbs.net",
+          "bl.mailspike.net", "psbl.surriel.com")
+URI_BLS = ("dbl.spamhaus.org", "multi.uribl.com", "multi.surbl.org")
+ESPS = ("amazonses", "google", "microsoft", "sendgrid", "mailchimp", "sparkpost", "postmark",
+        "hubspot", "own", "own", "own")
+BODY_DOMAINS = ("google.com", "linkedin.com", "microsoft.com", "facebook.com", "twitter.com",
+                "youtube.com", "bit.ly", "list-manage.com", "sendgrid.net", "mailchi.mp",
+                "zoom.us", "docusign.net", "salesforce.com", "hubspot.com", "apple.com",
+                "amazon.com", "dropbox.com", "sharepoint.com", "github.com", "medium.com",
+                "eventbrite.com", "calendly.com", "typeform.com", "instagram.com", "t.co",
+                "lnkd.in", "office.com", "wetransfer.com", "surveymonkey.com", "mcusercontent.com")
+
+
+def _dkim_signatures(c: Client, domain: str, esp: str) -> list[tuple[str, str]]:
+    rng = c.rng
+    if esp == "amazonses":
+        # the customer's Easy-DKIM token and SES's own signature with a random-token selector
+        tok = rand(random_for(domain, "ses"), 32, B32)
+        return [(tok, domain), (rand(rng, 32, B32), "amazonses.com")]
+    if esp == "google":
+        if rng.random() < 0.5:
+            return [("google", domain)]
+        date = rng.choice(("20161025", "20210112", "20230601", "20221208"))
+        return [(date, f"{domain.replace('.', '-')}.{date}.gappssmtp.com")]
+    if esp == "microsoft":
+        tenant = domain.split(".")[0].replace("-", "")
+        return [(rng.choice(("selector1", "selector2")), domain),
+                (f"selector1-{domain.replace('.', '-')}", f"{tenant}.onmicrosoft.com")]
+    if esp == "sendgrid":
+        return [(rng.choice(("s1", "s2")), domain), ("smtpapi", "sendgrid.net")]
+    if esp == "mailchimp":
+        return [("k1", domain), ("k2", "mcsv.net")]
+    if esp == "sparkpost":
+        return [(f"scph{rng.randint(1, 12):02d}{rng.randint(17, 25)}", domain)]
+    if esp == "postmark":
+        return [(f"{rng.randint(2019, 2025)}{rng.randint(10**9, 10**10 - 1)}pm", domain),
+                ("pm-bounces", "pm.mtasv.net")]
+    if esp == "hubspot":
+        hid = rng.randint(10**6, 10**8)
+        return [(f"hs1-{hid}", domain), (f"hs2-{hid}", domain)]
+    return [(rng.choice(("default", "dkim", "mail", "s1", "selector1", "k1", "key1",
+                         "20240115", "smtp", "mx")), domain)]
+
+
+def random_for(*parts: str) -> random.Random:
+    """A generator fixed by the parts (a domain's own DKIM token stays the same)."""
+    return random.Random(hashlib.sha256("|".join(parts).encode()).hexdigest())
+
+
+def _org(domain: str) -> str:
+    parts = domain.split(".")
+    return ".".join(parts[-3:]) if parts[-2] in ("co", "com") and len(parts) > 2 else \
+        ".".join(parts[-2:])
+
+
+async def spf(c: Client, domain: str, budget: list[int]) -> None:
+    """SPF evaluation: TXT of the domain, then its includes/redirect, at most 10 lookups."""
+    if budget[0] <= 0:
+        return
+    budget[0] -= 1
+    r = await c.q(domain, "TXT")
+    for txt in texts(r, "TXT"):
+        if not txt.startswith("v=spf1"):
+            continue
+        for term in txt.split():
+            if term.startswith(("include:", "redirect=")):
+                await spf(c, term.split(":", 1)[-1].split("=", 1)[-1], budget)
+            elif term in ("mx", "a") or term.startswith(("mx:", "a:")):
+                budget[0] -= 1
+                await c.q(domain if ":" not in term else term.split(":", 1)[1],
+                          "MX" if term.startswith("mx") else "A")
+
+
+async def inbound_message(c: Client) -> None:
+    w, rng = c.world, c.rng
+    ip = public_ip(rng)
+    # connection: FCrDNS, then the IP blocklists in parallel
+    r = await c.q(f"{rev4(ip)}.in-addr.arpa", "PTR")
+    for name in texts(r, "PTR")[:1]:
+        await c.addr_lookup(name.rstrip("."), aaaa=rng.random() < 0.5)
+    await asyncio.gather(*(c.q(f"{rev4(ip)}.{bl}", "A") for bl in
+                           IP_BLS[: rng.randint(2, len(IP_BLS))]))
+    if rng.random() < 0.3:
+        await c.q(f"{rev4(ip)}.list.dnswl.org", "A")
+    # envelope: sender domain (an ESP customer, a partner, or a bulk sender)
+    esp = rng.choice(ESPS)
+    if rng.random() < 0.6:
+        domain = rng.choice(w.partners)
+    else:
+        word = rand(rng, rng.randint(4, 9), "abcdefghijklmnopqrstuvwxyz")
+        domain = f"{word}{rng.choice(['mail', 'news', 'shop', 'info', ''])}." \
+                 f"{rng.choice(['com', 'net', 'io', 'co'])}"
+    if rng.random() < 0.25:
+        domain = f"{rng.choice(['mail', 'email', 'news', 'bounce', 'em', 'mg'])}.{domain}"
+    await c.q(domain, "MX")
+    await spf(c, domain, [10])
+    sigs = _dkim_signatures(c, domain, esp)
+    await asyncio.gather(*(c.q(f"{sel}._domainkey.{d}", "TXT") for sel, d in sigs))
+    r = await c.q(f"_dmarc.{domain}", "TXT")
+    if (r is None or r.rcode() == 3) and _org(domain) != domain:
+        await c.q(f"_dmarc.{_org(domain)}", "TXT")
+    # body URIs and attachments
+    uris = rng.sample(BODY_DOMAINS, rng.randint(0, 4)) + ([domain] if rng.random() < 0.7 else [])
+    await asyncio.gather(*(c.q(f"{d}.{bl}", "A") for d in uris for bl in URI_BLS))
+    for _ in range(rng.choice((0, 0, 0, 1, 1, 2))):
+        await c.q(f"{rand(rng, 32, HEX)}.hash.cymru.com", rng.choice(("A", "TXT")))
+
+
+async def outbound_message(c: Client) -> None:
+    rng, w = c.rng, c.world
+    rcpt = rng.choice(w.partners + ["gmail.com", "outlook.com", "yahoo.com", "icloud.com",
+                                    "hotmail.com", "gmx.de", "orange.fr", "web.de"])
+    r = await c.q(rcpt, "MX")
+    mxs = [t.split()[-1].rstrip(".") for t in texts(r, "MX")][:2] or [rcpt]
+    await c.q(f"_mta-sts.{rcpt}", "TXT")
+    for mx in mxs:
+        await c.addr_lookup(mx)
+        if rng.random() < 0.5:
+            await c.q(f"_25._tcp.{mx}", "TLSA")
+    if rng.random() < 0.05:
+        await c.q(f"_smtp._tls.{rcpt}", "TXT")
+
+
+async def own_domain_checks(c: Client) -> None:
+    """The MTA checking its own records (SPF/DKIM/DMARC/MTA-STS monitors, SES tokens)."""
+    w = c.world
+    d = w.mail_domain
+    for name, t in ((d, "TXT"), (d, "MX"), (f"_dmarc.{d}", "TXT"), (f"_mta-sts.{d}", "TXT"),
+                    (f"_smtp._tls.{d}", "TXT"), (f"mta-sts.{d}", "A")):
+        await c.q(name, t)
+    for tok in w.ses_tokens:
+        await c.q(f"{tok}._domainkey.{d}", "CNAME")
