@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -76,6 +77,8 @@ def generate_one(out: Path, seed: int, hours: float, speed: float, clients: int,
         unbound = lab.describe()["unbound"]
     n = rescale(raw, out / name, speed)
     raw.unlink()
+    for log_file in out.glob(f".benign_lab_s{seed}.*.log"):
+        log_file.unlink()
     entry = {"file": name, "seed": seed, "split": split_of(seed), "class": "benign",
              "simulated_seconds": sim, "time_factor": speed,
              "wall_seconds": round(time.time() - t0, 1),
@@ -150,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--egress", action="store_true", help="also capture the resolver's egress")
     ap.add_argument("--max-queries", type=int, default=5_000_000)
     a = ap.parse_args(argv)
+    # SIGTERM (timeout, kill) unwinds like Ctrl-C so the lab's cleanup runs
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     why = require_root()
     if why:
         print(f"lab.generate: {why}", file=sys.stderr)

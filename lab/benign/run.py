@@ -22,7 +22,7 @@ from lab.benign.stub import Budget, Stub
 async def _periodic(c: Client, activity, mean: float, end_wall: float) -> None:
     mean = mean / c.profile["activity"]
     loop = asyncio.get_running_loop()
-    first = c.rng.uniform(0, min(mean, 600))
+    first = c.rng.expovariate(1 / mean)     # a Poisson process: no burst of rare work at start
     if loop.time() + first / c.speed >= end_wall:
         return
     await c.sleep(first)
