@@ -192,6 +192,27 @@ def test_transports_are_labelled_and_count_like_udp_tcp():
     assert c.transports == {"udp": 1, "tcp": 1, "dot": 1, "doh": 1, "doq": 1}
 
 
+def test_feed_message_fast_and_general_paths_agree(ruleset):
+    from dnsguard.pipeline import Pipeline
+
+    m = DnstapMapper(DnstapCounters())
+    msgs = [m.decode(p) for p in exfil_payloads(40, upstream=False)]
+    msgs.append(m.decode(encode_message(MT.CLIENT_QUERY, b"\x00" * 5, CLIENT, RESOLVER, 1, 53,
+                                        T0 + 9)))  # not DNS
+    out = []
+    for fast in (True, False):
+        got: list[dict] = []
+        pipe = Pipeline(rules_only(), ruleset, got.append)
+        pipe.fast_path = fast
+        outcomes = [pipe.feed_message(*x) for x in msgs]
+        pipe.finish()
+        s = pipe.summary()
+        out.append((outcomes, s["outcomes"], s["queries"], s["responses"],
+                    [(a["domain"], a["src_ip"], a["detectors"]) for a in got]))
+    assert out[0] == out[1]
+    assert out[0][4] and out[0][1]["not_dns"] + out[0][1]["malformed"] == 1
+
+
 # --- replay and eval ----------------------------------------------------------------------
 def _alerts(paths, ruleset) -> tuple[list[dict], object]:
     got: list[dict] = []
