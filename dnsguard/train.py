@@ -191,6 +191,9 @@ def fit(caps: list[CaptureSamples], kind: str = "hoeffding", epochs: int = 2, se
     rng.shuffle(benign)
     for x in benign:
         hst.learn_one(scaler.transform_one(x))
+    # Each leaf's box of the windows it learnt from: the model abstains outside it
+    # (docs/model.md, "Calibration").
+    bundle["support"] = M.support_boxes(tree, data)
     bundle["n_samples"] = len(data)
     return bundle
 

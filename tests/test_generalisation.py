@@ -76,6 +76,90 @@ def active_directory(rnd) -> list:
     return out
 
 
+def _uuid(rnd) -> str:
+    h = f"{rnd.getrandbits(128):032x}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{h[16:20]}-{h[20:]}"
+
+
+def isp_host_names(rnd) -> list:
+    """A server confirming its peers' forward names: ISP customer hosts with the address in
+    the label (Comcast ``c-73-…hsd1.…comcast.net``, Spectrum ``cpe-24-…res.rr.com``, Verizon
+    ``pool-71-…fios.verizon.net``, plain ``24-48-150-22.city.isp.net``), A and PTR-style."""
+    shapes = ["c-{a}-{b}-{c}-{d}.hsd1.ca.comcast.net", "cpe-{a}-{b}-{c}-{d}.nycap.res.rr.com",
+              "pool-{a}-{b}-{c}-{d}.nwrknj.fios.verizon.net", "{a}-{b}-{c}-{d}.city.isp.net",
+              "{d}.{c}.{b}.{a}.static.isp.net", "ip-{a}-{b}-{c}-{d}.ec2.internal.isp.net"]
+    out, t = [], 1_700_000_000.0
+    for _ in range(400):
+        a, b, c, d = (rnd.randint(1, 254) for _ in range(4))
+        name = rnd.choice(shapes).format(a=a, b=b, c=c, d=d)
+        t += rnd.uniform(0.05, 0.8)
+        out += _pair("10.9.0.25", name, "A", f"{a}.{b}.{c}.{d}", t, rnd)
+    return out
+
+
+def ad_dc_locator(rnd) -> list:
+    """Windows clients locating DCs by domain GUID and by site (SRV, MS-ADTS 6.3.6.1):
+    ``_ldap._tcp.<GUID>.domains._msdcs.<forest>``, ``_ldap._tcp.<site>._sites.dc._msdcs…``,
+    ``_kerberos._tcp.<site>._sites.<domain>``, ``<DSA GUID>._msdcs.<forest>`` (CNAME)."""
+    guids = [_uuid(rnd) for _ in range(6)]
+    sites = [f"Branch-{i:03d}" for i in range(40)]
+    out, t = [], 1_700_000_000.0
+    for _ in range(800):
+        c = f"10.9.3.{rnd.randint(2, 200)}"
+        k = rnd.random()
+        if k < 0.3:
+            name = f"_ldap._tcp.{rnd.choice(guids)}.domains._msdcs.corp.example"
+        elif k < 0.6:
+            name = f"_ldap._tcp.{rnd.choice(sites)}._sites.dc._msdcs.corp.example"
+        elif k < 0.8:
+            name = f"_kerberos._tcp.{rnd.choice(sites)}._sites.corp.example"
+        else:
+            name = f"{rnd.choice(guids)}._msdcs.corp.example"
+        t += rnd.uniform(0.01, 0.3)
+        out += _pair(c, name, "SRV" if name.startswith("_") else "CNAME",
+                     "dc1.corp.example" if not name.startswith("_") else None, t, rnd)
+    return out
+
+
+def ses_dkim(rnd) -> list:
+    """An MTA verifying DKIM signatures of mail sent through SES and Google: one random-token
+    selector per sending identity (``<32 chars>._domainkey.amazonses.com``, AWS SES Easy DKIM)
+    and 2048-bit key TXT answers; hundreds of identities an hour."""
+    tokens = ["".join(rnd.choices("abcdefghijklmnopqrstuvwxyz234567", k=32))
+              for _ in range(300)]
+    out, t = [], 1_700_000_000.0
+    for _ in range(700):
+        zone = "amazonses.com" if rnd.random() < 0.8 else "google.com"
+        t += rnd.uniform(0.05, 0.6)
+        out += _pair("10.9.0.25", f"{rnd.choice(tokens)}._domainkey.{zone}", "TXT", DKIM, t,
+                     rnd)
+    return out
+
+
+def uuid_telemetry(rnd) -> list:
+    """Three clients whose agent looks up a fresh ``<uuid>.<vendor>.com`` per request."""
+    out, t = [], 1_700_000_000.0
+    for _ in range(900):
+        t += rnd.uniform(0.05, 0.5)
+        out += _pair(f"10.9.4.{rnd.randint(2, 4)}", f"{_uuid(rnd)}.telemetry.vendor-app.com",
+                     "A", "192.0.2.80", t, rnd)
+    return out
+
+
+def udp53_app(rnd) -> list:
+    """An application speaking its own protocol on UDP port 53: 4 packets, ~1.3 kB."""
+    out = []
+    t = 1_700_000_000.0
+    for i, size in enumerate((420, 300, 380, 260)):
+        up = i % 2 == 0
+        src, dst = ("10.9.5.7", "198.51.100.9") if up else ("198.51.100.9", "10.9.5.7")
+        pkt = Ether() / IP(src=src, dst=dst) / UDP(sport=40000 if up else 53,
+                                                  dport=53 if up else 40000) / bytes(
+            rnd.getrandbits(8) | 0x80 for _ in range(size))
+        out.append((t + i * 0.1, bytes(pkt)))
+    return out
+
+
 def txt_download_channel(rnd) -> list:
     """Positive control: a stager pulling a payload down through numbered TXT names."""
     out, t = [], 1_700_000_000.0
@@ -97,7 +181,8 @@ def alerts_for(frames: list, use_model: bool = True) -> list[dict]:
     return [a for a in alerts if a["event_type"] == "dns_tunnel"]
 
 
-@pytest.mark.parametrize("workload", [mail_server, active_directory])
+@pytest.mark.parametrize("workload", [mail_server, active_directory, isp_host_names,
+                                      ad_dc_locator, ses_dkim, uuid_telemetry, udp53_app])
 def test_benign_services_do_not_alert(workload):
     frames = workload(random.Random(5))
     bad = alerts_for(frames)

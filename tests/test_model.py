@@ -95,11 +95,12 @@ def test_cli_reports_refusal(trained, tmp_path, capsys):
 def test_explain_walks_the_decision_path(trained):
     bundle, meta = M.load(trained[1])
     det = M.ModelDetector(bundle, meta)
+    det.support_max_outside = None  # a hand-made vector: the support check is tested below
     f = {"queries": 40, "responses": 40, "encoded_share": 1.0, "encoded_queries": 40,
          "mean_sub_len": 65, "mean_sub_entropy": 4.5, "max_label": 32, "distinct_names": 40,
          "distinct_ratio": 1.0, "txt_share": 1.0, "carrier_share": 1.0, "clients": 1,
          "down_per_response": 200, "duration": 10, "rate": 4, "bytes_up": 2600,
-         "bytes_down": 8000}
+         "bytes_down": 8000, "new_data": 1300, "new_data_rate": 130}
     hit = det.score("domain", dict(f), ("d", "x.test"))
     assert hit is not None
     did, sev, score, reasons = hit
@@ -113,13 +114,42 @@ def test_explain_walks_the_decision_path(trained):
     assert det.score("domain", dict(f, queries=2), ("d", "x.test")) is None
 
 
+def test_abstains_on_windows_unlike_its_leafs_tunnel_windows(trained):
+    """A leaf that learnt only tunnel windows must not call a window of another kind a tunnel
+    (issue #12): outside the box of its training windows the model abstains."""
+    from dnsguard.detect.rules import load_dir
+    from dnsguard.evaluate import load_truth
+    from dnsguard.settings import Settings
+    from dnsguard.train import collect
+
+    caps, path = trained
+    bundle, meta = M.load(path)
+    cap = collect(caps["tunnel"], load_truth(caps["truth"])["tunnel.pcap"], Settings(),
+                  load_dir(Settings().rules))
+    det = M.ModelDetector(bundle, meta)
+    x = next(x for _g, scope, x, y, q in cap.samples
+             if y and scope == "domain" and q >= 20 and det.proba(x) >= det.threshold)
+    assert M.outside_box(bundle["support"], M.leaf_path(det.tree, x)[0], x) == []
+    # The same window with every name carrying an address: a kind no tunnel window showed.
+    f = {n: M._natural(n, v) for n, v in x.items() if not n.startswith("scope_")}
+    f["addr_share"] = 1.0
+    odd = M.vectorize("domain", f)
+    assert det.proba(odd) >= det.threshold  # the tree alone would call it a tunnel …
+    assert "addr_share" in M.outside_box(bundle["support"], M.leaf_path(det.tree, odd)[0], odd)
+    assert det.score("domain", dict(f), ("d", "x.test")) is None  # … the model abstains
+    assert det.abstained == 1
+    det.support_max_outside = None
+    assert det.score("domain", dict(f), ("d", "x.test")) is not None
+
+
 def test_checkpoint_and_resume(trained, tmp_path):
     caps, path = trained
     state = tmp_path / "state" / "model.pkl"
     s = replace(Settings(), model=path, model_state=state)
     det = M.detector_for(s)
     x = M.vectorize("domain", {"queries": 50, "encoded_share": 1.0, "mean_sub_len": 60,
-                               "txt_share": 1.0})
+                               "txt_share": 1.0, "distinct_names": 50, "new_data": 1800,
+                               "new_data_rate": 36})
     before = det.proba(x)
     for _ in range(300):
         det.learn_one(x, False)

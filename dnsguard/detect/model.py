@@ -72,39 +72,134 @@ MIN_DOWN = 100.0  # answer rdata octets per response
 MIN_STRONG_NAMES = 8  # distinct names with data-shaped names or rare types
 MIN_WEAK_NAMES = 10  # distinct names with only long subdomains or big answers …
 MIN_WEAK_DISTINCT_RATIO = 0.3  # … most of them new (a resolver leg doubles each: ≥ 0.5)
+MAX_STRUCTURED_SHARE = 0.5  # … and most of them not service names, UUIDs or addresses
+MIN_NEW_DATA = 1500.0  # octets of information in new names: a channel with short labels …
+MIN_NEW_NAMES = 40  # … over this many distinct names
 MIN_ENCODED_DOMAIN_SHARE = 0.2  # client keys: registered domains whose label is data
+MIN_CLIENT_ENCODED_NAMES = 20  # client keys: encoded names spread over many domains
+MIN_FLOW_PACKETS = 40  # flow keys: sustained non-DNS traffic on a DNS port (the rule's bar) …
+MIN_FLOW_BYTES = 4000  # … moving real volume, not an application's 4-packet handshake
 
 
 def carries_data(scope: str, f: dict) -> bool:
-    """Does the window show data moving in DNS? (flow: non-DNS bytes on a DNS port always
-    do.) A tunnel must keep asking *new* names to move new data (a cache answers repeats),
-    so the evidence is counted in distinct names:
+    """Does the window show data moving in DNS? A tunnel must keep asking *new* names to move
+    new data (a cache answers repeats), so the evidence is counted in distinct names:
 
     * data-shaped names (encoded labels, raw octets) or rare query types, over at least
-      ``MIN_STRONG_NAMES`` distinct names — the rules' own bar;
+      ``MIN_STRONG_NAMES`` distinct names — the rules' own bar (a UUID per name, a DKIM
+      selector or an AD GUID under a service label is an identifier, not encoded data:
+      dnsguard/features/payload.py);
     * weaker signs (long subdomains, big answers) only over ``MIN_WEAK_NAMES`` distinct names
-      that are mostly new (``distinct_ratio``): mail servers fetching SPF/DKIM TXT records and
-      Windows clients locating domain controllers (long ``_ldap._tcp…`` SRV names) repeat a
-      handful of names, and must not reach the tree, which learnt from a corpus with almost no
-      such benign traffic (tests/test_generalisation.py);
-    * for a client key, data in the registered domains themselves (encoded labels).
+      that are mostly new (``distinct_ratio``) and mostly not service names, UUIDs or
+      embedded addresses: mail servers fetching SPF/DKIM TXT records and Windows clients
+      locating domain controllers (long ``_ldap._tcp…`` SRV names) repeat a handful of
+      names, ISP host names carry an address (tests/test_generalisation.py);
+    * volume: at least ``MIN_NEW_DATA`` octets of information in ``MIN_NEW_NAMES`` new
+      names, whatever their shape (short labels, word lists, a legitimate-looking prefix):
+      the tree, trained on benign services that do this too, decides;
+    * for a client key, data in the registered domains themselves (encoded labels), or
+      encoded names spread over many domains;
+    * for a flow (non-DNS traffic on a DNS port), sustained evidence: ``MIN_FLOW_PACKETS``
+      packets and ``MIN_FLOW_BYTES`` octets, not one application's short exchange.
+
+    >>> carries_data("flow", {"packets": 4, "bytes_up": 700, "bytes_down": 600})
+    False
+    >>> carries_data("domain", {"distinct_names": 12, "encoded_share": 0.9})
+    True
     """
-    if scope == "flow":
-        return True
     g = f.get
-    if scope == "client":
-        return g("encoded_domain_share", 0) >= MIN_ENCODED_DOMAIN_SHARE
+    if scope == "flow":
+        return (g("packets", 0) >= MIN_FLOW_PACKETS
+                and g("bytes_up", 0) + g("bytes_down", 0) >= MIN_FLOW_BYTES)
     names = g("distinct_names", 0)
+    volume = g("new_data", 0) >= MIN_NEW_DATA and names >= MIN_NEW_NAMES
+    if scope == "client":
+        return (g("encoded_domain_share", 0) >= MIN_ENCODED_DOMAIN_SHARE or volume
+                or (g("encoded_share", 0) >= MIN_ENCODED_DOMAIN_SHARE
+                    and g("encoded_queries", 0) >= MIN_CLIENT_ENCODED_NAMES))
     strong = g("encoded_share", 0) or g("non_ldh_share", 0) or g("rare_qtype_share", 0)
     if strong and names >= MIN_STRONG_NAMES:
         return True
+    if volume:
+        return True
     weak = g("mean_sub_len", 0) >= MIN_SUB_LEN or g("down_per_response", 0) >= MIN_DOWN
-    return bool(weak and names >= MIN_WEAK_NAMES
+    structured = g("service_share", 0) + g("uuid_share", 0) + g("addr_share", 0)
+    return bool(weak and names >= MIN_WEAK_NAMES and structured < MAX_STRUCTURED_SHARE
                 and g("distinct_ratio", 0) >= MIN_WEAK_DISTINCT_RATIO)
 
 
 def _natural(name: str, v: float) -> float:
     return math.expm1(v) if name in LOG_FEATURES else v
+
+
+# --- knowing what it does not know ----------------------------------------------------------
+# A Hoeffding leaf that learnt only tunnel windows answers P(tunnel) = 1.000 for *any* window
+# that reaches it, including benign kinds it never saw (ISP host names with addresses, AD
+# GUID names: issue #12). So each leaf keeps the box (per-input min and max) of the tunnel
+# windows it was trained on, and the model abstains on a window outside that box on more than
+# ``SUPPORT_MAX_OUTSIDE`` inputs: the leaf has no evidence about windows of that kind.
+# Chosen by measurement (bench/loso.py, docs/model.md "Calibration").
+SUPPORT_MARGIN = 0.05  # in input units (log1p for counts), plus 10 % of the box's width
+SUPPORT_MAX_OUTSIDE = 0
+
+
+def leaf_path(tree, x: dict) -> tuple[tuple[int, ...], object]:
+    """The branch numbers from the root to ``x``'s leaf, and the leaf."""
+    path: list[int] = []
+    node = getattr(tree, "_root", None)
+    while node is not None and getattr(node, "children", None):
+        try:
+            i = node.branch_no(x)
+        except (KeyError, TypeError):
+            break
+        path.append(i)
+        node = node.children[i]
+    return tuple(path), node
+
+
+def support_boxes(tree, data) -> dict:
+    """Per leaf (its path) and class: the box of the training inputs that reach it, and the
+    weight. ``data`` holds (x, y, w)."""
+    boxes: dict = {}
+    for x, y, w in data:
+        path, _ = leaf_path(tree, x)
+        b = boxes.setdefault(path, {})
+        v = [x[n] for n in INPUTS]
+        c = b.get(y)
+        if c is None:
+            b[y] = [list(v), list(v), w]
+            continue
+        lo, hi = c[0], c[1]
+        for i, a in enumerate(v):
+            if a < lo[i]:
+                lo[i] = a
+            elif a > hi[i]:
+                hi[i] = a
+        c[2] += w
+    return boxes
+
+
+def outside_box(boxes: dict, path: tuple, x: dict, cls: bool = True) -> list[str] | None:
+    """Inputs of ``x`` outside the ``cls`` box of its leaf (or of the nearest ancestor with
+    one, for leaves grown online); None when no box is known (no support data)."""
+    if not boxes:
+        return None
+    p = path
+    while True:
+        b = boxes.get(p)
+        if b is not None and cls in b:
+            break
+        if not p:
+            return None
+        p = p[:-1]
+    lo, hi, _w = b[cls]
+    out = []
+    for i, n in enumerate(INPUTS):
+        v = x.get(n, 0.0)
+        m = SUPPORT_MARGIN + 0.1 * (hi[i] - lo[i])
+        if v < lo[i] - m or v > hi[i] + m:
+            out.append(n)
+    return out
 
 
 # --- the model bundle ---------------------------------------------------------------------
@@ -347,6 +442,8 @@ class ModelDetector(Detector):
                             else meta.get("min_queries", 4))
         self.anomaly_threshold = meta.get("anomaly_threshold", 0.9)
         self.min_client_domains = meta.get("min_client_domains", 8)
+        self.support_max_outside = meta.get("support_max_outside", SUPPORT_MAX_OUTSIDE)
+        self.abstained = 0  # windows over the threshold the leaf had no evidence for
         self.anomaly_alerts = anomaly_alerts
         self.feedback = feedback if feedback is not None else Feedback()
         self.state = state
@@ -385,6 +482,18 @@ class ModelDetector(Detector):
         if self._fork is not None:
             self._own()
         self.tree.learn_one(x, y, w=w)
+        boxes = self.bundle.get("support")
+        if boxes is not None:
+            # What it learns online (an analyst's verdict) widens its leaf's box too.
+            path, _ = leaf_path(self.tree, x)
+            nb = support_boxes(self.tree, [(x, y, w)])[path][y]
+            c = boxes.setdefault(path, {}).get(y)
+            if c is None:
+                boxes[path][y] = nb
+            else:
+                c[0] = [min(a, b) for a, b in zip(c[0], nb[0], strict=True)]
+                c[1] = [max(a, b) for a, b in zip(c[1], nb[1], strict=True)]
+                c[2] += w
         if not y:
             self.scaler.learn_one(x)
             self.hst.learn_one(self.scaler.transform_one(x))
@@ -473,6 +582,12 @@ class ModelDetector(Detector):
         x = vectorize(scope, f)
         p = self.proba(x)
         a = None
+        if p >= self.threshold and self.support_max_outside is not None:
+            out = outside_box(self.bundle.get("support") or {}, leaf_path(self.tree, x)[0], x)
+            if out is not None and len(out) > self.support_max_outside:
+                # The leaf learnt from tunnel windows, but none like this one: abstain.
+                self.abstained += 1
+                return None
         if p < self.threshold:
             if not self.anomaly_alerts:
                 return None

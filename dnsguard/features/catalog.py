@@ -42,6 +42,14 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("reg_label_entropy", ("message",), "entropy of the registered domain's own label"),
     Feature("reg_encoded", ("message",), "1 if the registered domain's own label looks encoded"),
     Feature("tld_known", ("message",), "1 if the TLD is in the Public Suffix List"),
+    Feature("id_shape", ("message",), "1 if the subdomain's one long label is a UUID/GUID, "
+            "2 if it is a hex digest of a hash length (MD5, SHA-1, SHA-2), else 0"),
+    Feature("service", ("message",), "1 if the subdomain holds a registered underscored "
+            "label (_domainkey, _dmarc, _tcp, _udp, _msdcs, _sites, …: RFC 8552)"),
+    Feature("addr", ("message",), "1 if the subdomain holds an IPv4 address as four decimal "
+            "octets (24-48-150-22, ip-10-1-2-3, 22.150.48.24.static)"),
+    Feature("info_bytes", ("message",), "octets of information the subdomain can hold "
+            "(length × entropy / 8)"),
     Feature("qtype", ("message",), "query type number"),
     Feature("qtype_rare", ("message",), "1 if the query type is not one clients ordinarily ask"),
     # --- per key and window -------------------------------------------------------------
@@ -70,6 +78,14 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             "(TXT, NULL, KEY, PRIVATE, CNAME, MX, SRV, …)"),
     Feature("txt_share", W, "share of TXT queries"),
     Feature("down_per_response", W, "answer rdata bytes per response"),
+    Feature("new_data", W, "octets of information in names new to the window (sum of their "
+            "info_bytes): the data a channel moved up", volume=True),
+    Feature("new_data_rate", W, "new_data per second over the window (at least 1 s)",
+            volume=True),
+    Feature("uuid_share", W, "share of queries whose subdomain is one UUID/GUID"),
+    Feature("digest_share", W, "share of queries whose subdomain is one hex digest"),
+    Feature("service_share", W, "share of queries naming a registered underscored label"),
+    Feature("addr_share", W, "share of queries with an IPv4 address in the subdomain"),
     Feature("distinct_domains", ("client",), "distinct registered domains queried",
             volume=True),
     Feature("encoded_domains", ("client",), "distinct registered domains whose own label "

@@ -14,17 +14,23 @@ cdef tuple _class_counts_c(bytes data)
 
 cdef double _h(bytes data) except? -1.0
 
+@cython.locals(x=bytes)
+cpdef bint _has_service(tuple sub) except -1
+@cython.locals(n=Py_ssize_t, long_labels=Py_ssize_t, x=bytes, low=bytes)
+cpdef int _id_shape(bytes longest, tuple sub) except -1
+
 @cython.locals(low=bytes)
 cpdef bint _looks_encoded(bytes label, Py_ssize_t total, Py_ssize_t non_ldh) except -1
 
 @cython.no_gc  # strings, numbers, a verdict dict of tuples: never part of a cycle
 cdef class NameFeatures:
     cdef public object name, regdomain, lower, verdicts, allow, name_hash
-    cdef public bint tld_known, encoded, reg_encoded, counted
+    cdef public bint tld_known, encoded, reg_encoded, counted, service, addr
+    cdef public int id_shape
     cdef public long long qname_len, label_count, max_label, sub_len, sub_labels, nonprint
     cdef public long long non_ldh, reg_label_len
     cdef public double sub_entropy, digit_share, upper_share, b32_fit, b64_fit, b64url_fit
-    cdef public double hex_fit, reg_label_entropy
+    cdef public double hex_fit, reg_label_entropy, info_bytes
 
 cdef class NameAnalyzer:
     cdef public object domains
@@ -37,5 +43,5 @@ cdef class NameAnalyzer:
                    n=Py_ssize_t, dig=Py_ssize_t, upp=Py_ssize_t, prn=Py_ssize_t,
                    ldh=Py_ssize_t, hx=Py_ssize_t, b32=Py_ssize_t, b64=Py_ssize_t,
                    b64u=Py_ssize_t, non_ldh=Py_ssize_t, longest=bytes, x=bytes,
-                   reg_label=bytes, texts=list)
+                   reg_label=bytes, texts=list, low_sub=bytes, svc=bint, shape=int)
     cpdef NameFeatures _compute(self, tuple labels)

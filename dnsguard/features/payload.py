@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import math
+import re
 from collections import _count_elements  # C helper behind Counter.update
 
 from dnsguard.dns.name import label_text, read_name
@@ -37,6 +38,37 @@ ENCODED_MIN_LABEL = 24
 ENCODED_MIN_ENTROPY = 3.6
 ENCODED_MIN_ENTROPY_HEX = 3.0
 _HEXLOW = b"0123456789abcdef"
+
+# Underscored node names (RFC 8552; IANA "Underscored and Globally Scoped DNS Node Names",
+# https://www.iana.org/assignments/dns-parameters/dns-parameters.xhtml#underscored-globally-scoped-dns-node-names,
+# plus the SRV service labels Active Directory registers, Microsoft "How DNS support for Active
+# Directory works", https://learn.microsoft.com/previous-versions/windows/it-pro/windows-server-2003/cc759550(v=ws.10)).
+# A name holding one is a service lookup (DKIM ``<selector>._domainkey.<domain>``, RFC 6376
+# 3.6.2.1; AD ``_ldap._tcp.<GUID>.domains._msdcs.<forest>``; SRV ``_svc._proto.<name>``, RFC
+# 2782); its other labels are identifiers the service chose (SES DKIM selectors are random
+# 32-character tokens), not data a client is sending. Only registered names count: a
+# Base64url label may start with "_" by chance.
+SERVICE_LABELS = frozenset(x.encode() for x in (
+    "_tcp", "_udp", "_sctp", "_dccp", "_tls", "_quic", "_domainkey", "_dmarc", "_report",
+    "_bimi", "_adsp", "_vouch", "_spf", "_mta-sts", "_smtp", "_acme-challenge",
+    "_dnsauth", "_msdcs", "_sites", "_ldap", "_kerberos", "_kerberos-master", "_kpasswd",
+    "_gc", "_grpclb", "_grpc_config", "_http", "_https", "_sip", "_sips", "_xmpp-client",
+    "_xmpp-server", "_caldav", "_caldavs", "_carddav", "_carddavs", "_imap", "_imaps",
+    "_submission", "_submissions", "_pop3", "_pop3s", "_autodiscover", "_openpgpkey",
+    "_smimecert", "_ta", "_dns", "_dns-sd", "_services", "_ocsp", "_mtasts", "_25",
+    "_443", "_853", "_validation-contactemail", "_validation-contactphone"))
+# A UUID/GUID label (RFC 9562 section 4: 8-4-4-4-12 hex digits): telemetry request ids, AD
+# domain GUIDs. One per name is an identifier (16 octets), not a stream of data.
+_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+# Hex digests of the common hash lengths (MD5, SHA-1, SHA-224, SHA-256, SHA-384, SHA-512):
+# file-reputation lookups (allowlisted by name) and some exfiltration tools alike.
+_DIGEST_LENGTHS = frozenset({32, 40, 56, 64, 96, 128})
+# An IPv4 address written into a host name, four decimal octets joined by one of "-", ".",
+# "_" (ISP and cloud host names: ``24-48-150-22.res.isp.net``, ``ec2-54-1-2-3``,
+# ``cpe-…``, ``pool-…``, reversed or not; RFC 1912 section 2.1 asks for such PTR/A pairs).
+_OCTET = rb"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_ADDR = re.compile(rb"(?<![0-9])" + _OCTET + rb"([-._])" + _OCTET + rb"\1" + _OCTET + rb"\1"
+                   + _OCTET + rb"(?![0-9])")
 
 
 try:
@@ -131,7 +163,8 @@ class NameFeatures:
     __slots__ = ("name", "regdomain", "tld_known", "qname_len", "label_count", "max_label",
                  "sub_len", "sub_labels", "sub_entropy", "digit_share", "upper_share",
                  "b32_fit", "b64_fit", "b64url_fit", "hex_fit", "nonprint", "non_ldh",
-                 "encoded", "reg_label_len", "reg_label_entropy", "reg_encoded", "lower",
+                 "encoded", "reg_label_len", "reg_label_entropy", "reg_encoded", "id_shape",
+                 "service", "addr", "info_bytes", "lower",
                  "verdicts", "allow", "name_hash", "counted")
     _PRIVATE = frozenset({"lower", "verdicts", "allow", "name_hash", "counted"})
 
@@ -281,14 +314,26 @@ class NameAnalyzer:
             f.b32_fit = b32 / n
             f.b64_fit = b64 / n
             f.b64url_fit = b64u / n
-            f.encoded = _looks_encoded(longest, n, non_ldh)
+            low_sub = b".".join(sub).lower()
+            f.service = svc = _has_service(sub)
+            f.addr = _ADDR.search(low_sub) is not None
+            f.id_shape = shape = _id_shape(longest, sub)
+            # Identifiers a service chose (a UUID per request, a DKIM selector, an AD GUID)
+            # are not encoded data; raw octets always are.
+            f.encoded = _looks_encoded(longest, n, non_ldh) and (
+                non_ldh >= 4 or (not svc and shape != ID_UUID))
+            # Octets of information the subdomain can hold (length × bits per character / 8):
+            # what a name adds to a channel when it is new.
+            f.info_bytes = n * f.sub_entropy / 8.0
         else:
             f.max_label = 0
             f.sub_entropy = 0.0
             f.digit_share = f.upper_share = 0.0
             f.nonprint = f.non_ldh = 0
             f.hex_fit = f.b32_fit = f.b64_fit = f.b64url_fit = 0.0
-            f.encoded = False
+            f.encoded = f.service = f.addr = False
+            f.id_shape = 0
+            f.info_bytes = 0.0
         # The registered domain's own label (left of the public suffix): data goes there when a
         # tunnel has no fixed domain (Reverse_DNS_Shell, dnscat2 direct mode).
         reg_label = labels[nl - nreg] if nreg and nreg <= nl else b""
@@ -299,6 +344,49 @@ class NameAnalyzer:
         f.reg_encoded = _looks_encoded(reg_label, len(reg_label), 0) or (
             not f.tld_known and bool(labels) and _looks_encoded(labels[-1], len(labels[-1]), 0))
         return f
+
+
+ID_UUID = 1
+ID_DIGEST = 2
+
+
+def _has_service(sub: tuple[bytes, ...]) -> bool:
+    """Does the subdomain hold a registered underscored label (``_domainkey``, ``_tcp``…)?
+
+    >>> _has_service((b"s1", b"_domainkey")), _has_service((b"_x7Gq", b"a"))
+    (True, False)
+    """
+    for x in sub:  # noqa: SIM110 - a C loop compiled (no generator object)
+        if x[:1] == b"_" and x.lower() in SERVICE_LABELS:
+            return True
+    return False
+
+
+def _id_shape(longest: bytes, sub: tuple[bytes, ...]) -> int:
+    """ID_UUID if the subdomain's one long label is a UUID, ID_DIGEST if it is a hex digest
+    of a hash length, else 0. Several long labels are a stream, not an identifier.
+
+    >>> u = b"f81d4fae-7dec-11d0-a765-00a0c91e6bf6"
+    >>> _id_shape(u, (u,))
+    1
+    >>> _id_shape(b"d41d8cd98f00b204e9800998ecf8427e", (b"d41d8cd98f00b204e9800998ecf8427e", b"t"))
+    2
+    """
+    n = len(longest)
+    if n != 36 and n not in _DIGEST_LENGTHS:
+        return 0
+    long_labels = 0
+    for x in sub:
+        if len(x) >= 16:
+            long_labels += 1
+    if long_labels != 1:
+        return 0
+    low = longest.lower()
+    if n == 36:
+        return ID_UUID if _UUID.match(low) is not None else 0
+    if not low.translate(None, _HEXLOW) and not low.isdigit():
+        return ID_DIGEST
+    return 0
 
 
 def _looks_encoded(label: bytes, total: int, non_ldh: int) -> bool:

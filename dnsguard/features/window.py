@@ -44,7 +44,8 @@ class KeyStats:
                  "sum_sub_len", "sum_entropy", "max_label", "encoded", "non_ldh", "rare",
                  "carrier", "txt", "nxdomain", "qtypes", "clients", "servers", "domains",
                  "enc_domains", "unk_domains", "samples", "suffix", "last_client",
-                 "last_server", "packets", "evaluated_at")
+                 "last_server", "packets", "evaluated_at", "uuid", "digest", "service",
+                 "addr", "new_data", "last_hash")
 
     def __init__(self, ts: float, exact_cap: int, multi_client: bool = True) -> None:
         self.names = DistinctCounter(exact_cap)
@@ -63,7 +64,9 @@ class KeyStats:
         self.queries = self.responses = self.bytes_up = self.bytes_down = 0
         self.sum_sub_len = self.encoded = self.non_ldh = self.rare = self.carrier = 0
         self.txt = self.nxdomain = self.packets = self.max_label = self.evaluated_at = 0
-        self.sum_entropy = 0.0
+        self.uuid = self.digest = self.service = self.addr = 0
+        self.sum_entropy = self.new_data = 0.0
+        self.last_hash = 0
         self.names.clear()
         self.qtypes.clear()
         if self.clients is not None:
@@ -148,10 +151,29 @@ def note_query(st: KeyStats, nf, qtype: int, client: bytes, server: bytes,
     name = nf.name
     names = st.names
     s = names._set
+    h = nf.name_hash
     if s is not None and len(s) < names.cap:
-        s.add(nf.name_hash)  # == names.add(name): the hash is cached with the name
+        n0 = len(s)
+        s.add(h)  # == names.add(name): the hash is cached with the name
+        if len(s) != n0:  # a name new in this window: what it holds is new data
+            st.new_data += nf.info_bytes
     else:
         names.add(name)
+        # Past the exact cap membership is unknown: a name counts as new unless it repeats
+        # the key's previous one (keys this busy are CDN pools or channels: mostly new).
+        if h != st.last_hash:
+            st.new_data += nf.info_bytes
+    st.last_hash = h
+    shape = nf.id_shape
+    if shape:
+        if shape == 1:
+            st.uuid += 1
+        else:
+            st.digest += 1
+    if nf.service:
+        st.service += 1
+    if nf.addr:
+        st.addr += 1
     sub_len = nf.sub_len
     st.bytes_up += sub_len
     st.sum_sub_len += sub_len
@@ -255,6 +277,12 @@ def features(st: KeyStats, scope: str) -> dict[str, float]:
         "carrier_share": st.carrier / qd,
         "txt_share": st.txt / qd,
         "down_per_response": st.bytes_down / st.responses if st.responses else 0.0,
+        "new_data": st.new_data,
+        "new_data_rate": st.new_data / max(dur, 1.0),
+        "uuid_share": st.uuid / qd,
+        "digest_share": st.digest / qd,
+        "service_share": st.service / qd,
+        "addr_share": st.addr / qd,
     })
     if scope == "client":
         nd = len(st.domains) if st.domains is not None else 0
