@@ -160,6 +160,31 @@ def udp53_app(rnd) -> list:
     return out
 
 
+def ad_safeframes(rnd) -> list:
+    """Browsers on ad-supported sites: a random 32-hex subdomain per ad frame
+    (``<hex>.safeframe.googlesyndication.com``), a few per page, from several hosts."""
+    out, t = [], 1_700_000_000.0
+    for _ in range(60):
+        t += rnd.uniform(2, 20)
+        c = f"10.9.6.{rnd.randint(2, 6)}"
+        for _ in range(rnd.randint(1, 4)):
+            out += _pair(c, f"{rnd.getrandbits(128):032x}.safeframe.googlesyndication.com",
+                         "A", "142.250.1.1", t, rnd)
+            t += rnd.uniform(0.05, 0.4)
+    return out
+
+
+def md5_label_burst(rnd) -> list:
+    """Positive control: one client sending 30 hex-digest labels in a second (A and AAAA)."""
+    out, t = [], 1_700_000_000.0
+    for _ in range(30):
+        name = f"{rnd.getrandbits(128):032x}.txt.exfil.example"
+        for qt in ("A", "AAAA"):
+            t += 0.01
+            out += _pair("10.9.7.3", name, qt, None, t, rnd)
+    return out
+
+
 def txt_download_channel(rnd) -> list:
     """Positive control: a stager pulling a payload down through numbered TXT names."""
     out, t = [], 1_700_000_000.0
@@ -182,11 +207,17 @@ def alerts_for(frames: list, use_model: bool = True) -> list[dict]:
 
 
 @pytest.mark.parametrize("workload", [mail_server, active_directory, isp_host_names,
-                                      ad_dc_locator, ses_dkim, uuid_telemetry, udp53_app])
+                                      ad_dc_locator, ses_dkim, uuid_telemetry, udp53_app,
+                                      ad_safeframes])
 def test_benign_services_do_not_alert(workload):
     frames = workload(random.Random(5))
     bad = alerts_for(frames)
     assert not bad, [(a["domain"], a["src_ip"], a["detectors"], a["reasons"][:3]) for a in bad]
+
+
+def test_positive_control_digest_burst_alerts():
+    alerts = alerts_for(md5_label_burst(random.Random(5)), use_model=False)
+    assert any(a["domain"].endswith("exfil.example") for a in alerts)
 
 
 def test_positive_control_txt_download_channel_alerts():

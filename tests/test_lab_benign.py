@@ -5,11 +5,9 @@ clients of every role, 3 simulated minutes at 10x, captured at the client↔reso
 time-rescaled, then replayed by the CLI with default settings and with rules alone. Needs
 root and network namespaces (skips otherwise); costs ~35 s.
 
-Any alert is a detection bug (lab/FINDINGS.md). The alerts this traffic raises today are
-known and listed there (fixed by #12 parts 2-4: features, calibration, retraining): until
-then the test lists them and is marked xfail; DNSGUARD_LAB_STRICT=1 makes them fail (the
-engineer fixing detection removes the xfail). Everything else (the lab works, the traffic
-has every role and record type, replay reads every packet) fails as usual.
+Any alert is a detection bug (lab/FINDINGS.md lists the ones this traffic raised before #12
+parts 2-4: identifier-shaped names, service labels, sustained flow evidence, the model's
+support check): the test fails on any alert, with or without the model.
 """
 
 from __future__ import annotations
@@ -69,6 +67,4 @@ def test_benign_lab_traffic_raises_no_alert(tmp_path: Path):
     if rules_only or default:
         text = ("rules alone:\n" + "\n".join(map(_describe, rules_only)) +
                 "\ndefault settings (rules and model):\n" + "\n".join(map(_describe, default)))
-        if os.environ.get("DNSGUARD_LAB_STRICT"):
-            pytest.fail(f"alerts on benign lab traffic (a detection bug):\n{text}")
-        pytest.xfail(f"known alerts on benign lab traffic (lab/FINDINGS.md):\n{text}")
+        pytest.fail(f"alerts on benign lab traffic (a detection bug):\n{text}")
