@@ -39,6 +39,8 @@ from lab.benign.client import B32, HEX, Client, public_ip, rand, rev4, texts
 IP_BLS = ("zen.spamhaus.org", "bl.spamcop.net", "b.barracudacentral.org", "dnsbl.sorbs.net",
           "bl.mailspike.net", "psbl.surriel.com")
 URI_BLS = ("dbl.spamhaus.org", "multi.uribl.com", "multi.surbl.org")
+SES_REGIONS = ("us-east-1", "us-east-1", "us-west-2", "eu-west-1", "eu-central-1",
+               "ap-southeast-2", "ap-northeast-1", "ca-central-1", "sa-east-1", "eu-west-2")
 ESPS = ("amazonses", "google", "microsoft", "sendgrid", "mailchimp", "sparkpost", "postmark",
         "hubspot", "own", "own", "own")
 BODY_DOMAINS = ("google.com", "linkedin.com", "microsoft.com", "facebook.com", "twitter.com",
@@ -52,9 +54,11 @@ BODY_DOMAINS = ("google.com", "linkedin.com", "microsoft.com", "facebook.com", "
 def _dkim_signatures(c: Client, domain: str, esp: str) -> list[tuple[str, str]]:
     rng = c.rng
     if esp == "amazonses":
-        # the customer's Easy-DKIM token and SES's own signature with a random-token selector
-        tok = rand(random_for(domain, "ses"), 32, B32)
-        return [(tok, domain), (rand(rng, 32, B32), "amazonses.com")]
+        # one of the customer's three Easy-DKIM tokens, and SES's own signature whose
+        # random-token selector is one per sending region (rotated rarely), not per message
+        tok = rand(random_for(domain, "ses", str(rng.randrange(3))), 32, B32)
+        region = rng.choice(SES_REGIONS)
+        return [(tok, domain), (rand(random_for("ses-region", region), 32, B32), "amazonses.com")]
     if esp == "google":
         if rng.random() < 0.5:
             return [("google", domain)]

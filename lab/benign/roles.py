@@ -36,10 +36,10 @@ ROLES = {
     "ad_workstation": Role("ad_workstation", (W.network_change, E.logon), (
         (E.office_work, 60), (E.dc_locate, 1800), (W.browsing_session, 700),
         (W.app_background, 150), (S.av_lookup, 120), (S.cert_check, 180),
-        (N.dhcp_lookup, 7200), (W.rum_probe, 900), (N.port53_app, 14400), (E.logon, 5400))),
+        (N.dhcp_lookup, 7200), (W.rum_probe, 900), (N.port53_app, 28800), (E.logon, 5400))),
     "laptop": Role("laptop", (W.network_change,), (
         (W.browsing_session, 400), (W.app_background, 90), (S.av_lookup, 300),
-        (S.cert_check, 180), (W.rum_probe, 400), (N.port53_app, 3600),
+        (S.cert_check, 180), (W.rum_probe, 400), (N.port53_app, 7200),
         (W.network_change, 3600))),
     "k8s_node": Role("k8s_node", (E.linux_sssd,), (
         (E.k8s_pod_work, 2.5), (E.consul_lookup, 12), (E.cloud_api, 20), (S.cert_check, 600))),

@@ -129,7 +129,9 @@ def cdn_random_host(c: Client) -> str:
 
 def telemetry_host(c: Client) -> str:
     rng = c.rng
-    k = rng.randrange(5)
+    # weights: Microsoft's footprint beacons are everywhere Office runs; Cloudflare's check
+    # only when someone opens 1.1.1.1/help
+    k = rng.choices(range(5), weights=(40, 15, 2, 25, 18))[0]
     if k == 0:
         return f"{rand(rng, 32, HEX)}.clo.footprintdns.com"
     if k == 1:
