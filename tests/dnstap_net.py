@@ -7,6 +7,8 @@ namespaces (``python3 tests/dnstap_net.py sink ADDR`` / ``exfil RESOLVER ZONE CO
 * ``exfil``: a client that sends ``COUNT`` queries (bounded) whose names carry base32-encoded
   data under ``ZONE``, one after another, each waiting at most a second for its answer; prints
   how many were answered.
+* ``load``: a client that sends ``RATE`` queries a second for ``SECONDS`` (ordinary names under
+  a few domains, some repeated), reading answers in between; prints ``sent answered``.
 
 Both use only the standard library (they run under the system ``python3`` or the venv's).
 """
@@ -90,6 +92,30 @@ def exfil(resolver: str, zone: str, count: int) -> int:
     return 0
 
 
+def load(resolver: str, rate: float, seconds: float) -> int:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setblocking(False)
+    total = int(rate * seconds)
+    sent = answered = 0
+    t0 = time.monotonic()
+    end = t0 + seconds + 3.0  # answers still in flight after the last query
+    while time.monotonic() < end and (sent < total or answered < sent):
+        now = time.monotonic()
+        while sent < total and sent <= (now - t0) * rate:
+            name = f"host{sent % 997}.site{sent % 13}.load.test"
+            s.sendto(_query(name, sent & 0xFFFF), (resolver, 53))
+            sent += 1
+        try:
+            while True:
+                s.recv(4096)
+                answered += 1
+        except BlockingIOError:
+            pass
+        time.sleep(0.0005)
+    print(sent, answered)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -100,9 +126,15 @@ def main() -> int:
     p.add_argument("resolver")
     p.add_argument("zone")
     p.add_argument("count", type=int)
+    p = sub.add_parser("load")
+    p.add_argument("resolver")
+    p.add_argument("rate", type=float)
+    p.add_argument("seconds", type=float)
     a = ap.parse_args()
     if a.cmd == "sink":
         return sink(a.addr, a.seconds)
+    if a.cmd == "load":
+        return load(a.resolver, min(a.rate, 5000), min(a.seconds, 60))
     return exfil(a.resolver, a.zone, min(a.count, 10_000))
 
 

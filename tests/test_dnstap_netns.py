@@ -13,9 +13,14 @@ every message Unbound answered received (Unbound's own count against dnsguard's)
 same traffic; ``dnsguard replay`` and ``dnsguard eval`` read it (plain and gzip) to the same
 verdict.
 
+(c) Unbound at the lab's highest query rate (~300/s, lab/README.md) for 8 s: every query and
+answer Unbound counts arrives (unbound-control against dnsguard's metrics).
+
+(d) BIND sending over a unix socket (``dnstap-output unix``) to ``dnsguard run``.
+
 Needs root, ``ip netns``, and Unbound / BIND built with dnstap (Debian's are); skipped with
 the reason otherwise. Every wait is bounded, every process and namespace removed at the end.
-Cost: ~10 s each.
+Cost: ~10-16 s each.
 """
 
 from __future__ import annotations
@@ -233,6 +238,52 @@ def test_unbound_dnstap_to_run_alerts_on_the_real_client(nets, work):
             p.stop()
 
 
+def test_unbound_at_the_labs_highest_rate_loses_no_frame(nets, work):
+    """The lab's resolver keeps up to ~300 queries/s (lab/README.md); at that rate for 8 s
+    every query Unbound counts arrives over dnstap as a CLIENT_QUERY, and every answer as a
+    CLIENT_RESPONSE (counted on both sides: unbound-control against dnsguard's metrics)."""
+    _need("unbound", "--enable-dnstap")
+    sock = work / "tap" / "dnstap.sock"
+    conf = work / "unbound.conf"
+    conf.write_text(UNBOUND_CONF.format(res_in=RES_IN, res_out=RES_OUT, sink=SINK, work=work,
+                                        sock=sock))
+    procs: list[Proc] = []
+    try:
+        sensor = Proc(nets["r"], [sys.executable, "-m", "dnsguard", "run", "--no-model",
+                                  "--dnstap", f"unix:{sock}", "--alerts", str(work / "a.json"),
+                                  "--metrics-address", METRICS, "--state-dir",
+                                  str(work / "state")], work / "sensor.log")
+        procs.append(sensor)
+        wait_for("the sensor to listen", lambda: "capturing on" in sensor.text(), 60,
+                 sensor.text)
+        procs.append(Proc(nets["s"], [sys.executable, str(NET), "sink", SINK, "--seconds",
+                                      "60"], work / "sink.log"))
+        unbound = Proc(nets["r"], ["unbound", "-d", "-c", str(conf)], work / "unbound.log")
+        procs.append(unbound)
+        wait_for("Unbound to connect to the dnstap socket",
+                 lambda: "connected on unix:" in sensor.text(), 30,
+                 lambda: sensor.text() + unbound.text())
+        r = _run("ip", "netns", "exec", nets["c"], sys.executable, str(NET), "load", RES_IN,
+                 "300", "8", timeout=40)
+        sent, answered = map(int, r.stdout.split())
+        assert sent == 2400 and answered >= sent * 0.99, r.stdout
+        stats = _run("ip", "netns", "exec", nets["r"], "unbound-control", "-c", str(conf),
+                     "stats_noreset").stdout
+        queries = int(re.search(r"^total\.num\.queries=(\d+)$", stats, re.M).group(1))
+        assert queries == sent
+        key = 'dnsguard_dnstap_messages_total{{type="{}"}}'
+        wait_for("every client query over dnstap", lambda: ns_metric(
+            nets["r"], key.format("client_query")) == queries, 20, sensor.text)
+        wait_for("every client response over dnstap", lambda: ns_metric(
+            nets["r"], key.format("client_response")) == answered, 20, sensor.text)
+        assert ns_metric(nets["r"], "dnsguard_dnstap_senders") == 1
+        assert sensor.stop(signal.SIGTERM, timeout=30) == 0, sensor.text()
+        assert "errors {}" in sensor.text(), sensor.text()
+    finally:
+        for p in reversed(procs):
+            p.stop()
+
+
 NAMED_CONF = """options {{
   directory "{work}";
   pid-file none;
@@ -245,7 +296,7 @@ NAMED_CONF = """options {{
   qname-minimization off;
   query-source address {res_out};
   dnstap {{ client; resolver; }};
-  dnstap-output file "{tap}";
+  dnstap-output {output};
 }};
 controls {{ }};
 zone "." {{ type static-stub; server-addresses {{ {sink}; }}; }};
@@ -257,7 +308,7 @@ def test_bind_dnstap_file_replay_and_eval_agree(nets, work):
     tap = work / "resolver.dnstap"
     conf = work / "named.conf"
     conf.write_text(NAMED_CONF.format(work=work, res_in=RES_IN, res_out=RES_OUT, sink=SINK,
-                                      tap=tap))
+                                      output=f'file "{tap}"'))
     procs: list[Proc] = []
     try:
         procs.append(Proc(nets["s"], [sys.executable, str(NET), "sink", SINK, "--seconds",
@@ -305,3 +356,44 @@ def test_bind_dnstap_file_replay_and_eval_agree(nets, work):
     (t,) = ev["captures"][0]["tunnels"]
     assert t["hit"] and t["tunnel_queries"] == QUERIES
     assert t["detectors"][0] in verdicts[0]  # eval's first alert is one replay raised too
+
+
+def test_bind_sends_dnstap_to_run_over_a_unix_socket(nets, work):
+    """BIND's ``dnstap-output unix`` (libfstrm's bidirectional writer) to ``dnsguard run``:
+    the alert names the client; BIND's own upstream messages are counted, not analysed."""
+    _need("named", "dnstap")
+    sock = work / "tap" / "dnstap.sock"
+    conf = work / "named.conf"
+    conf.write_text(NAMED_CONF.format(work=work, res_in=RES_IN, res_out=RES_OUT, sink=SINK,
+                                      output=f'unix "{sock}"'))
+    alerts = work / "alerts.json"
+    procs: list[Proc] = []
+    try:
+        sensor = Proc(nets["r"], [sys.executable, "-m", "dnsguard", "run", "--no-model",
+                                  "--dnstap", f"unix:{sock}", "--alerts", str(alerts),
+                                  "--metrics-address", METRICS, "--state-dir",
+                                  str(work / "state")], work / "sensor.log")
+        procs.append(sensor)
+        wait_for("the sensor to listen", lambda: "capturing on" in sensor.text(), 60,
+                 sensor.text)
+        procs.append(Proc(nets["s"], [sys.executable, str(NET), "sink", SINK, "--seconds",
+                                      "60"], work / "sink.log"))
+        named = Proc(nets["r"], ["named", "-g", "-u", "root", "-c", str(conf)],
+                     work / "named.log")
+        procs.append(named)
+        wait_for("named to start", lambda: "running" in named.text(), 30, named.text)
+        assert exfil(nets) == QUERIES
+        key = 'dnsguard_dnstap_messages_total{{type="{}"}}'
+        wait_for("BIND's client messages over dnstap", lambda: ns_metric(
+            nets["r"], key.format("client_response")) == QUERIES, 30,
+            lambda: sensor.text() + named.text())
+        assert ns_metric(nets["r"], key.format("client_query")) == QUERIES
+        assert sensor.stop(signal.SIGTERM, timeout=30) == 0, sensor.text()
+        log = sensor.text()
+        assert "upstream_redundant" in log and "connected on unix:" in log, log
+        recs = [json.loads(x) for x in alerts.read_text().splitlines() if x.strip()]
+        hits = [r for r in recs if (r.get("domain") or "").endswith(ZONE)]
+        assert hits and {r["src_ip"] for r in hits} == {CLIENT}, log
+    finally:
+        for p in reversed(procs):
+            p.stop()
