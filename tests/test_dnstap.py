@@ -41,6 +41,7 @@ from dnsguard.evaluate import evaluate, load_truth
 from dnsguard.replay import replay
 from dnsguard.settings import Settings
 
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 CLIENT, RESOLVER, AUTH = bytes([10, 9, 0, 7]), bytes([10, 9, 0, 1]), bytes([10, 9, 1, 2])
 ZONE = "exf.dgtest.example"
 T0 = 1_700_000_000.0
@@ -240,6 +241,17 @@ def test_replay_a_dnstap_file_plain_and_gzip_recognised_by_content(tmp_path, rul
             == [{k: v for k, v in a.items() if k not in strip} for a in a2])
 
 
+def test_replay_cli_summarises_the_dnstap_input(tmp_path):
+    p = tmp_path / "r.dnstap"
+    p.write_bytes(dnstap_file(exfil_payloads(10)))
+    r = subprocess.run([sys.executable, "-m", "dnsguard", "replay", "--no-model", str(p)],
+                       capture_output=True, text=True, env=ENV, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert ("dnstap: 40 frames; messages client_query 10, client_response 10, "
+            "resolver_query 10, resolver_response 10; not analysed upstream_redundant 20"
+            in r.stderr), r.stderr
+
+
 def test_a_damaged_dnstap_file_is_read_up_to_the_damage(tmp_path, ruleset):
     data = dnstap_file(exfil_payloads(20, upstream=False), stop=False)
     p = tmp_path / "cut.fstrm"
@@ -413,8 +425,6 @@ def _run_cmd(tmp_path: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "dnsguard", "run", "--no-model", "--metrics-address",
             "127.0.0.1:0", "--state-dir", str(tmp_path / "state"), "--user", "root", *extra]
 
-
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def test_run_with_dnstap_alone_alerts_and_stops_cleanly(tmp_path):

@@ -24,6 +24,11 @@ def print_summary(res, out: TextIO) -> None:
       + "; evicted " + ", ".join(f"{k} {v}" for k, v in ev.items()) + "\n")
     w(f"  alerts: {s['alerts']} (suppressed repeats: {s['suppressed_alerts']}, held back by "
       f"the rate limit: {s.get('rate_limited_alerts', 0)})\n")
+    tap = s.get("dnstap")
+    if tap:
+        msgs = ", ".join(f"{k} {v}" for k, v in sorted(tap["messages"].items())) or "none"
+        errs = ", ".join(f"{k} {v}" for k, v in sorted(tap["errors"].items())) or "none"
+        w(f"  dnstap: {tap['frames']['data']} frames; messages {msgs}; not analysed {errs}\n")
     for d in res.damaged:
         w(f"  damaged: {d}\n")
     for e in res.errors:
