@@ -46,6 +46,7 @@ def _version(cmd: list[str]) -> str:
 
 def generate_one(out: Path, seed: int, hours: float, speed: float, clients: int,
                  egress: bool = False, mode: str = "forward", roles: list[str] | None = None,
+                 ipv6: bool = False,
                  max_queries: int = 5_000_000, log=print) -> dict:
     """One capture for one seed; returns its manifest entry."""
     sim = hours * 3600
@@ -53,7 +54,7 @@ def generate_one(out: Path, seed: int, hours: float, speed: float, clients: int,
     out.mkdir(parents=True, exist_ok=True)
     name = f"benign_lab_s{seed}.pcap.gz"
     t0 = time.time()
-    cfg = LabConfig(clients=clients, mode=mode, seed=seed, seconds=wall + 180,
+    cfg = LabConfig(clients=clients, mode=mode, seed=seed, seconds=wall + 180, ipv6=ipv6,
                     workdir=out / f".work-s{seed}")
     with Lab(cfg) as lab:
         raw = out / f".benign_lab_s{seed}.raw.pcap"
@@ -82,7 +83,8 @@ def generate_one(out: Path, seed: int, hours: float, speed: float, clients: int,
     entry = {"file": name, "seed": seed, "split": split_of(seed), "class": "benign",
              "simulated_seconds": sim, "time_factor": speed,
              "wall_seconds": round(time.time() - t0, 1),
-             "packets": n, "kernel_drops": cap.dropped, "clients": clients, "resolver_mode": mode,
+             "packets": n, "kernel_drops": cap.dropped, "clients": clients,
+             "resolver_mode": mode, "ipv6": ipv6,
              "roles": stats["roles"], "queries_sent": stats["queries_sent"],
              "query_counts": stats["counts"], "authority_counts": auth, "world": stats["world"],
              "unbound": unbound}
@@ -151,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=40)
     ap.add_argument("--mode", choices=("forward", "stub"), default="forward")
     ap.add_argument("--egress", action="store_true", help="also capture the resolver's egress")
+    ap.add_argument("--ipv6", action="store_true",
+                    help="dual-stack clients: ~40%% of desktops, laptops and servers reach the "
+                    "resolver over IPv6")
     ap.add_argument("--max-queries", type=int, default=5_000_000)
     a = ap.parse_args(argv)
     # SIGTERM (timeout, kill) unwinds like Ctrl-C so the lab's cleanup runs
@@ -171,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     for s in seeds:
         try:
             entries.append(generate_one(a.out, s, a.hours, a.speed, a.clients, a.egress,
-                                        a.mode, max_queries=a.max_queries))
+                                        a.mode, ipv6=a.ipv6, max_queries=a.max_queries))
         except LabError as e:
             print(f"lab.generate: seed {s}: {e}", file=sys.stderr)
             write_index(a.out, entries)

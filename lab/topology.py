@@ -54,10 +54,20 @@ from lab.netns import (
 REPO = Path(__file__).resolve().parent.parent
 CLIENT_NET = ipaddress.IPv4Network("10.77.0.0/16")
 RESOLVER = "10.77.0.1"
+RESOLVER6 = "fd77::1"          # with LabConfig.ipv6: clients' IPv6 transport to the resolver
 EGRESS = "10.78.0.1"
 AUTHORITY = "10.78.0.53"
 PEER = "10.78.0.80"
 _serial = itertools.count()
+
+
+def client_address6(i: int) -> str:
+    """The i-th client's IPv6 address (LabConfig.ipv6).
+
+    >>> client_address6(0), client_address6(255)
+    ('fd77::1:1', 'fd77::1:100')
+    """
+    return f"fd77::1:{i + 1:x}"
 
 
 def client_address(i: int) -> str:
@@ -76,6 +86,7 @@ class LabConfig:
     seed: int = 0                     # the internet's answers (lab.internet.Internet)
     seconds: float = 900              # hard bound on every process the lab starts
     peer: bool = True                 # the non-DNS port-53 peer at 10.78.0.80
+    ipv6: bool = False                # clients also get fd77::1:<n>, Unbound listens on fd77::1
     server_addrs: list[str] = field(default_factory=list)    # more 10.78.0.x in the net ns
     delegations: dict[str, str] = field(default_factory=dict)  # zone -> server (stub-zone)
     workdir: Path | None = None       # logs and configs (a temp dir by default, removed)
@@ -90,6 +101,8 @@ class LabContext:
     authority: str
     peer: str
     deadline: float                   # time.time() by which the workload must have ended
+    resolver6: str | None = None      # set when the lab has IPv6 client transport
+    clients6: list[str] | None = None
 
 
 class Lab:
@@ -106,6 +119,8 @@ class Lab:
         self.resolver_ns = ns_name(os.getpid(), serial, "res")
         self.net_ns = ns_name(os.getpid(), serial, "net")
         self.clients = [client_address(i) for i in range(self.config.clients)]
+        self.clients6 = [client_address6(i) for i in range(self.config.clients)] \
+            if self.config.ipv6 else []
         self.procs: list[Proc] = []
         self.captures: list[Capture] = []
         self._own_workdir = self.config.workdir is None
@@ -176,16 +191,23 @@ class Lab:
         sh(["ip", "link", "add", "labr1", "netns", r, "type", "veth", "peer", "name", "labn0",
             "netns", n])
         for ns in (c, r, n):
-            sh(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"], ns=ns)
-            sh(["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"], ns=ns)
+            v6 = "0" if self.config.ipv6 and ns != n else "1"
+            sh(["sysctl", "-qw", f"net.ipv6.conf.all.disable_ipv6={v6}"], ns=ns)
+            sh(["sysctl", "-qw", f"net.ipv6.conf.default.disable_ipv6={v6}"], ns=ns)
+            if v6 == "0":   # no duplicate-address detection: addresses usable at once
+                sh(["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0"], ns=ns)
+                sh(["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"], ns=ns)
             sh(["ip", "link", "set", "lo", "up"], ns=ns)
         # many client addresses: one batch through `ip -batch` (thousands stay fast)
         batch = self.workdir / "client-addrs.ip"
-        batch.write_text("".join(f"addr add {a}/16 dev labc0\n" for a in self.clients))
+        batch.write_text("".join(f"addr add {a}/16 dev labc0\n" for a in self.clients) +
+                         "".join(f"addr add {a}/64 dev labc0 nodad\n" for a in self.clients6))
         sh(["ip", "-batch", str(batch)], ns=c, timeout=120)
         sh(["ip", "link", "set", "labc0", "up"], ns=c)
         sh(["ip", "route", "add", "default", "via", RESOLVER, "src", self.clients[0]], ns=c)
         sh(["ip", "addr", "add", f"{RESOLVER}/16", "dev", "labr0"], ns=r)
+        if self.config.ipv6:
+            sh(["ip", "addr", "add", f"{RESOLVER6}/64", "dev", "labr0", "nodad"], ns=r)
         sh(["ip", "addr", "add", f"{EGRESS}/16", "dev", "labr1"], ns=r)
         sh(["ip", "link", "set", "labr0", "up"], ns=r)
         sh(["ip", "link", "set", "labr1", "up"], ns=r)
@@ -253,12 +275,13 @@ class Lab:
                     f'stub-zone:\n    name: "."\n    stub-addr: {AUTHORITY}\n')
         stubs = "".join(f'stub-zone:\n    name: "{z}"\n    stub-addr: {a}\n'
                         for z, a in sorted(self.config.delegations.items()))
+        v6 = (f"    interface: {RESOLVER6}\n    do-ip6: yes\n    prefer-ip4: yes\n"
+              "    access-control: fd77::/64 allow\n") if self.config.ipv6 else "    do-ip6: no\n"
         return f"""server:
     interface: {RESOLVER}
     port: 53
     outgoing-interface: {EGRESS}
-    do-ip6: no
-    access-control: 10.0.0.0/8 allow
+{v6}    access-control: 10.0.0.0/8 allow
     username: ""
     chroot: ""
     directory: "{w}"
@@ -324,7 +347,9 @@ remote-control:
     def context(self, seconds: float | None = None) -> LabContext:
         left = self.started + self.config.seconds - time.time() - 5
         return LabContext(RESOLVER, list(self.clients), AUTHORITY, PEER,
-                          time.time() + min(seconds or left, left))
+                          time.time() + min(seconds or left, left),
+                          RESOLVER6 if self.config.ipv6 else None,
+                          list(self.clients6) if self.config.ipv6 else None)
 
     def capture(self, path: Path, link: str = "client", seconds: float | None = None,
                 bpf: str = "ip or ip6") -> Capture:

@@ -18,6 +18,9 @@ from lab.benign.client import Client, make_world
 from lab.benign.roles import ROLES, assign, profile
 from lab.benign.stub import Budget, Stub
 
+V6_ROLES = ("ad_workstation", "laptop", "k8s_node", "web_server", "monitoring")
+V6_SHARE = 0.4
+
 
 async def _periodic(c: Client, activity, mean: float, end_wall: float) -> None:
     mean = mean / c.profile["activity"]
@@ -54,7 +57,12 @@ async def _main(ctx, seed: int, sim_seconds: float, speed: float, roles: list[st
         crng = random.Random(f"{seed}-{addr}")
         prof = profile(role, crng, world)
         prof["peer"] = ctx.peer
-        stub = Stub(ctx.resolver, addr, budget, crng, edns=prof["edns"], cache=prof["cache"],
+        resolver, source = ctx.resolver, addr
+        if ctx.resolver6 and role in V6_ROLES and crng.random() < V6_SHARE:
+            # a dual-stack host whose stub talks to the resolver over IPv6
+            resolver, source = ctx.resolver6, ctx.clients6[ctx.clients.index(addr)]
+            prof["transport"] = "ipv6"
+        stub = Stub(resolver, source, budget, crng, edns=prof["edns"], cache=prof["cache"],
                     speed=speed, timeout=1.5)
         clients.append(Client(addr, role, world, stub, speed, crng, prof))
     runners = []

@@ -113,7 +113,8 @@ class Stub:
 
     async def _udp(self, q: dns.message.Message, timeout: float) -> dns.message.Message | None:
         loop = asyncio.get_running_loop()
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s = socket.socket(socket.AF_INET6 if ":" in self.resolver else socket.AF_INET,
+                          socket.SOCK_DGRAM)
         try:
             s.setblocking(False)
             s.bind((self.source, 0))
