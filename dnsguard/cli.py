@@ -301,12 +301,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from dnsguard import config as dconf
+    from dnsguard.capture.live import CaptureOpenError, check_filter
 
     try:
         cfg = dconf.load(args.file)
         rs = load_dir(cfg.rules)
     except SourceError as e:
         print(f"dnsguard: {e}", file=sys.stderr)
+        return 1
+    try:
+        check_filter(cfg.ports)
+    except CaptureOpenError as e:
+        print(f"dnsguard: {args.file}: {e}", file=sys.stderr)
         return 1
     ifaces = ", ".join(cfg.interfaces) or "none (pass --interface to 'run')"
     ifaces += f"; dnstap {', '.join(cfg.dnstap)}" if cfg.dnstap else ""

@@ -4,6 +4,7 @@ the line, the mapping onto Settings, and the command line (check-config, run ove
 from __future__ import annotations
 
 import ipaddress
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -201,6 +202,29 @@ def test_check_config_command(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert f"{bad}:2: window:" in r.stderr
+
+
+def test_check_config_says_libpcap_is_missing(tmp_path):
+    """A host without libpcap (a minimal Debian: found by test_systemd_nspawn.py) fails at
+    check-config, the unit's ExecStartPre, with the package to install. libpcap is hidden
+    for real: /dev/null mounted over it in a private mount namespace (root and unshare)."""
+    import ctypes.util
+    import shutil
+
+    lib = ctypes.util.find_library("pcap")
+    if os.geteuid() != 0 or shutil.which("unshare") is None or lib is None:
+        pytest.skip("needs root, unshare and an installed libpcap to hide")
+    paths = sorted({p.resolve() for d in ("/usr/lib", "/usr/local/lib")
+                    for p in Path(d).rglob(f"{lib}*") if p.is_file()})
+    assert paths, f"{lib} not found under /usr/lib"
+    good = write(tmp_path, f"interfaces: [eth0]\nrules: {ROOT / 'rules'}\n")
+    hide = "; ".join(f"mount --bind /dev/null {p}" for p in paths)
+    r = subprocess.run(["unshare", "-m", "sh", "-c",
+                        f"{hide} && exec {sys.executable} -m dnsguard check-config {good}"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"{good}: cannot compile the capture filter" in r.stderr, r.stderr
+    assert "apt-get install libpcap0.8" in r.stderr, r.stderr
 
 
 def test_check_config_checks_the_rules_too(tmp_path):

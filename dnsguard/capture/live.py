@@ -131,6 +131,37 @@ def open_capture(name: str, ports: frozenset[int], opts: CaptureOptions) -> Capt
     return RingInterface(name, ports, opts.promisc, opts.geometry, opts.fanout)
 
 
+# scapy compiles the filter expression with libpcap (through ctypes); a minimal system (a
+# Debian container, a cloud image) may not have it, and scapy then says only "libpcap is not
+# available". Found by tests/test_systemd_nspawn.py in a debootstrapped Debian 12.
+LIBPCAP_HINT = ("scapy compiles the kernel filter with libpcap: install it "
+                "(Debian/Ubuntu: apt-get install libpcap0.8; Fedora/RHEL: dnf install libpcap)")
+
+
+def libpcap_hint(e: Exception) -> str:
+    """``"; install libpcap ..."`` when ``e`` is scapy saying libpcap is missing, else ``""``."""
+    return f"; {LIBPCAP_HINT}" if "libpcap" in str(e) else ""
+
+
+def _open_error(name: str, e: Exception) -> CaptureOpenError:
+    return CaptureOpenError(f"{name}: cannot open capture socket: {e}{libpcap_hint(e)}")
+
+
+def check_filter(ports: frozenset[int] | set[int]) -> str:
+    """Compile the kernel filter for ``ports`` as capture will (no privileges needed): the
+    expression, or :class:`CaptureOpenError` saying what is missing (``check-config`` runs it,
+    so a host without libpcap fails at ``ExecStartPre``, with the fix in the message)."""
+    from scapy.arch.common import compile_filter
+
+    expr = bpf_filter(ports)
+    try:
+        compile_filter(expr, linktype=1)  # DLT_EN10MB; any link type proves libpcap is there
+    except (OSError, ImportError) as e:
+        raise CaptureOpenError(f"cannot compile the capture filter {expr!r}: {e}; "
+                               f"{LIBPCAP_HINT}") from None
+    return expr
+
+
 def bpf_filter(ports: frozenset[int] | set[int]) -> str:
     """The kernel filter for DNS ports: UDP and TCP, IPv4 and IPv6, plain or VLAN-tagged."""
     ps = sorted(ports)
@@ -165,9 +196,9 @@ class LiveInterface(Capture):
         try:
             self._sock = L2ListenSocket(iface=name, promisc=promisc, filter=self.filter)
         except (OSError, ImportError, ValueError) as e:
-            raise CaptureOpenError(f"{name}: cannot open capture socket: {e}") from None
+            raise _open_error(name, e) from None
         except Exception as e:  # scapy raises Scapy_Exception for a bad filter or interface
-            raise CaptureOpenError(f"{name}: cannot open capture socket: {e}") from None
+            raise _open_error(name, e) from None
         finally:
             scapy_log.setLevel(level)
         self.sock: socket.socket = self._sock.ins

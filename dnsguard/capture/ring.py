@@ -47,6 +47,7 @@ from dnsguard.capture.live import (
     Capture,
     CaptureOpenError,
     bpf_filter,
+    libpcap_hint,
     linktype_of,
 )
 
@@ -137,10 +138,12 @@ class RingInterface(Capture):
             self._setup(promisc)
         except (OSError, ValueError, ImportError) as e:
             self._close_quietly()
-            raise CaptureOpenError(f"{name}: cannot set up the capture ring: {e}") from None
+            raise CaptureOpenError(f"{name}: cannot set up the capture ring: {e}"
+                                   f"{libpcap_hint(e)}") from None
         except Exception as e:  # scapy raises its own exception class for a bad filter
             self._close_quietly()
-            raise CaptureOpenError(f"{name}: cannot set up the capture ring: {e}") from None
+            raise CaptureOpenError(f"{name}: cannot set up the capture ring: {e}"
+                                   f"{libpcap_hint(e)}") from None
 
     def _setup(self, promisc: bool) -> None:
         from scapy.arch.linux import attach_filter
