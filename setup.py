@@ -43,6 +43,13 @@ digest = _COMPILED._digest  # the .py and its .pxd, as checked at import
 class RecordingBuildExt(build_ext):
     """build_ext that records the source digest of each extension it actually built."""
 
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        # pip runs build_ext without -j: compile the extensions side by side anyway, one per
+        # CPU (they are independent; a 2-core sensor installs in about half the time).
+        if not self.parallel:
+            self.parallel = True  # setuptools: os.cpu_count() workers
+
     def run(self) -> None:
         self._built: dict[str, str] = {}
         super().run()
@@ -89,6 +96,7 @@ def extensions() -> list:
             "binding": False,
         },
         quiet=True,
+        nthreads=os.cpu_count() or 1,  # C generation in parallel too
     )
     for e in exts:
         e.optional = True  # no compiler: warn and keep the interpreted module
