@@ -593,10 +593,13 @@ def test_starts_ready_as_dynamic_user_with_only_the_granted_capabilities(machine
     # The dynamic user owns its state and log directories (systemd's private/ layout).
     own = m.sh("stat -c '%u %n' /var/lib/private/dnsguard /var/log/private/dnsguard").stdout
     assert own.split()[::2] == [str(uid), str(uid)], own
-    # CAP_NET_ADMIN is real: the socket buffer was enlarged past net.core.rmem_max.
-    msgs = [x["MESSAGE"] for x in journal(m)]
-    assert any(re.search(rf"{m.ifname}: socket receive buffer \d+ bytes", x) for x in msgs), msgs
-    assert not any("SO_RCVBUFFORCE was refused" in x for x in msgs), msgs
+    # A clean start in the sandbox: the capture opened as configured, and not one warning or
+    # error (a refused SO_RCVBUFFORCE, a ring that fell back to a socket, an unwritable path).
+    recs = journal(m)
+    assert any(x["MESSAGE"].startswith(f"INFO dnsguard.daemon: capturing on {m.ifname}")
+               for x in recs), [x["MESSAGE"] for x in recs]
+    bad = [x["MESSAGE"] for x in recs if int(x["PRIORITY"]) <= 4]
+    assert not bad, bad
 
 
 def test_tunnel_alert_metrics_and_journal_priorities(machine):
