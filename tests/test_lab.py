@@ -94,14 +94,24 @@ def test_lab_resolves_through_unbound_and_cleans_up(tmp_path: Path, mode: str):
         ns = (lab.client_ns, lab.resolver_ns, lab.net_ns)
         assert set(ns) <= set(list_ns())
         cap = lab.capture(tmp_path / "c.pcap")
+        egress = lab.capture(tmp_path / "e.pcap", link="egress")
         rcodes = lab.call(_query_all, lab.context().resolver, lab.clients[2], names, timeout=30)
         peer = lab.run(["sh", "-c", f"printf hello | nc -u -w 1 {lab.context().peer} 53 | wc -c"])
         time.sleep(0.3)
         cap.stop()
+        egress.stop()
     assert rcodes == [0, 0, 3, 0]
     assert int(peer.stdout) >= 5                      # the non-DNS port-53 peer answered
     assert cap.dropped == 0 and cap.packets >= 2 * len(names) + 2
     seen = subprocess.run(["tcpdump", "-n", "-r", str(cap.path)], capture_output=True,
                           text=True).stdout
     assert "10.77.1.3" in seen and "10.77.0.1.53" in seen
+    upstream = subprocess.run(["tcpdump", "-n", "-r", str(egress.path)], capture_output=True,
+                              text=True).stdout
+    # the resolver's cache misses go out from 10.78.0.1 to the stand-in; clients reach the
+    # stand-in only through the resolver (their own packets on the egress link are the
+    # routed exchange with the port-53 peer)
+    assert "10.78.0.1." in upstream and "10.78.0.53.53" in upstream
+    assert not [line for line in upstream.splitlines() if "10.77.1." in line and
+                "10.78.0.53" in line]
     assert not set(ns) & set(list_ns())               # namespaces removed
