@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import logging
 import os
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 from dnsguard import __version__
 from dnsguard.detect.rules import load_dir
 from dnsguard.detect.yamlsrc import SourceError
+from dnsguard.output.files import check_writable, write_json
 from dnsguard.settings import DEFAULT_FEEDBACK, DEFAULT_RULES, Settings
 
 log = logging.getLogger("dnsguard")
@@ -137,10 +137,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
     ruleset = _load_rules(args.rules)
     if ruleset is None:
         return 2
+    if not all(check_writable(p, what) for p, what in (
+            (args.summary_json, "summary"), (args.report, "report"))):
+        return 2
+    captures = _captures(args.captures)
+    if captures is None:
+        return 2
     try:
         writer = AlertWriter(path=args.alerts) if args.alerts else AlertWriter(sys.stdout)
     except OSError as e:
-        print(f"dnsguard: {args.alerts}: cannot open for writing: {e.strerror}", file=sys.stderr)
+        print(f"dnsguard: {args.alerts}: cannot write the alerts: {e.strerror}", file=sys.stderr)
         return 2
     from dnsguard.detect.model import ModelError
     from dnsguard.pipeline import Pipeline
@@ -149,17 +155,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     emit = writer.write
     collected: list[dict] = []
     if args.report:
-        # Fail before a long replay if the report cannot be written; keep the alerts (rare:
-        # one per key per suppression window) for it.
-        try:
-            with open(args.report, "a", encoding="utf-8"):
-                pass
-        except OSError as e:
-            writer.close()
-            print(f"dnsguard: {args.report}: cannot write the report: {e.strerror}",
-                  file=sys.stderr)
-            return 2
-
+        # Keep the alerts (rare: one per key per suppression window) for the report.
         def emit(alert: dict, _write=writer.write) -> None:
             if len(collected) < 100_000:
                 collected.append(alert)
@@ -172,7 +168,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"dnsguard: {e}", file=sys.stderr)
         return 2
     try:
-        res = replay(args.captures, settings, ruleset, emit,
+        res = replay(captures, settings, ruleset, emit,
                      progress=not args.quiet, pipeline=pipe)
     finally:
         pipe.close()
@@ -182,19 +178,40 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
         try:
             write_report(args.report, pipe, collected, res.summary,
-                         [str(c) for c in args.captures])
+                         [str(c) for c in captures])
+            report_ok = True
         except OSError as e:
             print(f"dnsguard: {args.report}: cannot write the report: {e.strerror}",
                   file=sys.stderr)
-            return 2
-    if args.summary_json:
-        Path(args.summary_json).write_text(json.dumps(res.summary, indent=2) + "\n")
+            report_ok = False
+    else:
+        report_ok = True
     if not args.quiet:
         print_summary(res, sys.stderr)
+    summary_ok = not args.summary_json or write_json(args.summary_json, res.summary,
+                                                     "summary")
     unwritten = _unwritten_alerts(writer, args.alerts or "stdout")
     if res.files_read == 0:
         return 2
-    return 1 if res.errors or unwritten else 0
+    return 1 if res.errors or unwritten or not (report_ok and summary_ok) else 0
+
+
+def _captures(paths: list[str]) -> list[Path] | None:
+    """The captures to read: directories expanded as ``eval`` does, ``-`` (standard input)
+    at most once. None (after one line on stderr) when that leaves nothing to read."""
+    from dnsguard.capture.pcapfile import CAPTURE_SUFFIXES, STDIN, expand
+
+    if sum(str(p) == STDIN for p in paths) > 1:
+        print("dnsguard: '-' (standard input) can be read only once", file=sys.stderr)
+        return None
+    out = expand(paths)
+    for p in map(Path, paths):
+        if str(p) != STDIN and p.is_dir() and not any(q.parent == p for q in out):
+            print(f"dnsguard: {p}: no captures in this directory (files ending in "
+                  f"{', '.join(CAPTURE_SUFFIXES)})", file=sys.stderr)
+    if not out:
+        return None
+    return out
 
 
 def _unwritten_alerts(writer, name: str) -> int:

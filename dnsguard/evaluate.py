@@ -12,19 +12,17 @@ the count of the tunnel's queries.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dnsguard.capture.pcapfile import expand
 from dnsguard.detect.rules import RuleSet
 from dnsguard.detect.yamlsrc import SourceError
 from dnsguard.detect.yamlsrc import load as load_yaml
+from dnsguard.output.files import check_writable, write_json
 from dnsguard.replay import replay
 from dnsguard.settings import Settings
-
-CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz",
-                    ".dnstap", ".dnstap.gz", ".fstrm", ".fstrm.gz")  # a directory's inputs
 
 
 @dataclass
@@ -81,16 +79,6 @@ def load_truth(path: str | Path) -> dict[str, Truth]:
             raise SourceError(path, line, f"captures[{i}].tunnels",
                               "a tunnel capture lists its tunnels")
         out[c["file"]] = Truth(c["file"], c["class"], c.get("tool", ""), tunnels)
-    return out
-
-
-def expand(paths: list[str]) -> list[Path]:
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out += sorted(q for q in p.iterdir() if q.name.endswith(CAPTURE_SUFFIXES))
-        else:
-            out.append(p)
     return out
 
 
@@ -223,11 +211,13 @@ def evaluate_cli(args, settings: Settings, ruleset: RuleSet) -> int:
     except SourceError as e:
         print(f"dnsguard: {e}", file=sys.stderr)
         return 2
+    if not check_writable(args.json, "evaluation result"):
+        return 2
     paths = expand(args.captures)
     result = evaluate(paths, truth, settings, ruleset)
     for name in result["skipped_not_in_truth"]:
         print(f"dnsguard: {name}: not in {args.truth}, skipped", file=sys.stderr)
     print(format_table(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if args.json and not write_json(args.json, result, "evaluation result"):
+        return 1
     return 0

@@ -11,7 +11,6 @@ that big captures do not dominate, then shuffled and fed to the Hoeffding tree.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 import sys
@@ -19,11 +18,13 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from dnsguard.capture.pcapfile import expand
 from dnsguard.decode.packet import ip_text
 from dnsguard.detect import model as M
 from dnsguard.detect.base import Detector
 from dnsguard.detect.rules import RuleSet
-from dnsguard.evaluate import Truth, _related, expand, load_truth
+from dnsguard.evaluate import Truth, _related, load_truth
+from dnsguard.output.files import check_writable, write_json
 from dnsguard.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -219,6 +220,9 @@ def train_cli(args, settings: Settings, ruleset: RuleSet) -> int:
         except Exception as e:  # SourceError and I/O errors alike
             print(f"dnsguard: {e}", file=sys.stderr)
             return 2
+    if not (check_writable(args.output, "model")
+            and check_writable(args.json, "model metadata")):
+        return 2
     paths = expand(args.captures)
     caps = []
     for p in paths:
@@ -252,6 +256,6 @@ def train_cli(args, settings: Settings, ruleset: RuleSet) -> int:
     print(f"{args.output}: {meta['classifier']} trained on {len(caps)} captures "
           f"({n_t} tunnel / {n_b} benign snapshots) in {secs:.1f} s; sha256 {meta['sha256']}",
           file=sys.stderr)
-    if args.json:
-        Path(args.json).write_text(json.dumps(meta, indent=2) + "\n")
+    if args.json and not write_json(args.json, meta, "model metadata"):
+        return 1
     return 0

@@ -21,6 +21,7 @@ import heapq
 import io
 import logging
 import struct
+import sys
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -65,24 +66,50 @@ class ReadStats:
     linktypes: set[int] = field(default_factory=set)
 
 
+#: File names a directory of captures is searched for (``replay DIR``, ``eval``, ``train``):
+#: captures, and dnstap files (:mod:`dnsguard.capture.dnstap`).
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz",
+                    ".dnstap", ".dnstap.gz", ".fstrm", ".fstrm.gz")
+#: The name that means standard input (``tcpdump -w - | dnsguard replay -``).
+STDIN = "-"
+
+
+def expand(paths: Iterable[str | Path]) -> list[Path]:
+    """Capture paths with each directory replaced by its captures (sorted by name); ``-``
+    (standard input) and everything else are kept as given."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if str(p) != STDIN and p.is_dir():
+            out += sorted(q for q in p.iterdir() if q.name.endswith(CAPTURE_SUFFIXES))
+        else:
+            out.append(p)
+    return out
+
+
 def open_capture(path: str | Path) -> BinaryIO:
-    """Open ``path`` for reading, transparently decompressing gzip."""
+    """Open ``path`` for reading (``-``: standard input), transparently decompressing gzip.
+
+    Nothing here seeks: the format is told by peeking at the buffer, so pipes, ``/dev/stdin``
+    and process substitution (``<(zcat x.pcap.gz)``) read like files.
+    """
     p = Path(path)
     try:
-        raw = open(p, "rb")  # noqa: SIM115 - returned to the caller, closed by CaptureReader
+        if str(path) == STDIN:
+            raw = open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)  # noqa: SIM115
+        else:
+            raw = open(p, "rb", buffering=0)  # noqa: SIM115 - closed by CaptureReader
     except OSError as e:
-        raise CaptureError(f"{p}: cannot open: {e.strerror or e}") from None
-    head = raw.read(2)
-    raw.seek(0)
+        raise CaptureError(f"{path}: cannot open: {e.strerror or e}") from None
+    f = io.BufferedReader(raw, buffer_size=1 << 20)
+    try:
+        head = f.peek(2)[:2]
+    except OSError as e:
+        f.close()
+        raise CaptureError(f"{path}: cannot read: {e.strerror or e}") from None
     if head == GZIP_MAGIC:
-        raw.close()
-        try:
-            gz = gzip.GzipFile(p, mode="rb")  # opened by name: closing it closes the file
-        except OSError as e:
-            raise CaptureError(f"{p}: cannot open: {e.strerror or e}") from None
-        return io.BufferedReader(_GzipRaw(gz), buffer_size=1 << 20)
-    return io.BufferedReader(raw, buffer_size=1 << 20) if not isinstance(raw, io.BufferedReader) \
-        else raw
+        gz = gzip.GzipFile(fileobj=f, mode="rb")  # reads forward only
+        return io.BufferedReader(_GzipRaw(gz, f), buffer_size=1 << 20)
+    return f
 
 
 class _GzipRaw(io.RawIOBase):
@@ -93,8 +120,9 @@ class _GzipRaw(io.RawIOBase):
     then lose everything decompressed into that buffer before the cut.
     """
 
-    def __init__(self, gz: gzip.GzipFile) -> None:
+    def __init__(self, gz: gzip.GzipFile, fileobj: BinaryIO) -> None:
         self.gz = gz
+        self.fileobj = fileobj  # GzipFile(fileobj=...) does not close it
 
     def readable(self) -> bool:
         return True
@@ -107,6 +135,7 @@ class _GzipRaw(io.RawIOBase):
     def close(self) -> None:
         if not self.closed:
             self.gz.close()
+            self.fileobj.close()
         super().close()
 
 
@@ -149,7 +178,7 @@ class CaptureReader:
     def open(cls, path: str | Path) -> CaptureReader:
         f = open_capture(path)
         try:
-            return cls(f, name=str(path))
+            return cls(f, name="stdin" if str(path) == STDIN else str(path))
         except CaptureError:
             f.close()
             raise
