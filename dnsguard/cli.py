@@ -332,6 +332,21 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"dnsguard: {args.file}: {e}", file=sys.stderr)
         return 1
     ifaces = ", ".join(cfg.interfaces) or "none (pass --interface to 'run')"
+    if cfg.interfaces:
+        from dnsguard.capture.live import interface_names, missing_interfaces
+
+        try:
+            missing = missing_interfaces(cfg.interfaces)
+        except OSError as e:  # cannot list them here: say so, do not fail
+            ifaces += f" (not checked: cannot list this host's interfaces: {e.strerror or e})"
+        else:
+            if missing:
+                print(f"dnsguard: {args.file}: interfaces: {', '.join(missing)} "
+                      f"{'does' if len(missing) == 1 else 'do'} not exist on this host (it "
+                      f"has: {', '.join(interface_names()) or 'none listed'}); fix "
+                      "'interfaces:'", file=sys.stderr)
+                return 1
+            ifaces += " (present)"
     ifaces += f"; dnstap {', '.join(cfg.dnstap)}" if cfg.dnstap else ""
     print(f"{args.file}: OK: interfaces {ifaces}; ports {','.join(map(str, sorted(cfg.ports)))}"
           f"; {len(rs.rules)} rules from {cfg.rules}; alerts to {cfg.alerts}; metrics "

@@ -328,7 +328,7 @@ class Daemon:
     def run(self) -> int:
         from prometheus_client import disable_created_metrics
 
-        from dnsguard.capture.live import CaptureOpenError
+        from dnsguard.capture.live import CaptureOpenError, interface_names
         from dnsguard.metrics import Metrics
 
         cfg = self.cfg
@@ -340,6 +340,12 @@ class Daemon:
             log.error("nothing to read: set 'interfaces:' (or --interface) to capture, and/or "
                       "'dnstap:' (or --dnstap) to receive dnstap from DNS servers")
             return 2
+        missing = [n for n in cfg.interfaces if not _interface_exists(n)]
+        if missing:  # before any work (the model's load, the alert file)
+            log.error("interface %s does not exist (this host has: %s): fix 'interfaces:' in "
+                      "the configuration or --interface", ", ".join(missing),
+                      ", ".join(interface_names()) or "none listed")
+            return 1
         settings = cfg.to_settings()
         try:
             ruleset = load_dir(cfg.rules)
@@ -367,11 +373,6 @@ class Daemon:
             return 2
         self.metrics.pipeline = self.pipeline
         self.metrics.writer = self.writer
-        missing = [n for n in cfg.interfaces if not _interface_exists(n)]
-        if missing:
-            log.error("interface %s does not exist (see 'ip link'): fix 'interfaces:' in the "
-                      "configuration or --interface", ", ".join(missing))
-            return 1
         self._ports = settings.ports
         try:
             if cfg.interfaces:

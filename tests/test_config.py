@@ -192,7 +192,7 @@ def test_capture_ring_and_workers(tmp_path):
 
 
 def test_check_config_command(tmp_path):
-    good = write(tmp_path, f"interfaces: [eth0]\nrules: {ROOT / 'rules'}\n")
+    good = write(tmp_path, f"interfaces: [lo]\nrules: {ROOT / 'rules'}\n")
     r = subprocess.run([sys.executable, "-m", "dnsguard", "check-config", str(good)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "OK" in r.stdout, r.stderr
@@ -217,7 +217,7 @@ def test_check_config_says_libpcap_is_missing(tmp_path):
     paths = sorted({p.resolve() for d in ("/usr/lib", "/usr/local/lib")
                     for p in Path(d).rglob(f"{lib}*") if p.is_file()})
     assert paths, f"{lib} not found under /usr/lib"
-    good = write(tmp_path, f"interfaces: [eth0]\nrules: {ROOT / 'rules'}\n")
+    good = write(tmp_path, f"interfaces: [lo]\nrules: {ROOT / 'rules'}\n")
     hide = "; ".join(f"mount --bind /dev/null {p}" for p in paths)
     r = subprocess.run(["unshare", "-m", "sh", "-c",
                         f"{hide} && exec {sys.executable} -m dnsguard check-config {good}"],
@@ -225,6 +225,41 @@ def test_check_config_says_libpcap_is_missing(tmp_path):
     assert r.returncode == 1, r.stdout + r.stderr
     assert f"{good}: cannot compile the capture filter" in r.stderr, r.stderr
     assert "apt-get install libpcap0.8" in r.stderr, r.stderr
+
+
+def test_check_config_refuses_an_interface_that_does_not_exist(tmp_path):
+    p = write(tmp_path, "interfaces: [lo, nonexist9]\n")
+    r = subprocess.run([sys.executable, "-m", "dnsguard", "check-config", str(p)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stdout == ""
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr
+    assert lines[0].startswith(f"dnsguard: {p}: interfaces: nonexist9 does not exist")
+    assert "lo" in lines[0].split("has:")[1]  # what exists, to pick from
+
+
+def test_check_config_says_when_it_could_not_check(tmp_path, capsys, monkeypatch):
+    import errno
+    import socket
+
+    def refused():
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(socket, "if_nameindex", refused)
+    p = write(tmp_path, "interfaces: [nonexist9]\n")
+    assert cli.main(["check-config", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "interfaces nonexist9 (not checked: cannot list this host's interfaces: " \
+           "Permission denied)" in out
+
+
+def test_run_checks_interfaces_before_any_work(tmp_path, capsys, restore_logging):
+    alerts = tmp_path / "alerts.json"
+    assert cli.main(["run", "-i", "nonexist9", "--alerts", str(alerts), "--metrics-address",
+                     "127.0.0.1:0"]) == 1
+    err = capsys.readouterr().err
+    assert "interface nonexist9 does not exist" in err and "Traceback" not in err
+    assert not alerts.exists()  # refused before the alert file was opened
 
 
 def test_check_config_checks_the_rules_too(tmp_path):

@@ -173,6 +173,26 @@ def bpf_filter(ports: frozenset[int] | set[int]) -> str:
     return f"{one} or (vlan and {one})"
 
 
+def missing_interfaces(names: list[str]) -> list[str]:
+    """Those of ``names`` that are not network interfaces of this host (this network
+    namespace). Raises ``OSError`` when the interfaces cannot be listed: the caller says the
+    names were not checked.
+
+    >>> missing_interfaces(["lo", "nonexistent0"])
+    ['nonexistent0']
+    """
+    present = {n for _, n in socket.if_nameindex()}
+    return [n for n in names if n not in present]
+
+
+def interface_names() -> list[str]:
+    """This host's interfaces (for an error message), or [] when they cannot be listed."""
+    try:
+        return sorted(n for _, n in socket.if_nameindex())
+    except OSError:
+        return []
+
+
 def linktype_of(hatype: int) -> int | None:
     return _HATYPE_LINKTYPE.get(hatype)
 
