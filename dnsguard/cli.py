@@ -68,22 +68,26 @@ def _count(text: str) -> int:
     return v
 
 
+_D = Settings()  # every default below is Settings' (one home: settings.py)
+
+
 def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rules", type=Path, default=DEFAULT_RULES,
                    help="rules directory or file (default: the rules shipped with dnsguard)")
-    p.add_argument("--ports", type=_ports, default=frozenset({53}),
-                   help="DNS ports, comma-separated (default: 53)")
-    p.add_argument("--window", type=_positive, default=300.0,
-                   help="traffic window in seconds (default: 300)")
-    p.add_argument("--suppress", type=_positive, default=3600.0,
-                   help="one alert per key per this many seconds (default: 3600)")
+    p.add_argument("--ports", type=_ports, default=_D.ports,
+                   help="DNS ports, comma-separated (default: "
+                   f"{','.join(map(str, sorted(_D.ports)))})")
+    p.add_argument("--window", type=_positive, default=_D.window,
+                   help=f"traffic window in seconds (default: {_D.window:g})")
+    p.add_argument("--suppress", type=_positive, default=_D.suppress,
+                   help=f"one alert per key per this many seconds (default: {_D.suppress:g})")
     p.add_argument("--max-keys", type=_count, metavar="N",
                    help="cap on tracked keys per scope, least recently used evicted "
-                   "(default: 20000 domains and client/domain pairs, 10000 clients, 4096 "
-                   "flows)")
-    p.add_argument("--exact-cap", type=_count, metavar="N", default=128,
+                   f"(default: {_D.max_domains} domains, {_D.max_client_domains} client/domain "
+                   f"pairs, {_D.max_clients} clients, {_D.max_flows} flows)")
+    p.add_argument("--exact-cap", type=_count, metavar="N", default=_D.exact_cap,
                    help="distinct counts are exact up to N per key, HyperLogLog past it "
-                   "(default: 128)")
+                   f"(default: {_D.exact_cap})")
     m = p.add_mutually_exclusive_group()
     m.add_argument("--model", type=Path, metavar="PATH",
                    help="model file (default: the model shipped with dnsguard; docs/model.md)")
@@ -99,8 +103,10 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-volume-alerts", action="store_true",
                    help="no dns_volume_anomaly alerts: the series detectors are off "
                    "(docs/timeseries.md)")
-    p.add_argument("--series-step", type=_positive, metavar="SECONDS", default=60.0,
-                   help="step of the per-client and per-domain series (default: 60)")
+    p.add_argument("--series-step", type=_positive, metavar="SECONDS",
+                   default=_D.series_step,
+                   help=f"step of the per-client and per-domain series (default: "
+                   f"{_D.series_step:g})")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -114,7 +120,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     s.model_state = getattr(args, "model_state", None)
     s.feedback = getattr(args, "feedback", None)
     s.learn_from_rules = getattr(args, "learn_from_rules", False)
-    s.series_step = getattr(args, "series_step", 60.0)
+    s.series_step = getattr(args, "series_step", _D.series_step)
     if getattr(args, "no_volume_alerts", False):
         s.volume_alerts = False
         s.series = bool(getattr(args, "report", None))  # the report still draws the series
@@ -450,6 +456,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", type=Path, help="state directory (model checkpoints)")
     p.add_argument("--no-model", action="store_true", help="rules only, no model")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    # Also after the command (``dnsguard run -v``, as docs/daemon.md shows); SUPPRESS keeps
+    # a ``dnsguard -v run`` given before it.
+    p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                   help="debug logging (as --log-level debug)")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("check-config", help="validate a daemon configuration file",

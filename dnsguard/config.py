@@ -51,9 +51,10 @@ CAPS = {
 SOCKET_BUFFER_RANGE = (64 << 10, 1 << 30)  # bytes: 64 KiB to 1 GiB
 WORKERS_RANGE = (1, 64)
 TOP_KEYS = ("sensor", "interfaces", "dnstap", "capture", "ring", "workers", "promiscuous",
-            "socket_buffer", "vantage", "ports",
-            "window", "suppress", "state_caps", "rules", "state_dir", "model", "alerts",
+            "socket_buffer", "vantage", "ports", "window", "suppress", "alert_rate",
+            "alert_burst", "state_caps", "rules", "state_dir", "model", "alerts",
             "metrics_address", "user", "log_level")
+_D = Settings()  # the defaults shared with replay: one home (settings.py)
 VANTAGE_KEYS = ("mode", "home_networks", "resolvers")
 MODEL_KEYS = ("enabled", "path", "feedback", "learn_from_rules", "checkpoint_every")
 RING_KEYS = ("block_size", "block_count", "frame_timeout")
@@ -73,17 +74,19 @@ class DaemonConfig:
     home_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(
         default_factory=list)
     resolvers: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = field(default_factory=list)
-    ports: frozenset[int] = frozenset({53})
-    window: float = 300.0
-    suppress: float = 3600.0
+    ports: frozenset[int] = _D.ports
+    window: float = _D.window
+    suppress: float = _D.suppress
+    alert_rate: float = _D.alert_rate  # alerts per second overall (token bucket) …
+    alert_burst: int = _D.alert_burst  # … with this burst
     caps: dict[str, int] = field(default_factory=dict)  # Settings field → value
     rules: Path = field(default_factory=lambda: DEFAULT_RULES)
     state_dir: Path = DEFAULT_STATE_DIR
     model_enabled: bool = True
     model: Path | None = None  # model file; None: the shipped default
     feedback: Path | None = None  # analyst verdicts, JSON lines
-    learn_from_rules: bool = False
-    checkpoint_every: float = 300.0
+    learn_from_rules: bool = _D.learn_from_rules
+    checkpoint_every: float = _D.checkpoint_every
     alerts: str = "-"  # a file path, or "-" for stdout
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9153  # 0: no exporter
@@ -93,6 +96,7 @@ class DaemonConfig:
 
     def to_settings(self) -> Settings:
         s = Settings(ports=frozenset(self.ports), window=self.window, suppress=self.suppress,
+                     alert_rate=self.alert_rate, alert_burst=self.alert_burst,
                      rules=self.rules, sensor=self.sensor)
         for attr, v in self.caps.items():
             setattr(s, attr, v)
@@ -275,6 +279,13 @@ def from_mapping(doc: object, path: str = "<config>") -> DaemonConfig:
     if "suppress" in doc:
         c.suppress = float(v.number(doc["suppress"], "suppress", at(doc, "suppress"), 0.001,
                                     30 * 86400))
+
+    if "alert_rate" in doc:
+        c.alert_rate = float(v.number(doc["alert_rate"], "alert_rate", at(doc, "alert_rate"),
+                                      0.001, 1_000_000))
+    if "alert_burst" in doc:
+        c.alert_burst = int(v.number(doc["alert_burst"], "alert_burst", at(doc, "alert_burst"),
+                                     1, 1_000_000, True))
 
     if "state_caps" in doc:
         caps = doc["state_caps"]

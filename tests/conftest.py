@@ -24,6 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RULES_DIR = ROOT / "rules"
 PORTS = frozenset({53})
 
+# What the live-capture tests (test_daemon_netns.py) run, command → Debian package: they skip
+# without it. README.md names them and .ci/run installs them (tests/test_docs_agree.py).
+LIVE_TOOLS = {"ip": "iproute2", "tcpreplay": "tcpreplay", "prometheus": "prometheus"}
+
 CLIENT4, SERVER4 = "192.0.2.10", "198.51.100.53"
 CLIENT6, SERVER6 = "2001:db8::10", "2001:db8::53"
 

@@ -57,8 +57,7 @@ def test_shipped_example_is_valid_and_complete():
     assert s.max_domains == 20000 and s.tcp_max_bytes == 16777216 and s.sensor == "edge-1"
     for key, attr in dconf.CAPS.items():  # every state cap in the example, at its default
         assert f"  {key}:" in text, key
-        if attr != "exact_cap":  # the example lowers it to 64 (Settings: 128)
-            assert getattr(s, attr) == getattr(Settings(), attr), key
+        assert getattr(s, attr) == getattr(Settings(), attr), key
     assert c.socket_buffer == live.RCVBUF
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import LIVE_TOOLS
+
 pytestmark = pytest.mark.netns
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +59,7 @@ def _captures() -> tuple[dict, list[str]]:
 def _need() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces, AF_PACKET capture)")
-    for tool in ("ip", "tcpreplay", "prometheus"):
+    for tool in LIVE_TOOLS:
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} not installed")
     r = subprocess.run(["ip", "netns", "list"], capture_output=True, timeout=10)
