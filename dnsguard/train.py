@@ -220,8 +220,7 @@ def train_cli(args, settings: Settings, ruleset: RuleSet) -> int:
         except Exception as e:  # SourceError and I/O errors alike
             print(f"dnsguard: {e}", file=sys.stderr)
             return 2
-    if not (check_writable(args.output, "model")
-            and check_writable(args.json, "model metadata")):
+    if not check_writable(args.json, "model metadata"):  # the model's directory is made
         return 2
     paths = expand(args.captures)
     caps = []
