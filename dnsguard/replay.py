@@ -7,13 +7,21 @@ import logging
 import os
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dnsguard import _compiled
-from dnsguard.capture.dnstap import DnstapCounters, DnstapFile, is_dnstap_file
-from dnsguard.capture.pcapfile import CaptureError, CaptureReader, merge_frames
+from dnsguard.capture.dnstap import DnstapCounters, DnstapFile
+from dnsguard.capture.framestream import looks_like_framestream
+from dnsguard.capture.pcapfile import (
+    STDIN,
+    CaptureError,
+    CaptureReader,
+    merge_frames,
+    open_capture,
+)
 from dnsguard.decode.packet import SUPPORTED_LINKTYPES
 from dnsguard.detect.rules import RuleSet
 from dnsguard.pipeline import Pipeline, hot_loop_gc, restore_gc
@@ -68,10 +76,16 @@ def replay(paths: list[str | Path], settings: Settings, ruleset: RuleSet,
     errors: list[str] = []
     for p in paths:
         try:
-            if is_dnstap_file(p):
-                taps.append(DnstapFile(p, tap_counters))
+            # Opened once and told apart by content: a pipe or stdin cannot be opened twice.
+            f = open_capture(p)
+            if _is_framestream(f):
+                taps.append(DnstapFile(p, tap_counters, f))
                 continue
-            r = CaptureReader.open(p)
+            try:
+                r = CaptureReader(f, name="stdin" if str(p) == STDIN else str(p))
+            except CaptureError:
+                f.close()
+                raise
         except CaptureError as e:
             errors.append(str(e))
             log.error("%s", e)
@@ -171,6 +185,16 @@ def _tagged(i: int, src: str, is_msg: bool, items) -> Iterator[tuple]:
     # A function, not a generator expression: each stream keeps its own ``i`` and ``src``.
     for it in items:
         yield it[0], i, src, is_msg, it
+
+
+def _is_framestream(f) -> bool:
+    """Whether the opened input starts like a dnstap (Frame Streams) file; nothing is
+    consumed (a peek at the buffer). Unreadable input says no: the capture reader reports
+    it."""
+    try:
+        return looks_like_framestream(f.peek(12)[:12])
+    except (OSError, EOFError, ValueError, zlib.error):
+        return False
 
 
 def _size(p: str | Path) -> int:

@@ -48,6 +48,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from google.protobuf.message import DecodeError
 
@@ -191,9 +192,11 @@ class DnstapFile:
     and the ``dnstap`` tool write it), plain or gzip-compressed. Damage stops the file where
     it is (``stats.damaged``), never raises."""
 
-    def __init__(self, path: str | Path, counters: DnstapCounters) -> None:
+    def __init__(self, path: str | Path, counters: DnstapCounters,
+                 f: BinaryIO | None = None) -> None:
         self.name = str(path)
-        self.f = open_capture(path)  # CaptureError names the file
+        # ``f``: already opened (replay tells the format by a peek at the open stream)
+        self.f = f if f is not None else open_capture(path)  # CaptureError names the file
         self.stats = FileStats()
         self.counters = counters
         self.mapper = DnstapMapper(counters)
