@@ -165,14 +165,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
         def emit(alert: dict, _write=writer.write) -> None:
             if len(collected) < 100_000:
                 collected.append(alert)
+            if recorder is not None:
+                recorder.on_alert(alert)
             _write(alert)
 
+    recorder = None
     try:
         pipe = Pipeline(settings, ruleset, emit)
     except ModelError as e:
         writer.close()
         print(f"dnsguard: {e}", file=sys.stderr)
         return 2
+    if args.report:
+        from dnsguard.report import Recorder
+
+        recorder = Recorder(pipe)  # keeps what a run of days would lose from the series
     try:
         res = replay(captures, settings, ruleset, emit,
                      progress=not args.quiet, pipeline=pipe)
@@ -184,7 +191,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
         try:
             write_report(args.report, pipe, collected, res.summary,
-                         [str(c) for c in captures])
+                         [str(c) for c in captures], recorder)
             report_ok = True
         except OSError as e:
             print(f"dnsguard: {args.report}: cannot write the report: {e.strerror}",

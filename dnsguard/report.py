@@ -276,6 +276,165 @@ def _related(a: str, b: str) -> bool:
     return a == b or a.endswith("." + b) or b.endswith("." + a)
 
 
+# What a timeline shows around its key's alerts (steps): the history before the first alert
+# (the baseline needs BASELINE_STEPS of it) and the traffic after the last.
+BEFORE_STEPS = 2 * BASELINE_STEPS
+AFTER_STEPS = BASELINE_STEPS
+MAX_EPISODE_STEPS = 4 * BASELINE_STEPS  # a longer stretch of alerts is split
+WATCH_KEYS = 4 * MAX_TIMELINES  # alerted keys recorded (the first ones alerted)
+TOTAL_KEYS = 4096  # keys with running totals (the smallest is dropped past it)
+
+
+class Recorder:
+    """What the report needs from a replay of any length, kept while it runs, bounded.
+
+    The series keep 24 hours (``series_span``): for input spanning days, a key's traffic is
+    gone from them by the end, and a report drawn from them at the end alone showed flat
+    timelines and the wrong top talkers. So, after each series step closes, the recorder
+    keeps (1) the closed step of each alerted key, up to ``AFTER_STEPS`` after its last alert,
+    plus the ``BEFORE_STEPS`` before its first alert, taken from the series when it alerts;
+    (2) each tracked key's running totals over the whole input. Bounded: ``WATCH_KEYS`` keys
+    of at most ``BEFORE_STEPS + AFTER_STEPS`` steps per stretch of alerts, ``TOTAL_KEYS``
+    totals per kind.
+
+    Totals count the steps a key spent among the tracked series (the busiest keys of each
+    kind, ``series_keys``): a key's traffic before it became tracked is in ``other``.
+    """
+
+    def __init__(self, pipe) -> None:
+        self.store = pipe.series.store if pipe.series is not None else None
+        # (kind, key) → {"alerts": [step, ...], "points": {step: 5 floats}}
+        self.watch: dict[tuple[str, object], dict] = {}
+        self.pending: list[tuple[str, str, int]] = []  # alerted, not yet tracked
+        self.totals: dict[str, dict[object, np.ndarray]] = {"client": {}, "domain": {}}
+        self.seen_step = -1  # the last closed step taken into account
+        if self.store is not None:
+            prev = self.store.on_close
+
+            def on_close(step: int, ts: float, _prev=prev) -> None:
+                if _prev is not None:
+                    _prev(step, ts)
+                self._closed(step)
+
+            self.store.on_close = on_close
+
+    # -- while the replay runs --
+    def on_alert(self, alert: dict) -> None:
+        """An alert was raised: watch its domain and client."""
+        if self.store is None:
+            return
+        ts = _iso_ts(alert.get("timestamp", ""))
+        if ts is None:
+            return
+        step = int(ts // self.store.step)
+        for kind, label in (("domain", alert.get("domain")), ("client", alert.get("src_ip"))):
+            if label and not self._note(kind, label, step):
+                self.pending.append((kind, label, step))
+
+    def _find(self, kind: str, label: str):
+        t = self.store.tables[kind]
+        if kind == "client":
+            return next(((k, s) for k, s in t.slot_of.items() if ip_text(k) == label),
+                        (None, None))
+        return next(((k, s) for k, s in t.slot_of.items() if _related(label, k)),
+                    (None, None))
+
+    def _note(self, kind: str, label: str, step: int) -> bool:
+        key, slot = self._find(kind, label)
+        if key is None:
+            return False
+        w = self.watch.get((kind, key))
+        if w is None:
+            if len(self.watch) >= WATCH_KEYS:
+                return True  # bounded: the first alerted keys are drawn, the rest counted
+            w = self.watch[(kind, key)] = {"alerts": [], "points": {}}
+        if step not in w["alerts"]:
+            w["alerts"].append(step)
+        # The history before the alert, while the series still hold it.
+        t = self.store.tables[kind]
+        n = min(t.history_len(slot), BEFORE_STEPS)
+        if n > 0:
+            block = np.stack([t.values(slot, m, n) for m in range(5)], axis=1)
+            first = t.last_step - n + 1
+            for i in range(n):
+                w["points"].setdefault(first + i, block[i])
+        return True
+
+    def _closed(self, step: int) -> None:
+        """After a step closed: it, and the empty steps before it (closed without a callback;
+        still in the series, as zeros)."""
+        first = max(self.seen_step + 1, step - self.store.capacity + 1)
+        for s in range(first, step + 1):
+            self._take(s)
+
+    def _take(self, step: int) -> None:
+        for kind, t in self.store.tables.items():
+            col = t.data[:, :, step % t.capacity].astype(np.float64)
+            tot = self.totals[kind]
+            for key, slot in t.slot_of.items():
+                v = col[slot]
+                if v[0] or v[3]:
+                    self._add(tot, key, v)
+                w = self.watch.get((kind, key))
+                if w is not None and step <= max(w["alerts"]) + AFTER_STEPS:
+                    w["points"][step] = v
+        self.seen_step = step
+        if self.pending:
+            pending, self.pending = self.pending, []
+            for kind, label, s in pending:
+                # Not tracked yet (its traffic goes to "other"): retried while recent.
+                if not self._note(kind, label, s) and step - s <= AFTER_STEPS:
+                    self.pending.append((kind, label, s))
+
+    @staticmethod
+    def _add(tot: dict, key, v: np.ndarray) -> None:
+        cur = tot.get(key)
+        if cur is not None:
+            cur += v
+            return
+        if len(tot) >= TOTAL_KEYS:  # drop the smallest (rare: keys churning through tracking)
+            del tot[min(tot, key=lambda k: tot[k][0])]
+        tot[key] = v.copy()
+
+    # -- at the end --
+    def finish(self, alerts: list[dict]) -> None:
+        """Take in the steps closed without a callback (the last one, at the end of input)
+        and alerts the recorder did not see while they were raised (``render`` called on a
+        finished pipeline)."""
+        if self.store is None:
+            return
+        if not self.watch and not self.pending:
+            for a in alerts:
+                self.on_alert(a)
+        last = max(t.last_step for t in self.store.tables.values())
+        if last > self.seen_step:
+            self._closed(last)
+        self.pending = []
+
+    def episodes(self):
+        """(kind, key, first step, values[steps × 5] with NaN where unknown, alert steps)
+        per stretch of a watched key's alerts, in the order keys alerted."""
+        for (kind, key), w in self.watch.items():
+            alerts = sorted(w["alerts"])
+            groups: list[list[int]] = []
+            for s in alerts:
+                if groups and s - groups[-1][-1] <= BEFORE_STEPS + AFTER_STEPS and \
+                        s - groups[-1][0] <= MAX_EPISODE_STEPS:
+                    groups[-1].append(s)
+                else:
+                    groups.append([s])
+            for g in groups:
+                lo, hi = g[0] - BEFORE_STEPS, g[-1] + AFTER_STEPS
+                pts = {s: v for s, v in w["points"].items() if lo <= s <= hi}
+                if not pts:
+                    continue
+                a, b = min(pts), max(pts)
+                vals = np.full((b - a + 1, 5), np.nan)
+                for s, v in pts.items():
+                    vals[s - a] = v
+                yield kind, key, a, vals, g
+
+
 def _alerted_keys(alerts: list[dict]) -> tuple[list[str], list[str]]:
     doms: list[str] = []
     clients: list[str] = []
@@ -288,54 +447,33 @@ def _alerted_keys(alerts: list[dict]) -> tuple[list[str], list[str]]:
     return doms, clients
 
 
-def _series_rows(pipe, alerts):
-    """(kind, label, table, slot, alert times) for each alerted key that is tracked, plus
-    the names of alerted keys that are not."""
-    series = pipe.series
-    doms, clients = _alerted_keys(alerts)
-    out, untracked = [], []
-    if series is None:
-        return out, [*doms, *clients]
-    tables = series.store.tables
-    for d in doms:
-        t = tables["domain"]
-        match = next(((s, k) for k, s in t.slot_of.items() if _related(d, k)), None)
-        times = [x for a in alerts if a.get("domain") == d
-                 for x in [_iso_ts(a["timestamp"])] if x is not None]
-        if match is None:
-            untracked.append(d)
-        else:
-            out.append(("domain", match[1], t, match[0], times))
-    for c in clients:
-        t = tables["client"]
-        match = next(((s, k) for k, s in t.slot_of.items() if ip_text(k) == c), None)
-        times = [x for a in alerts if a.get("src_ip") == c
-                 for x in [_iso_ts(a["timestamp"])] if x is not None]
-        if match is None:
-            untracked.append(c)
-        else:
-            out.append(("client", ip_text(match[1]), t, match[0], times))
-    return out, untracked
+def _span(a: float, b: float) -> str:
+    """A time range in UTC, the date written once when both ends share it."""
+    same = _utc(a, "%Y-%m-%d") == _utc(b, "%Y-%m-%d")
+    return (f"{_utc(a, '%Y-%m-%d %H:%M')} – "
+            f"{_utc(b, '%H:%M' if same else '%Y-%m-%d %H:%M')} UTC")
 
 
-def _timeline_html(kind, label, table, slot, times, step) -> str:
-    n = table.history_len(slot)
-    if n <= 0:
-        return ""
-    last = table.last_step
-    t0 = (last - n + 1) * step
+def _timeline_html(kind: str, label: str, first: int, vals: np.ndarray, alert_steps,
+                   step: float) -> str:
+    """Charts of one stretch of a key's series: steps ``first`` … ``first + len(vals) - 1``
+    (NaN where the key was not tracked yet), alerts marked at their steps."""
+    n = len(vals)
+    t0 = first * step
+    times = [s * step for s in alert_steps]
     charts = []
-    for metric, title in TIMELINE_METRICS:
-        x = table.values(slot, metric, n)
-        med, lo, hi = baseline(x)
+    for m, (metric, title) in enumerate(TIMELINE_METRICS):
+        x = vals[:, m]
+        med, lo, hi = baseline(np.nan_to_num(x))
         charts.append(line_chart(f"{title}", t0, step,
                                  [("baseline", med, GREY, True), (metric, x, BLUE, False)],
                                  band=(lo, hi), markers=times))
-    span = f"{_utc(t0, '%Y-%m-%d %H:%M')} – {_utc((last + 1) * step, '%H:%M')} UTC"
+    peak = float(np.nanmax(vals[:, 0])) if np.isfinite(vals[:, 0]).any() else 0.0
     short = (" (a short capture: a smaller --series-step draws more points)"
              if n < 5 else "")
     return (f'<h3>{esc(kind)} {esc(label)} <span class="note">{n} steps of {step:g} s, '
-            f'{esc(span)}; {len(times)} alert(s){short}</span></h3><div class="grid">'
+            f'{esc(_span(t0, (first + n) * step))}; peak {_num(peak)} queries/step; '
+            f'{len(times)} alert(s){short}</span></h3><div class="grid">'
             + "".join(f'<div class="card">{c}</div>' for c in charts) + "</div>")
 
 
@@ -384,33 +522,26 @@ def _features(pipe, alerts) -> str:
     return legend + "".join(parts)
 
 
-def _top_talkers(pipe, n: int = 15) -> str:
-    if pipe.series is None:
+def _top_talkers(rec: Recorder, span: str, n: int = 15) -> str:
+    if rec.store is None:
         return '<p class="note">Series were off.</p>'
     out = []
-    for kind, t in pipe.series.store.tables.items():
-        rows = []
-        for slot, key in t.rows():
-            h = t.history_len(slot)
-            if h <= 0:
-                continue
-            tot = [float(t.values(slot, m, h).sum()) for m in range(5)]
-            if tot[0] <= 0:
-                continue
-            rows.append((_key_label(kind, key), tot))
-        rows.sort(key=lambda r: -r[1][0])
-        rows = rows[:n]
+    for kind, tot in rec.totals.items():
+        rows = sorted(((_key_label(kind, k), v) for k, v in tot.items() if v[0] > 0),
+                      key=lambda r: -r[1][0])[:n]
         if not rows:
             continue
-        chart = bar_chart(f"top {kind}s by queries", [(lbl, tot[0]) for lbl, tot in rows],
+        chart = bar_chart(f"top {kind}s by queries", [(lbl, v[0]) for lbl, v in rows],
                           colour=BLUE if kind == "client" else GREEN)
-        trs = "".join(f"<tr><td>{esc(lbl)}</td>" + "".join(f'<td class="n">{_num(v)}</td>'
-                                                           for v in tot) + "</tr>"
-                      for lbl, tot in rows)
+        trs = "".join(f"<tr><td>{esc(lbl)}</td>" + "".join(f'<td class="n">{_num(x)}</td>'
+                                                           for x in v) + "</tr>"
+                      for lbl, v in rows)
         out.append(f'<div class="card">{chart}<table><tr><th>{kind}</th><th>queries</th>'
                    '<th>names (sum per step)</th><th>bytes up</th><th>bytes down</th>'
                    f'<th>NXDOMAIN</th></tr>{trs}</table></div>')
-    return '<div class="grid">' + "".join(out) + "</div>"
+    return (f'<p class="note">Over the whole input ({esc(span)}), while each key was among '
+            f'the tracked series (the busiest {rec.store.tables["client"].max_keys} of each '
+            'kind at a time).</p><div class="grid">' + "".join(out) + "</div>")
 
 
 def _alerts_table(alerts: list[dict]) -> str:
@@ -434,39 +565,52 @@ def _alerts_table(alerts: list[dict]) -> str:
 
 
 def render(pipe, alerts: list[dict], summary: dict | None = None,
-           sources: list[str] | None = None) -> str:
-    """The report as one HTML string."""
+           sources: list[str] | None = None, recorder: Recorder | None = None) -> str:
+    """The report as one HTML string. ``recorder``: what was kept while the replay ran
+    (:class:`Recorder`); without it, what the series still hold at the end."""
     summary = summary or pipe.summary()
     step = pipe.series.store.step if pipe.series is not None else 60.0
+    rec = recorder if recorder is not None else Recorder(pipe)
+    rec.finish(alerts)
     first, last = summary.get("first_ts"), summary.get("last_ts")
-    span = (f"{_utc(first, '%Y-%m-%d %H:%M:%S')} – {_utc(last, '%Y-%m-%d %H:%M:%S')} UTC"
-            if first is not None else "no packets")
+    span = _span(first, last) if first is not None else "no packets"
+    days = (last - first) / 86400 if first is not None else 0.0
     by_type: dict[str, int] = {}
     for a in alerts:
         by_type[a.get("event_type", "?")] = by_type.get(a.get("event_type", "?"), 0) + 1
     counts = ", ".join(f"{n} {esc(t)}" for t, n in sorted(by_type.items())) or "none"
-    rows, untracked = _series_rows(pipe, alerts)
-    timelines = "".join(_timeline_html(k, lbl, t, s, times, step)
-                        for k, lbl, t, s, times in rows[:MAX_TIMELINES])
-    if not rows and pipe.series is not None:
+    episodes = list(rec.episodes())
+    timelines = "".join(_timeline_html(k, _key_label(k, key), a, vals, g, step)
+                        for k, key, a, vals, g in episodes[:MAX_TIMELINES])
+    if not episodes and pipe.series is not None:
         # No alerted key to show: the busiest series, so the report still has its pictures.
         busiest = []
         for kind, t in pipe.series.store.tables.items():
             for slot, key in t.rows():
-                h = t.history_len(slot)
+                h = min(t.history_len(slot), BEFORE_STEPS + AFTER_STEPS)
                 if h > 0:
-                    busiest.append((float(t.values(slot, 0, h).sum()), kind, key, t, slot))
+                    vals = np.stack([t.values(slot, m, h) for m in range(5)], axis=1)
+                    busiest.append((float(vals[:, 0].sum()), kind, key, t.last_step - h + 1,
+                                    vals))
         busiest.sort(key=lambda r: -r[0])
         timelines = ('<p class="note">No alerted key has a series: the busiest series '
-                     'instead.</p>' + "".join(
-                         _timeline_html(k, _key_label(k, key), t, s, [], step)
-                         for v, k, key, t, s in busiest[:3] if v > 0))
+                     'instead (their last hours).</p>' + "".join(
+                         _timeline_html(k, _key_label(k, key), a, vals, [], step)
+                         for v, k, key, a, vals in busiest[:3] if v > 0))
+    doms, clients = _alerted_keys(alerts)
+    drawn = {_key_label(k, key) for k, key, *_ in episodes}
+    untracked = [x for x in (*doms, *clients)
+                 if x not in drawn and not any(_related(x, d) for d in drawn)]
     if untracked:
         timelines += ('<p class="note">Alerted but not among the tracked series (their '
-                      'traffic is in the "other" aggregate): '
-                      + esc(", ".join(untracked[:50])) + "</p>")
-    if rows[MAX_TIMELINES:]:
-        timelines += f'<p class="note">{len(rows) - MAX_TIMELINES} more alerted keys.</p>'
+                      'traffic is in the "other" aggregate), or past the first '
+                      f'{WATCH_KEYS} alerted keys: ' + esc(", ".join(untracked[:50])) + "</p>")
+    if episodes[MAX_TIMELINES:]:
+        timelines += (f'<p class="note">{len(episodes) - MAX_TIMELINES} more stretches of '
+                      'alerts not drawn.</p>')
+    if days > 1:
+        timelines = (f'<p class="note">The input spans {days:.0f} days: each timeline shows '
+                     'its key around its alerts, with its own time range.</p>' + timelines)
     src = ", ".join(sources or [])
     series_note = ""
     if pipe.series is not None:
@@ -493,12 +637,12 @@ band ±3 robust sd</span><span><i class="sw" style="background:{RED}"></i>alert<
 <h2>Feature distributions: alerted keys against the rest</h2>
 {_features(pipe, alerts)}
 <h2>Top talkers</h2>
-{_top_talkers(pipe)}
+{_top_talkers(rec, span)}
 <p class="note">Generated by dnsguard; self-contained (inline SVG and CSS, no scripts).</p>
 </body></html>
 """
 
 
 def write_report(path: str | Path, pipe, alerts: list[dict], summary: dict | None = None,
-                 sources: list[str] | None = None) -> None:
-    Path(path).write_text(render(pipe, alerts, summary, sources), encoding="utf-8")
+                 sources: list[str] | None = None, recorder: Recorder | None = None) -> None:
+    Path(path).write_text(render(pipe, alerts, summary, sources, recorder), encoding="utf-8")

@@ -10,6 +10,7 @@ import re
 import shutil
 import struct
 import subprocess
+import time
 import zlib
 from pathlib import Path
 
@@ -167,3 +168,59 @@ def test_headless_chromium_renders_the_plots(replayed, tmp_path):
     assert dom.count("<svg") >= 10, dom[:500]
     assert "<polyline" in dom and "<rect" in dom
     assert "client 10.0.0.5" in dom
+
+
+# --- input spanning days (issue #14, item 2) ---------------------------------------------------
+def _pcap(records) -> bytes:
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
+    for ts, frame in records:
+        sec = int(ts)
+        out.append(struct.pack("<IIII", sec, int((ts - sec) * 1e6), len(frame), len(frame)))
+        out.append(frame)
+    return b"".join(out)
+
+
+def _tunnel(t0: float, client: str, zone: str, n: int = 120) -> list:
+    import random
+
+    rnd = random.Random(zone)
+    out = []
+    for i in range(n):
+        label = "".join(rnd.choice("abcdefghijklmnopqrstuvwxyz234567") for _ in range(40))
+        out.append((t0 + i * 5.0, _frame(_query(f"{label}.{zone}", i), client, "10.9.0.53",
+                                         41000, 53)))
+    return out
+
+
+def _busy(t0: float, client: str, n: int) -> list:
+    return [(t0 + i * (3000.0 / n), _frame(_query(f"www{i % 50}.site{i % 7}.example", i),
+                                           client, "10.9.0.53", 42000, 53)) for i in range(n)]
+
+
+def test_report_of_input_spanning_days(tmp_path, capsys):
+    """Two captures two days apart: each alerted key's timeline shows its own traffic with
+    its own dated range; the busiest client of the first day tops the talkers though the
+    series (24 h) no longer hold it; the header dates both ends; the size stays bounded."""
+    day1, day3 = T0, T0 + 2 * 86400  # each within its own date (T0 is 22:13 UTC)
+    a, b = tmp_path / "day1.pcap", tmp_path / "day3.pcap"
+    a.write_bytes(_pcap(sorted(_busy(day1, "10.1.0.1", 3000)
+                               + _tunnel(day1 + 600, "10.1.0.2", "tun-one.example"))))
+    b.write_bytes(_pcap(sorted(_busy(day3, "10.1.0.3", 100)
+                               + _tunnel(day3 + 60, "10.1.0.4", "tun-two.example"))))
+    out = tmp_path / "r.html"
+    assert main(["replay", "-q", "--no-model", "--report", str(out), str(a), str(b)]) == 0
+    alerts = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")]
+    assert any("tun-one.example" in x for x in alerts)
+    doc = out.read_text()
+    text = re.sub(r"<[^>]+>", " ", doc)
+    d1, d3 = (time.strftime("%Y-%m-%d", time.gmtime(t)) for t in (day1, day3))
+    assert re.search(rf"{d1} \d\d:\d\d – {d3} \d\d:\d\d UTC", text), "header: both dates"
+    heads = [re.sub(r"<[^>]+>", "", h) for h in re.findall(r"<h3>(.*?)</h3>", doc)]
+    one = next(h for h in heads if h.startswith("domain tun-one.example"))
+    assert d1 in one
+    assert float(re.search(r"peak ([\d.]+) queries/step", one).group(1)) >= 5  # not flat
+    # The top clients table: the first day's busy client first, with its whole count.
+    top = doc[doc.index("top clients by queries"):]
+    first_row = re.findall(r"<tr><td>([^<]*)</td><td class=\"n\">([^<]*)</td>", top)[0]
+    assert first_row == ("10.1.0.1", "3000"), first_row
+    assert len(doc) < 1_000_000  # the documented bound (docs/timeseries.md)
