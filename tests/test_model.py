@@ -105,11 +105,13 @@ def test_explain_walks_the_decision_path(trained):
     assert hit is not None
     did, sev, score, reasons = hit
     assert did == M.DETECTOR_ID and 0.9 <= score <= 1.0
-    feats = set(M.WINDOW_FEATURES) | set(M.SCOPE_FEATURES)
     path = [r for r in reasons if r.startswith("model: ") and "P(tunnel)" not in r
             and "anomaly" not in r and "leaf" not in r]
     assert path, reasons
-    assert all(r.split()[1] in feats for r in path)
+    # The few features that mattered, in words (not every split, no feature names).
+    assert 1 <= len(path) <= 3 and all(r.endswith(", learned)") for r in path), reasons
+    walked = [f for f, *_ in det._path(M.vectorize("domain", f))]
+    assert len(set(walked) & set(M.WINDOW_FEATURES)) >= len(path)
     # minimum evidence: too few queries → no verdict
     assert det.score("domain", dict(f, queries=2), ("d", "x.test")) is None
 

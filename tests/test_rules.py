@@ -124,7 +124,8 @@ def test_rule_match_reports_the_conditions_that_held():
                     "any": ["carrier_share >= 0.5", "mean_sub_len >= 30"]}, "f")
     assert r.match({"distinct_names": 9, "carrier_share": 0.1, "mean_sub_len": 10}) is None
     reasons = r.match({"distinct_names": 9, "carrier_share": 0.1, "mean_sub_len": 40})
-    assert reasons == ["distinct_names 9 >= 8", "mean_sub_len 40 >= 30"]
+    assert reasons == ["9 distinct query names (rule: ≥ 8)",
+                       "subdomains 40 characters long on average (rule: ≥ 30)"]
 
 
 def test_raise_factor_scales_only_volume_thresholds():

@@ -506,8 +506,29 @@ class ModelDetector(Detector):
     def proba(self, x: dict) -> float:
         return float(self.tree.predict_proba_one(x).get(True, 0.0))
 
-    def explain(self, x: dict) -> list[str]:
-        """The split tests on ``x``'s path from the root, in natural units."""
+    def explain(self, x: dict, most: int = 3) -> list[str]:
+        """Why the tree decided so, as an analyst reads it: the first ``most`` features
+        tested on ``x``'s path from the root (the splits that separate the most), each once,
+        in words with the value the tree learned (features/catalog.py), then how many
+        windows its leaf learned from. Scope indicators are left out."""
+        out: list[str] = []
+        seen: set[str] = set()
+        for feat, op, t, v in self._path(x):
+            if feat in seen or feat not in catalog.FEATURES or len(seen) >= most:
+                continue
+            seen.add(feat)
+            side = "above" if op == ">" else "at most"
+            out.append(f"model: {catalog.in_words(feat, v)} ({side} "
+                       f"{catalog.rounded(feat, t)}, learned)")
+        stats = self._leaf_stats(x)
+        if stats:
+            out.append(f"model: leaf learned from {stats.get(True, 0.0):.0f} tunnel / "
+                       f"{stats.get(False, 0.0):.0f} benign (weighted) windows")
+        return out
+
+    def _path(self, x: dict) -> list[tuple[str, str, float, float]]:
+        """(feature, '<=' or '>', threshold, value) of each split test on ``x``'s path from
+        the root, in natural units."""
         out = []
         node = getattr(self.tree, "_root", None)
         while node is not None and getattr(node, "children", None):
@@ -518,16 +539,20 @@ class ModelDetector(Detector):
             except (KeyError, TypeError):
                 break
             if feat is not None and thr is not None:
-                v = _natural(feat, x.get(feat, 0.0))
-                t = _natural(feat, thr)
-                op = "<=" if i == 0 else ">"
-                out.append(f"model: {feat} {op} {t:.4g} (is {v:.4g})")
+                out.append((feat, "<=" if i == 0 else ">", _natural(feat, thr),
+                            _natural(feat, x.get(feat, 0.0))))
             node = node.children[i]
-        stats = getattr(node, "stats", None)
-        if isinstance(stats, dict) and stats:
-            out.append(f"model: leaf learned from {stats.get(True, 0.0):.0f} tunnel / "
-                       f"{stats.get(False, 0.0):.0f} benign (weighted) windows")
         return out
+
+    def _leaf_stats(self, x: dict) -> dict | None:
+        node = getattr(self.tree, "_root", None)
+        while node is not None and getattr(node, "children", None):
+            try:
+                node = node.children[node.branch_no(x)]
+            except (KeyError, TypeError):
+                return None
+        stats = getattr(node, "stats", None)
+        return stats if isinstance(stats, dict) and stats else None
 
     # -- pipeline hooks --
     def observe(self, scope: str, f: dict, ident: tuple, *, factor: float = 1.0,

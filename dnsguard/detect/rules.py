@@ -24,7 +24,7 @@ Example:
     >>> r = Rule.parse({"id": "x", "description": "d", "severity": "low", "scope": "domain",
     ...                 "when": ["distinct_names >= 8"]}, "f.yaml")
     >>> r.match({"distinct_names": 9}), r.match({"distinct_names": 3})
-    (['distinct_names 9 >= 8'], None)
+    (['9 distinct query names (rule: ≥ 8)'], None)
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pathlib import Path
 
 from dnsguard.detect import yamlsrc
 from dnsguard.detect.yamlsrc import LineDict, SourceError
-from dnsguard.features.catalog import FEATURES
+from dnsguard.features.catalog import FEATURES, in_words
 from dnsguard.features.window import SCOPES
 
 SEVERITIES = {"low": 0.4, "medium": 0.6, "high": 0.85}
@@ -45,8 +45,15 @@ COUNT_FEATURES = frozenset({"queries", "distinct_names", "encoded_queries", "dis
                             "encoded_domains", "unknown_tld_domains", "packets"})
 _COND = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*(>=|<=|==|!=|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
-_SYM = {">=": ">=", "<=": "<=", "==": "==", "!=": "!=", ">": ">", "<": "<"}
-RULE_KEYS = {"id", "description", "severity", "score", "scope", "when", "any", "enabled"}
+RULE_KEYS = {"id", "description", "severity", "score", "scope", "when", "any", "enabled",
+             "mitre"}
+# MITRE ATT&CK techniques a rule may name (``mitre:``), with their names for the docs.
+MITRE = {
+    "T1071.004": "Application Layer Protocol: DNS (command and control over DNS)",
+    "T1048.003": "Exfiltration Over Alternative Protocol: Exfiltration Over Unencrypted "
+                 "Non-C2 Protocol",
+    "T1572": "Protocol Tunneling",
+}
 
 
 @dataclass(frozen=True)
@@ -65,10 +72,8 @@ class Condition:
         return f"f[{self.feature!r}] {self.op} {self.value!r}"
 
     def text(self, f: dict) -> str:
-        v = f.get(self.feature, 0)
-        vs = f"{v:.3g}" if isinstance(v, float) else str(v)
-        th = f"{self.value:g}"
-        return f"{self.feature} {vs} {_SYM[self.op]} {th}"
+        """The condition as it held, in words (features/catalog.py), rounded."""
+        return in_words(self.feature, f.get(self.feature, 0), self.op, self.value)
 
 
 @dataclass
@@ -81,6 +86,7 @@ class Rule:
     when: list[Condition]
     any: list[Condition] = field(default_factory=list)
     source: str = ""
+    mitre: tuple[str, ...] = ()  # ATT&CK technique ids (MITRE)
     _compiled: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -121,8 +127,13 @@ class Rule:
                               f"{scope!r} is not one of {', '.join(SCOPES)}")
         when = _conditions(d, "when", scope, path, where, required=True)
         anyc = _conditions(d, "any", scope, path, where, required=False)
+        mitre = d.get("mitre", [])
+        if not isinstance(mitre, list) or any(m not in MITRE for m in mitre):
+            raise SourceError(path, at("mitre"), f"{where}.mitre",
+                              f"{mitre!r} must be a list of ATT&CK technique ids among "
+                              f"{', '.join(MITRE)}")
         return cls(rid, d["description"].strip(), sev, float(score), scope, when, anyc,
-                   source=f"{path}:{line}")
+                   source=f"{path}:{line}", mitre=tuple(mitre))
 
     def min_queries(self) -> int:
         """Fewest updates of a key before this rule can possibly fire (its count thresholds):

@@ -99,3 +99,89 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
 
 def for_scope(scope: str) -> list[str]:
     return [n for n, f in FEATURES.items() if scope in f.scopes]
+
+
+# --- in words, for the alert's reasons ---------------------------------------------------
+# Each feature as an analyst reads it: ``{v}`` is the value, already rounded (shares as
+# percentages). tests/test_alert_fields.py checks every feature has one.
+PHRASES: dict[str, str] = {
+    "qname_len": "query name of {v} characters",
+    "label_count": "{v} labels in the query name",
+    "sub_len": "{v} characters left of the registered domain",
+    "sub_labels": "{v} labels left of the registered domain",
+    "max_label": "longest label {v} characters",
+    "sub_entropy": "subdomain entropy {v} bits per character",
+    "digit_share": "{v} of the subdomain's characters are digits",
+    "upper_share": "{v} of the subdomain's characters are upper-case",
+    "b32_fit": "{v} of the subdomain's characters fit Base32",
+    "b64_fit": "{v} of the subdomain's characters fit Base64",
+    "b64url_fit": "{v} of the subdomain's characters fit Base64url",
+    "hex_fit": "{v} of the subdomain's characters are hex digits",
+    "nonprint": "{v} non-printable octets in the subdomain",
+    "non_ldh": "{v} octets outside letters, digits, '-' and '_'",
+    "encoded": "longest label looks like encoded data ({v})",
+    "reg_label_len": "registered domain's label {v} characters",
+    "reg_label_entropy": "registered domain's label entropy {v} bits per character",
+    "reg_encoded": "registered domain's label looks encoded ({v})",
+    "tld_known": "top-level domain in the Public Suffix List ({v})",
+    "qtype": "query type {v}",
+    "qtype_rare": "rare query type ({v})",
+    "queries": "{v} queries in the window",
+    "responses": "{v} responses in the window",
+    "duration": "window of {v} seconds",
+    "rate": "{v} queries per second",
+    "bytes_up": "{v} bytes up (query subdomains)",
+    "bytes_down": "{v} bytes down (answer data)",
+    "nxdomain_share": "{v} of responses are NXDOMAIN",
+    "packets": "{v} non-DNS packets on a DNS port",
+    "distinct_names": "{v} distinct query names",
+    "distinct_ratio": "{v} of queries ask a new name",
+    "clients": "{v} clients",
+    "mean_sub_len": "subdomains {v} characters long on average",
+    "mean_sub_entropy": "subdomain entropy {v} bits per character on average",
+    "encoded_share": "{v} of queries carry encoded-looking names",
+    "encoded_queries": "{v} queries carry encoded-looking names",
+    "non_ldh_share": "{v} of queries have octets outside letters, digits, '-' and '_'",
+    "rare_qtype_share": "{v} of queries use rare record types (NULL, KEY, PRIVATE, …)",
+    "carrier_share": "{v} of queries use data-carrying record types (TXT, NULL, CNAME, …)",
+    "txt_share": "{v} of queries are TXT",
+    "down_per_response": "{v} bytes of answer data per response",
+    "distinct_domains": "{v} registered domains queried",
+    "encoded_domains": "{v} registered domains whose own label looks encoded",
+    "encoded_domain_share": "{v} of the registered domains queried look encoded",
+    "unknown_tld_domains": "{v} registered domains under unknown top-level domains",
+    "unknown_tld_share": "{v} of the registered domains are under unknown top-level domains",
+}
+_OPS = {">=": "≥", ">": ">", "<=": "≤", "<": "<", "==": "=", "!=": "≠"}
+
+
+def rounded(name: str, v: float) -> str:
+    """A feature's value as a reason shows it: shares as percentages, other numbers to
+    three significant digits.
+
+    >>> rounded("encoded_share", 0.4512), rounded("sub_entropy", 4.7612), rounded("queries", 208)
+    ('45%', '4.76', '208')
+    """
+    if _is_share(name):
+        return f"{v * 100:.0f}%"
+    if isinstance(v, float) and v != int(v):
+        return f"{v:.3g}"
+    return f"{int(v)}"
+
+
+def _is_share(name: str) -> bool:
+    return name.endswith(("_share", "_fit")) or name == "distinct_ratio"
+
+
+def in_words(name: str, v: float, op: str | None = None, threshold: float | None = None) -> str:
+    """A feature's value (and the bar it passed) in words.
+
+    >>> in_words("distinct_names", 153, ">=", 8)
+    '153 distinct query names (rule: ≥ 8)'
+    >>> in_words("encoded_share", 0.45, ">=", 0.2)
+    '45% of queries carry encoded-looking names (rule: ≥ 20%)'
+    """
+    text = PHRASES.get(name, name + " {v}").format(v=rounded(name, v))
+    if op is None or threshold is None:
+        return text
+    return f"{text} (rule: {_OPS.get(op, op)} {rounded(name, threshold)})"
