@@ -84,7 +84,10 @@ class PipelineCollector(Collector):
                                       labels=["scope"])
         suppressed = CounterMetricFamily("dnsguard_suppressed_alerts", "Alerts not raised "
                                          "because the key already alerted in its suppression "
-                                         "window.")
+                                         "window (counted after the detectors ran).")
+        escalated = CounterMetricFamily("dnsguard_alerts_escalated", "Alerts raised inside "
+                                        "their key's suppression window because they "
+                                        "escalate: a higher severity or a new detector.")
         limited = CounterMetricFamily("dnsguard_alerts_rate_limited", "Alerts held back by "
                                       "the overall alert rate limit (alert_rate/alert_burst); "
                                       "their keys alert again as soon as the bucket allows.")
@@ -117,11 +120,12 @@ class PipelineCollector(Collector):
                 evicted.add_metric([scope], t.evicted)
             suppressed.add_metric([], pipe.policy.suppressed)
             suppressed2.add_metric([], pipe.policy.suppressed)
+            escalated.add_metric([], pipe.policy.escalated)
             limited.add_metric([], pipe.policy.rate_limited)
             allowed.add_metric([], c.get("allowlisted", 0))
             last.add_metric([], pipe.last_ts)
-        yield from (pk_total, msgs, errs, tracked, evicted, suppressed, suppressed2, limited,
-                    allowed, last)
+        yield from (pk_total, msgs, errs, tracked, evicted, suppressed, suppressed2, escalated,
+                    limited, allowed, last)
         pending = GaugeMetricFamily("dnsguard_alerts_pending", "Alerts kept in memory because "
                                     "the alert output cannot be written (disk full, …); "
                                     "retried every second.")

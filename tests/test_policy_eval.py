@@ -64,3 +64,27 @@ def test_load_truth_errors_name_the_line(tmp_path):
     with pytest.raises(SourceError) as e:
         load_truth(p)
     assert "truth.yaml:2" in str(e.value) and "tunnels" in str(e.value)
+
+
+def test_escalation_gets_through_and_names_the_earlier_alert():
+    """(issue #14, item 1) A weaker alert must not hide a stronger one for the whole window:
+    a higher severity or a new detector for the key gets through, saying which alert it
+    escalates; a repeat is suppressed and counted."""
+    p = Policy(suppress=3600)
+    k = ("d", "t.example")
+    assert p.admit(k, 0.0, "medium", ["single-name-exfil"]) and p.escalates is None
+    p.note_id(k, "id-1")
+    assert not p.admit(k, 1.0, "medium", ["single-name-exfil"])  # the same again
+    assert not p.admit(k, 1.0, "low", ["single-name-exfil"])  # weaker
+    assert p.suppressed == 2
+    assert p.admit(k, 1.5, "high", ["rare-type-unique-names", "model:hoeffding"])
+    assert p.escalates == "id-1" and p.escalated == 1
+    p.note_id(k, "id-2")
+    # Now high, with three detectors seen: a medium from a known detector is a repeat …
+    assert not p.admit(k, 2.0, "medium", ["single-name-exfil"])
+    # … a new detector family escalates again (the series tests count as one family).
+    assert p.admit(k, 3.0, "low", ["series:mad"]) and p.escalates == "id-2"
+    assert not p.admit(k, 4.0, "low", ["series:cusum"])
+    # Other keys are independent; the window restarts at each escalation.
+    assert p.admit(("d", "other.example"), 5.0, "low", ["x"])
+    assert p.admit(k, 3.0 + 3600, "low", ["single-name-exfil"]) and p.escalates is None

@@ -2,10 +2,24 @@
 detector hits into alerts, one per key per suppression window, and combines the detectors
 that fired together into one record.
 
+A key in its suppression window still alerts when the new alert *escalates*: a higher
+severity than the key's alerts so far, or a detector (a rule, the model, the series tests)
+that has not alerted on it yet. ``escalates`` then names the earlier alert (its id, given
+with :meth:`Policy.note_id`), and the window starts again. Everything else is suppressed,
+and counted.
+
 Example:
     >>> p = Policy(suppress=60)
     >>> p.admit(("d", "x.com"), 10.0), p.admit(("d", "x.com"), 20.0), p.admit(("d", "x.com"), 71.0)
     (True, False, True)
+    >>> p = Policy(suppress=60)
+    >>> p.admit(("d", "t.example"), 0.0, "medium", ["single-name-exfil"])
+    True
+    >>> p.note_id(("d", "t.example"), "first")
+    >>> p.admit(("d", "t.example"), 1.0, "medium", ["single-name-exfil"]), p.suppressed
+    (False, 1)
+    >>> p.admit(("d", "t.example"), 1.5, "high", ["rare-type-unique-names"]), p.escalates
+    (True, 'first')
     >>> p = Policy(rate=1.0, burst=2)
     >>> [p.admit(("d", f"{i}.com"), 0.0) for i in range(3)], p.rate_limited
     ([True, True, False], 1)
@@ -23,20 +37,31 @@ log = logging.getLogger(__name__)
 _SEV_RANK = {"low": 0, "medium": 1, "high": 2}
 
 
+def family(detector: str) -> str:
+    """What counts as one detector for escalation: each rule, the model, the series tests
+    (``series:mad`` and ``series:cusum`` are one family: each firing is not news)."""
+    return detector.split(":", 1)[0] if ":" in detector else detector
+
+
 class Policy:
-    """Per-key suppression plus an overall rate limit (a token bucket in capture time).
+    """Per-key suppression that lets escalations through, plus an overall rate limit (a
+    token bucket in capture time).
 
     An alert refused by the rate limit is counted in ``rate_limited`` and logged in a
     periodic summary; its key does not start a suppression window, so it alerts as soon as
-    the bucket allows. Nothing is dropped silently.
+    the bucket allows. Nothing is dropped silently: ``suppressed`` counts the alerts a
+    window held back, ``escalated`` those let through as escalations.
     """
 
     def __init__(self, suppress: float = 3600.0, max_keys: int = 100_000,
                  rate: float = 10.0, burst: int = 100) -> None:
         self.suppress = suppress
         self.max_keys = max_keys
-        self._until: OrderedDict[tuple, float] = OrderedDict()
+        # key → [window end, highest severity rank, detector families, last alert id]
+        self._until: OrderedDict[tuple, list] = OrderedDict()
         self.suppressed = 0
+        self.escalated = 0
+        self.escalates: str | None = None  # after admit(): the alert the admitted one escalates
         self.rate, self.burst = rate, burst
         self._tokens = float(burst)
         self._refilled: float | None = None
@@ -45,14 +70,24 @@ class Policy:
         self._next_log = 0.0
 
     def is_suppressed(self, ident: tuple, ts: float) -> bool:
-        until = self._until.get(ident)
-        return until is not None and ts < until
+        """Whether ``ident`` is in its suppression window (an escalation would still pass)."""
+        e = self._until.get(ident)
+        return e is not None and ts < e[0]
 
-    def admit(self, ident: tuple, ts: float) -> bool:
-        """True if an alert for ``ident`` may be raised now; starts its suppression window."""
-        if self.is_suppressed(ident, ts):
-            self.suppressed += 1
-            return False
+    def admit(self, ident: tuple, ts: float, severity: str | None = None,
+              detectors=()) -> bool:
+        """True if an alert for ``ident`` with this severity and these detectors may be
+        raised now; starts (or, escalating, restarts) its suppression window."""
+        self.escalates = None
+        rank = _SEV_RANK.get(severity, -1) if severity is not None else -1
+        fams = {family(d) for d in detectors}
+        e = self._until.get(ident)
+        earlier = None
+        if e is not None and ts < e[0]:
+            if rank <= e[1] and fams <= e[2]:
+                self.suppressed += 1
+                return False
+            earlier = e
         if not self._take(ts):
             self.rate_limited += 1
             if ts >= self._next_log:
@@ -60,11 +95,22 @@ class Policy:
                             self.rate, self.burst, self.rate_limited)
                 self._next_log = ts + 60.0
             return False
-        self._until[ident] = ts + self.suppress
+        if earlier is not None:
+            self.escalated += 1
+            self.escalates = earlier[3]
+            rank = max(rank, earlier[1])
+            fams |= earlier[2]
+        self._until[ident] = [ts + self.suppress, rank, fams, None]
         self._until.move_to_end(ident)
         if len(self._until) > self.max_keys:
             self._until.popitem(last=False)
         return True
+
+    def note_id(self, ident: tuple, alert_id: str) -> None:
+        """The id of the alert just admitted for ``ident`` (what a later escalation names)."""
+        e = self._until.get(ident)
+        if e is not None:
+            e[3] = alert_id
 
     def _take(self, ts: float) -> bool:
         if self._refilled is not None and ts > self._refilled:
