@@ -82,3 +82,45 @@ class RegisteredDomains:
                 self._tlds.clear()
             r = self._tlds[tld] = self._psl.publicsuffix(tld, accept_unknown=False) is not None
         return r
+
+
+#: Distinct names that must share a suffix below the registered domain before an alert
+#: names that deeper zone (the rules' own bar for "many names": distinct_names >= 8).
+ZONE_MIN_NAMES = 8
+
+
+def _hostname_label(label: str) -> bool:
+    """An LDH label (RFC 952/1123: letters, digits, inner hyphens; at most 63): what a zone
+    an administrator delegates and blocks is named with."""
+    if not 0 < len(label) <= 63 or label[0] == "-" or label[-1] == "-":
+        return False
+    return all(c.isascii() and (c.isalnum() or c == "-") for c in label)
+
+
+def block_zone(shared: str, regdomain: str, names: int) -> str:
+    """The zone a DNS administrator would block for a tunnel: the deepest zone its names
+    share, at least the registered domain. A deeper zone is taken only when ``names``
+    distinct names share it (``ZONE_MIN_NAMES``: a few names can share a label by chance,
+    or by the tunnel's own syntax), and only through hostname labels: a tunnel's control
+    syntax (dns2tcp's ``=auth``, a label of raw octets) is not a zone anyone delegated.
+
+    ``shared`` is the presentation form of the suffix all the key's names share.
+
+    >>> block_zone("=auth.example.attack", "example.attack", 40)
+    'example.attack'
+    >>> block_zone("t1.tunnel.example", "tunnel.example", 40)
+    't1.tunnel.example'
+    >>> block_zone("t1.tunnel.example", "tunnel.example", 3)  # too few names to say
+    'tunnel.example'
+    >>> block_zone("a.=x.b.example.com", "example.com", 40)  # stops at the first non-zone label
+    'b.example.com'
+    """
+    if names < ZONE_MIN_NAMES or len(shared) <= len(regdomain) or \
+            not shared.endswith("." + regdomain):
+        return regdomain
+    zone = regdomain
+    for label in reversed(shared[:-len(regdomain) - 1].split(".")):
+        if not _hostname_label(label):
+            break
+        zone = f"{label}.{zone}"
+    return zone
