@@ -26,11 +26,13 @@ import logging
 import os
 import sys
 import time
+import uuid
 from collections import deque
 from datetime import UTC, datetime
 from typing import TextIO
 
 from dnsguard.decode.packet import ip_text
+from dnsguard.output.communityid import PROTO_TCP, PROTO_UDP, community_id
 
 log = logging.getLogger(__name__)
 
@@ -45,28 +47,87 @@ def iso_time(ts: float) -> str:
         return "1970-01-01T00:00:00.000000Z"
 
 
+#: Alert ids are UUIDs of version 5 in this namespace (a fixed, arbitrary UUID).
+ALERT_NAMESPACE = uuid.UUID("6f1d3c2e-8a4b-5c7d-9e0f-1a2b3c4d5e6f")
+
+
+def alert_id(sensor: str, event_type: str, scope: str, ident, ts: float,
+             detectors) -> str:
+    """A UUID (version 5) derived from what the alert is: the sensor, the key, the detectors
+    and the capture time of the packet that completed the evidence. Unique (two alerts
+    differ in one of these), and the same when the same traffic is read again (a replay
+    repeated, a restarted sensor re-reading a capture): a ticket can cite it.
+
+    >>> a = alert_id("s", "dns_tunnel", "domain", ("d", "t.example"), 1.5, ["r"])
+    >>> a == alert_id("s", "dns_tunnel", "domain", ("d", "t.example"), 1.5, ["r"])
+    True
+    >>> a == alert_id("s", "dns_tunnel", "domain", ("d", "u.example"), 1.5, ["r"])
+    False
+    """
+    key = "\0".join(str(k.hex() if isinstance(k, bytes) else k) for k in _flat(ident))
+    text = "\0".join((sensor, event_type, scope, key, repr(float(ts)), ",".join(detectors)))
+    return str(uuid.uuid5(ALERT_NAMESPACE, text))
+
+
+def _flat(ident) -> list:
+    out: list = []
+    for k in ident if isinstance(ident, tuple) else (ident,):
+        if isinstance(k, tuple):
+            out += _flat(k)
+        else:
+            out.append(k)
+    return out
+
+
 def alert_record(ts: float, event_type: str, scope: str, severity: str, score: float,
                  detectors: list[str], reasons: list[str], domain: str | None,
                  client: bytes | None, server: bytes | None, stats: dict, samples,
-                 source: str, sensor: str = "") -> dict:
-    """An alert's record: every field, in its order, in one place (docs/alerts.md).
+                 source: str, sensor: str = "", *, ident=None, description: str = "",
+                 mitre=(), escalates: str | None = None, first_seen: float | None = None,
+                 last_seen: float | None = None, bytes_up: int = 0, bytes_down: int = 0,
+                 ports: tuple[int, int, bool] | None = None) -> dict:
+    """An alert's record: every field, in its order, in one place (docs/alerts.md; the JSON
+    schema ``dnsguard/data/alert.schema.json``). ``ident`` is the key (for ``alert_id``);
+    ``ports`` the (client port, server port, over TCP) of the packet that completed the
+    evidence when known (then ``community_id`` is its flow's).
 
     >>> r = alert_record(0.0, EVENT_TUNNEL, "domain", "high", 0.9, ["rule"], ["why"],
-    ...                  "t.example", bytes([192, 0, 2, 1]), None, {}, ["a.t.example"], "x")
-    >>> r["src_ip"], r["dest_ip"], "sensor" in r
-    ('192.0.2.1', None, False)
+    ...                  "t.example", bytes([192, 0, 2, 1]), bytes([192, 0, 2, 53]), {},
+    ...                  ["a.t.example"], "x", ports=(40000, 53, False))
+    >>> r["src_ip"], r["dest_ip"], r["community_id"], "sensor" in r
+    ('192.0.2.1', '192.0.2.53', '1:8uhG6bwfUhcPxBohcqJWKZOCqNM=', False)
     """
+    if ports is not None and client and server:
+        cport, sport, tcp = ports
+        cid = community_id(client, server, cport, sport, PROTO_TCP if tcp else PROTO_UDP)
+        proto: str | None = "TCP" if tcp else "UDP"
+    else:
+        cport = sport = cid = proto = None
     rec = {
         "timestamp": iso_time(ts),
+        "alert_id": alert_id(sensor, event_type, scope,
+                             ident if ident is not None else (domain, client, server), ts,
+                             detectors),
         "event_type": event_type,
         "severity": severity,
         "score": score,
         "domain": domain,
         "src_ip": ip_text(client) if client else None,
         "dest_ip": ip_text(server) if server else None,
+        "src_port": cport,
+        "dest_port": sport,
+        "proto": proto,
+        "community_id": cid,
         "scope": scope,
         "detectors": detectors,
+        "description": description or ", ".join(detectors),
+        "mitre": sorted(set(mitre)),
         "reasons": reasons,
+        "escalates": escalates,
+        "first_seen": iso_time(ts if first_seen is None else first_seen),
+        "last_seen": iso_time(ts if last_seen is None else last_seen),
+        "bytes_up": int(bytes_up),
+        "bytes_down": int(bytes_down),
         "stats": stats,
         "samples": list(samples)[:3],
         "source": source,

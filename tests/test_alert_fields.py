@@ -1,0 +1,75 @@
+"""The alert's fields an analyst acts on (issue #14, item 6): Community ID against the
+specification's published test vectors, the catalog's words for every feature, rule
+descriptions and ATT&CK techniques, the severity scale. Cost: < 1 s."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import ROOT, RULES_DIR
+from dnsguard.detect.rules import MITRE, load_dir
+from dnsguard.features.catalog import FEATURES, PHRASES, in_words
+from dnsguard.output.communityid import community_id
+
+# From the Community ID specification's baseline (corelight/community-id-spec,
+# baseline/baseline_deflt.json, seed 0): the TCP and UDP flows, IPv4 and IPv6, both directions.
+SPEC_VECTORS = [
+    (6, "2001:470:e5bf:dead:4957:2174:e82c:4887", "2607:f8b0:400c:c03::1a", 63943, 25,
+     "1:/qFaeAR+gFe1KYjMzVDsMv+wgU4="),
+    (6, "2607:f8b0:400c:c03::1a", "2001:470:e5bf:dead:4957:2174:e82c:4887", 25, 63943,
+     "1:/qFaeAR+gFe1KYjMzVDsMv+wgU4="),
+    (6, "128.232.110.120", "66.35.250.204", 34855, 80, "1:LQU9qZlK+B5F3KDmev6m5PMibrg="),
+    (6, "66.35.250.204", "128.232.110.120", 80, 34855, "1:LQU9qZlK+B5F3KDmev6m5PMibrg="),
+    (17, "192.168.1.52", "8.8.8.8", 54585, 53, "1:d/FP5EW3wiY1vCndhwleRRKHowQ="),
+    (17, "8.8.8.8", "192.168.1.52", 53, 54585, "1:d/FP5EW3wiY1vCndhwleRRKHowQ="),
+]
+
+
+@pytest.mark.parametrize("proto, src, dst, sport, dport, want", SPEC_VECTORS)
+def test_community_id_matches_the_specification(proto, src, dst, sport, dport, want):
+    import ipaddress
+
+    assert community_id(src, dst, sport, dport, proto) == want
+    packed = ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed
+    assert community_id(*packed, sport, dport, proto) == want  # as the pipeline has them
+
+
+def test_community_id_of_an_impossible_tuple_is_none():
+    assert community_id(b"\x01\x02", b"\x01\x02\x03\x04", 1, 2) is None
+
+
+def test_every_feature_has_words():
+    assert set(PHRASES) == set(FEATURES)
+    for name in FEATURES:
+        text = in_words(name, 0.5 if name.endswith("_share") else 12, ">=", 8)
+        words = text.split(" (rule")[0]
+        assert not ("_" in name and name in words), name  # words, not the feature's name
+
+
+def test_every_rule_has_a_description_and_techniques():
+    rs = load_dir(RULES_DIR)
+    for r in rs.rules:
+        assert len(r.description) > 30, r.id
+        assert r.mitre and set(r.mitre) <= set(MITRE), r.id
+
+
+def test_severity_scale_is_documented_and_used():
+    doc = (ROOT / "docs" / "alerts.md").read_text()
+    for sev in ("`high`", "`medium`", "`low`"):
+        assert sev in doc
+    for t in MITRE:
+        assert t in doc
+    sevs = {r.severity for r in load_dir(RULES_DIR).rules}
+    assert sevs == {"high", "medium"}  # single-query evidence is medium, not high
+
+
+def test_schema_file_is_shipped_and_valid():
+    jsonschema = pytest.importorskip("jsonschema")
+    path = ROOT / "dnsguard" / "data" / "alert.schema.json"
+    schema = json.loads(path.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    readme = (ROOT / "README.md").read_text()
+    for field in schema["required"]:
+        assert f"`{field}`" in readme, field  # the README's table names every field
