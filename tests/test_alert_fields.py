@@ -73,3 +73,36 @@ def test_schema_file_is_shipped_and_valid():
     readme = (ROOT / "README.md").read_text()
     for field in schema["required"]:
         assert f"`{field}`" in readme, field  # the README's table names every field
+
+
+@pytest.fixture(scope="module")
+def replayed_alerts() -> list[dict]:
+    """Every bundled capture replayed (rules and the shipped model), twice: the records of
+    both runs."""
+    import subprocess
+    import sys
+
+    runs = []
+    for _ in range(2):
+        p = subprocess.run([sys.executable, "-m", "dnsguard", "replay", "-q",
+                            *sorted(map(str, (ROOT / "pcaps").glob("*.pcap")))],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        runs.append([json.loads(ln) for ln in p.stdout.splitlines() if ln.startswith("{")])
+    assert runs[0], "the bundled captures hold tunnels"
+    return runs
+
+
+def test_real_replays_validate_against_the_schema(replayed_alerts):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((ROOT / "dnsguard" / "data" / "alert.schema.json").read_text())
+    v = jsonschema.Draft202012Validator(schema)
+    for a in replayed_alerts[0]:
+        errors = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in v.iter_errors(a)]
+        assert not errors, (errors, a)
+
+
+def test_alert_ids_unique_and_stable_across_runs(replayed_alerts):
+    first, second = ([a["alert_id"] for a in run] for run in replayed_alerts)
+    assert len(set(first)) == len(first)
+    assert first == second
