@@ -151,6 +151,16 @@ PHRASES: dict[str, str] = {
     "encoded_domain_share": "{v} of the registered domains queried look encoded",
     "unknown_tld_domains": "{v} registered domains under unknown top-level domains",
     "unknown_tld_share": "{v} of the registered domains are under unknown top-level domains",
+    "info_bytes": "subdomain holds {v} bytes of information",
+    "id_shape": "subdomain shaped as an identifier (UUID 1, hex digest 2: {v})",
+    "service": "subdomain holds a registered underscored service label ({v})",
+    "addr": "subdomain holds an IPv4 address ({v})",
+    "uuid_share": "{v} of queries name one UUID/GUID",
+    "digest_share": "{v} of queries name one hex digest",
+    "service_share": "{v} of queries name a registered underscored service label",
+    "addr_share": "{v} of queries hold an IPv4 address in the name",
+    "new_data": "{v} bytes of information in names new to the window",
+    "new_data_rate": "{v} bytes of new information per second",
 }
 _OPS = {">=": "≥", ">": ">", "<=": "≤", "<": "<", "==": "=", "!=": "≠"}
 
