@@ -31,6 +31,12 @@ class Detector:
     #: Fewest queries in a window before the detector could fire: keys below it (and below
     #: every rule's own minimum) are not evaluated at all.
     min_queries: int = 1
+    #: The id its hits carry, what it looks for, and the MITRE ATT&CK techniques its hits
+    #: are evidence of: the alert's ``detectors``, ``description`` and ``mitre`` (as a rule's
+    #: ``id:``, ``description:`` and ``mitre:``).
+    detector_id: str = ""
+    description: str = ""
+    mitre: tuple[str, ...] = ()
 
     def observe(self, scope: str, f: dict, ident: tuple, *, factor: float = 1.0,
                 hits: list | None = None, ts: float = 0.0, client: bytes | None = None,

@@ -426,6 +426,12 @@ def _ip(b) -> str:
 class ModelDetector(Detector):
     """The shipped model as a :class:`~dnsguard.detect.base.Detector` (docs/model.md)."""
 
+    detector_id = DETECTOR_ID
+    description = ("A Hoeffding tree trained on real tunnels and benign traffic judges the "
+                   "key's window tunnel-like (its P(tunnel) at or above the threshold), "
+                   "after the window showed data moving in DNS.")
+    mitre = ("T1071.004",)
+
     def __init__(self, bundle: dict, meta: dict, *, feedback: Feedback | None = None,
                  state: Path | None = None, learn_from_rules: bool = False,
                  checkpoint_every: float = 300.0, threshold: float | None = None,
