@@ -344,7 +344,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except CaptureOpenError as e:
         print(f"dnsguard: {args.file}: {e}", file=sys.stderr)
         return 1
-    ifaces = ", ".join(cfg.interfaces) or "none (pass --interface to 'run')"
+    ifaces = ", ".join(cfg.interfaces) or ("none" if cfg.dnstap else
+                                           "none (pass --interface or --dnstap to 'run')")
     if cfg.interfaces:
         from dnsguard.capture.live import interface_names, missing_interfaces
 
