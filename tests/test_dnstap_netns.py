@@ -274,8 +274,11 @@ def test_unbound_at_the_labs_highest_rate_loses_no_frame(nets, work):
         key = 'dnsguard_dnstap_messages_total{{type="{}"}}'
         wait_for("every client query over dnstap", lambda: ns_metric(
             nets["r"], key.format("client_query")) == queries, 20, sensor.text)
+        # Unbound answers every query it counted (the sink answers all); the client may have
+        # missed an answer on the way back, never got one more.
         wait_for("every client response over dnstap", lambda: ns_metric(
-            nets["r"], key.format("client_response")) == answered, 20, sensor.text)
+            nets["r"], key.format("client_response")) == queries, 20, sensor.text)
+        assert answered <= queries
         assert ns_metric(nets["r"], "dnsguard_dnstap_senders") == 1
         assert sensor.stop(signal.SIGTERM, timeout=30) == 0, sensor.text()
         assert "errors {}" in sensor.text(), sensor.text()
