@@ -3,10 +3,12 @@
     python bench/dnstap_bench.py                      # 1,000,000 messages, 3 rounds
     python bench/dnstap_bench.py --messages 1000000 --repeat 5 --no-model
 
-Writes ``bench/work/dnstap.fstrm`` (ignored by git): a resolver's dnstap log as Unbound or
-BIND would write it with client messages on: a CLIENT_QUERY and a CLIENT_RESPONSE per lookup,
-2,000 clients (IPv4), lookups of 5,000 ordinary names under 500 registered domains with a
-Zipf-like popularity, and 2% of the lookups an exfiltration's encoded names under one zone.
+Writes ``bench/work/dnstap.fstrm`` (ignored by git; ``--from-pcap PCAP``: made from a
+capture's UDP DNS messages instead, e.g. run_bench.py's workload): by default a resolver's
+dnstap log as Unbound or BIND would write it with client messages on: a CLIENT_QUERY and a
+CLIENT_RESPONSE per lookup, 2,000 clients (IPv4), lookups of 5,000 ordinary names under 500
+registered domains with a Zipf-like popularity, and 2% of the lookups an exfiltration's
+encoded names under one zone.
 
 Then, per round (medians reported):
 
@@ -15,7 +17,9 @@ Then, per round (medians reported):
 2. **replay**: ``dnsguard replay FILE`` as a fresh process, end to end (start-up, model
    load unless ``--no-model``, framing, decode, DNS parse, features, rules, series, alerts
    to /dev/null), messages/s of wall time; and the in-process rate the run summary reports
-   (``packets_per_second``: the feed loop only);
+   (``packets_per_second``: the feed loop only); then the same messages as a raw-IP pcap
+   (``bench/work/dnstap-same-messages.pcap``) replayed the same way: the ratio of the two
+   in the same round is what dnstap input costs over packets, whatever the machine's load;
 3. **live**: a sender process streams the same messages over a unix socket with the
    bidirectional handshake to a :class:`DnstapServer` feeding a pipeline (rules only) as
    fast as the receiver takes them (Frame Streams over a stream socket has flow control: a
@@ -94,6 +98,51 @@ def make_payloads(n_messages: int, seed: int = 7) -> Iterator[bytes]:
                              resolver, port, 53, ts + 0.0002)
 
 
+def payloads_from_pcap(pcap: Path) -> Iterator[bytes]:
+    """The UDP DNS messages of a capture as a resolver would log them: a message to port 53
+    a CLIENT_QUERY, one from port 53 a CLIENT_RESPONSE (the client is the other end). What
+    dnstap never carries (TCP segments, non-DNS, fragments) is left out."""
+    from dnsguard.capture.pcapfile import CaptureReader
+    from dnsguard.decode.packet import Datagram, decode_frame
+
+    ports = frozenset({53})
+    r = CaptureReader.open(pcap)
+    try:
+        for ts, lt, data, wirelen in r:
+            d = decode_frame(lt, data, wirelen, ports)
+            if d.__class__ is not Datagram or d.tcp or d.cut or len(d.payload) < 12:
+                continue
+            if d.payload[2] & 0x80:  # QR: a response, from the server
+                if d.sport != 53:
+                    continue
+                yield encode_message(pb.Message.CLIENT_RESPONSE, d.payload, d.dst, d.src,
+                                     d.dport, d.sport, ts)
+            elif d.dport == 53:
+                yield encode_message(pb.Message.CLIENT_QUERY, d.payload, d.src, d.dst,
+                                     d.sport, d.dport, ts)
+    finally:
+        r.close()
+
+
+def write_pcap_of(path: Path, pcap_out: Path) -> int:
+    """The same DNS messages as a raw-IP pcap (one UDP datagram each): the reference the
+    dnstap replay is compared with in the same round (the same messages, the same pipeline,
+    only the input differs)."""
+    n = 0
+    with open(pcap_out, "wb", buffering=1 << 20) as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 101))
+        for ts, src, dst, sport, dport, wire, _ in DnstapFile(path, DnstapCounters()).messages():
+            if len(src) != 4:
+                continue
+            ulen = 8 + len(wire)
+            pkt = (struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + ulen, 0, 0, 64, 17, 0, src, dst)
+                   + struct.pack("!HHHH", sport, dport, ulen, 0) + wire)
+            sec = int(ts)
+            f.write(struct.pack("<IIII", sec, int((ts - sec) * 1e6), len(pkt), len(pkt)) + pkt)
+            n += 1
+    return n
+
+
 def write_file(path: Path, payloads: Iterator[bytes]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb", buffering=1 << 20) as f:
@@ -111,7 +160,7 @@ def bench_decode(path: Path) -> float:
     return n / (time.perf_counter() - t)
 
 
-def bench_replay(path: Path, n: int, no_model: bool) -> tuple[float, float]:
+def bench_replay(path: Path, n: int | None, no_model: bool) -> tuple[float, float]:
     with tempfile.NamedTemporaryFile(suffix=".json") as sj:
         cmd = [sys.executable, "-m", "dnsguard", "replay", "-q", "--alerts", os.devnull,
                "--summary-json", sj.name, *(["--no-model"] if no_model else []), str(path)]
@@ -119,8 +168,9 @@ def bench_replay(path: Path, n: int, no_model: bool) -> tuple[float, float]:
         subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
         wall = time.perf_counter() - t
         s = json.loads(Path(sj.name).read_text())
-    assert s["packets"] == n, (s["packets"], n)
-    return n / wall, s["packets_per_second"]
+    if n is not None:
+        assert s["packets"] == n, (s["packets"], n)
+    return s["packets"] / wall, s["packets_per_second"]
 
 
 _SENDER = r"""
@@ -163,33 +213,46 @@ def bench_live(path: Path, n: int) -> tuple[float, int]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--messages", type=int, default=1_000_000)
+    ap.add_argument("--from-pcap", type=Path, metavar="PCAP",
+                    help="make the dnstap file from this capture's UDP DNS messages instead "
+                    "(e.g. bench/work/workload.pcap of run_bench.py)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-model", action="store_true")
     ap.add_argument("--reuse", action="store_true", help="keep bench/work/dnstap.fstrm")
     a = ap.parse_args()
     path = WORK / "dnstap.fstrm"
+    ref = WORK / "dnstap-same-messages.pcap"
     if not (a.reuse and path.exists()):
         t = time.perf_counter()
-        write_file(path, make_payloads(a.messages))
+        src = payloads_from_pcap(a.from_pcap) if a.from_pcap else make_payloads(a.messages)
+        write_file(path, src)
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in "
               f"{time.perf_counter() - t:.1f} s")
+    if not (a.reuse and ref.exists()):
+        print(f"wrote {ref}: {write_pcap_of(path, ref):,} datagrams")
     n = sum(1 for _ in DnstapFile(path, DnstapCounters()).messages())
     rows: dict[str, list[float]] = {"decode": [], "replay_wall": [], "replay_loop": [],
-                                    "live": []}
+                                    "pcap_wall": [], "live": []}
+    ratio: list[float] = []
     lost = 0
     for r in range(a.repeat):
         rows["decode"].append(bench_decode(path))
         w, loop = bench_replay(path, n, a.no_model)
         rows["replay_wall"].append(w)
         rows["replay_loop"].append(loop)
+        pw, _ = bench_replay(ref, None, a.no_model)
+        rows["pcap_wall"].append(pw)
+        ratio.append(w / pw)
         rate, got = bench_live(path, n)
         rows["live"].append(rate)
         lost += n - got
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in rows.items())
-              + f"; live frames received {got:,} of {n:,}")
+              + f"; dnstap/pcap {ratio[-1]:.2f}; live frames received {got:,} of {n:,}",
+              flush=True)
     print(f"\n{n:,} messages, median of {a.repeat} rounds (messages/s):")
     for k, v in rows.items():
         print(f"  {k:12s} {statistics.median(v):>10,.0f}")
+    print(f"  dnstap replay / pcap replay of the same messages: {statistics.median(ratio):.2f}")
     print(f"  live frames lost: {lost}")
     print("target: replay_wall >= 100,000/s on one core")
     return 0
