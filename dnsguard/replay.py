@@ -160,12 +160,7 @@ def _feed_mixed(pipe: Pipeline, readers: list[CaptureReader], taps: list[DnstapF
     if len(taps) == 1 and not readers:
         t = taps[0]
         pipe.source = t.name
-        fm = pipe.feed_message
-        n = 0
-        for m in t.messages():
-            fm(*m)
-            n += 1
-        return n
+        return t.feed(pipe.feed_message)
     streams = [_tagged(i, r.name, False, r) for i, r in enumerate(readers)]
     streams += [_tagged(len(readers) + i, t.name, True, t.messages())
                 for i, t in enumerate(taps)]
