@@ -2,10 +2,9 @@
 # they touch on every packet as C fields; everything else stays in the instance __dict__.
 cimport cython
 
-from dnsguard.detect.policy cimport Policy
+from dnsguard.detect.judge cimport Judge
+from dnsguard.features.measure cimport Measurements
 from dnsguard.features.payload cimport NameAnalyzer, NameFeatures
-from dnsguard.features.window cimport KeyStats, WindowTable
-from dnsguard.series.store cimport SeriesStore
 
 
 cdef bint _COMPILED
@@ -17,16 +16,12 @@ cdef bint _either_port(const unsigned char* m, int a, int b) noexcept
 
 cdef class Pipeline:
     cdef dict __dict__
-    cdef public object ports, exempt_ports, counters, query_types, response_types, series
-    cdef public object pair_domain, client_suspect, on_query, regdomains, allow
-    cdef public Policy policy
+    cdef public object ports, exempt_ports, counters, query_types, response_types
     cdef public object first_ts
     cdef public NameAnalyzer names
-    cdef public SeriesStore _store
-    cdef public tuple _tables3, _need
-    cdef public Py_ssize_t _need_for
-    cdef public list extra_detectors
-    cdef public bint _message_rules, _vantage_filter, _allow_nets, fast_path
+    cdef public Measurements measure
+    cdef public Judge judge
+    cdef public bint fast_path
     cdef public double last_ts
 
     cdef public bytes _port_map
@@ -55,22 +50,3 @@ cdef class Pipeline:
                    rdlen=Py_ssize_t, size=Py_ssize_t, nf=NameFeatures)
     cdef object _fast_dns(self, double ts, bytes data, Py_ssize_t start, Py_ssize_t stop,
                           bytes src, bytes dst)
-
-    @cython.locals(factor=double, st=KeyStats, t_dom=WindowTable, t_cd=WindowTable,
-                   t_cl=WindowTable, need=tuple)
-    cpdef void _query(self, double ts, NameFeatures nf, int qtype, Py_ssize_t size,
-                      bytes client, bytes server)
-
-    @cython.locals(factor=double, st=KeyStats, t_dom=WindowTable, t_cd=WindowTable,
-                   t_cl=WindowTable, need=tuple)
-    cpdef void _response(self, double ts, NameFeatures nf, int rcode, Py_ssize_t down,
-                         Py_ssize_t size, bytes client, bytes server)
-
-    @cython.locals(st=KeyStats)
-    cdef KeyStats _window(self, WindowTable table, object key, double ts, double factor)
-
-    @cython.locals(n=cython.longlong)
-    cdef void _due(self, WindowTable table, object key, KeyStats st, long long need,
-                   double factor, double ts)
-
-    cdef object _allowed(self, NameFeatures nf, bytes client, bytes server)

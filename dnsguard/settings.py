@@ -30,7 +30,7 @@ class Settings:
     tcp_max_bytes: int = 16 << 20
     # Vantage: addresses of our recursive resolvers, and our clients' networks (CIDR). Queries
     # from a resolver, or from outside the home networks when they are set, feed the domain
-    # scope only (no client/domain or client keys): see Pipeline._per_client.
+    # scope only (no client/domain or client keys): see Measurements._per_client.
     resolvers: tuple[str, ...] = ()
     home_networks: tuple[str, ...] = ()
     rules: Path = field(default_factory=lambda: DEFAULT_RULES)

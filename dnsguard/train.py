@@ -2,7 +2,7 @@
 
 Each capture is replayed alone through the real pipeline with the rules off; a collector sits
 in ``extra_detectors`` and records the feature vector of every key each time the pipeline
-evaluates it (often while evidence is thin, then sparser; see ``pipeline.due``), so the model
+evaluates it (often while evidence is thin, then sparser; see ``measure.due``), so the model
 learns from early, thin windows as well as full ones. Labels follow ``evaluate.py``'s matching
 (docs/model.md, "Labels"). Samples are thinned per key and weighted per capture and class so
 that big captures do not dominate, then shuffled and fed to the Hoeffding tree.

@@ -11,7 +11,7 @@ cdef dict _QINFO
 
 @cython.no_gc
 cdef class KeyStats:
-    cdef public double start, last, sum_entropy
+    cdef public double start, last, sum_entropy, factor
     cdef public long long queries, responses, bytes_up, bytes_down, sum_sub_len, max_label
     cdef public long long encoded, non_ldh, rare, carrier, txt, nxdomain, packets
     cdef public long long evaluated_at, uuid, digest, service, addr

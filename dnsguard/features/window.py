@@ -45,7 +45,7 @@ class KeyStats:
                  "carrier", "txt", "nxdomain", "qtypes", "clients", "servers", "domains",
                  "enc_domains", "unk_domains", "samples", "suffix", "last_client",
                  "last_server", "packets", "evaluated_at", "uuid", "digest", "service",
-                 "addr", "new_data", "last_hash")
+                 "addr", "new_data", "last_hash", "factor")
 
     def __init__(self, ts: float, exact_cap: int, multi_client: bool = True) -> None:
         self.names = DistinctCounter(exact_cap)
@@ -67,6 +67,9 @@ class KeyStats:
         self.uuid = self.digest = self.service = self.addr = 0
         self.sum_entropy = self.new_data = 0.0
         self.last_hash = 0
+        # The allowlist factor of the window's last packet (set by features.measure): the
+        # window is judged with it, on a packet or when it closes.
+        self.factor = 1.0
         self.names.clear()
         self.qtypes.clear()
         if self.clients is not None:

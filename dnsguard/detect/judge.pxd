@@ -1,0 +1,24 @@
+# Cython declarations for judge.py (see setup.py): the observer callbacks measurement makes
+# on every message (factor, on_query, on_due) as C calls.
+from dnsguard.detect.policy cimport Policy
+from dnsguard.features.measure cimport Observer
+from dnsguard.features.payload cimport NameFeatures
+from dnsguard.features.window cimport KeyStats
+
+
+cdef class Judge(Observer):
+    cdef dict __dict__
+    cdef public Policy policy
+    cdef public object allow, rules, m
+    cdef public list extra_detectors
+    cdef public tuple _need
+    cdef public Py_ssize_t _need_for
+    cdef public bint _allow_nets
+
+    cpdef tuple evidence_need(self)
+    cpdef double factor(self, NameFeatures nf, bytes client, bytes server) except? -2.0
+    cpdef void on_query(self, double ts, NameFeatures nf, int qtype, double factor,
+                        KeyStats st, bytes client, bytes server)
+    cpdef void on_due(self, str scope, object key, KeyStats st, double ts)
+    cpdef void on_close(self, str scope, object key, KeyStats st)
+    cpdef object allowed(self, NameFeatures nf, bytes client, bytes server)

@@ -1,0 +1,255 @@
+"""Judgment: when a measured key is evaluated, by what, and whether an alert is raised.
+
+:class:`Judge` is the :class:`~dnsguard.features.measure.Observer` that measurement calls
+back. It owns
+
+- the evidence gates: the fewest queries before any rule or detector of a scope could fire
+  (:meth:`Judge.evidence_need`, read on the hot path) and the evaluation schedule's
+  once-per-update check;
+- the rules by scope, the per-message rules with their verdict cached per name, and the
+  detectors beside the rules (``detect.base.Detector``: the model);
+- the allowlist, through one function (:meth:`Judge.allowed`, and its factor
+  :meth:`Judge.factor`) for every query and response. A window remembers the factor of its
+  last packet, and that factor is the one it is judged with, on a packet or when the window
+  closes (``finish``, ``sweep``, the next window);
+- the policy (``detect.policy``): one alert per key per suppression window, a global rate,
+  detectors combined; the record itself is ``output.alerts.alert_record``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+
+from dnsguard.decode.packet import ip_text
+from dnsguard.detect.base import Detector
+from dnsguard.detect.policy import Policy, combine
+from dnsguard.detect.rules import RuleSet
+from dnsguard.dns import rdatatype
+from dnsguard.dns.name import to_text
+from dnsguard.features import window as win
+from dnsguard.features.measure import WINDOW_SCOPES, Measurements, Observer
+from dnsguard.features.payload import UNCHECKED
+from dnsguard.output.alerts import EVENT_TUNNEL, alert_record, iso_time
+from dnsguard.settings import Settings
+
+_ORDINARY = rdatatype.ORDINARY
+_NO_HITS = ((), None)  # a name's cached message-rule verdict when no rule fires (shared)
+_suffix_text = lru_cache(maxsize=4096)(to_text)  # a key's shared suffix changes rarely
+_EXEMPT = -1.0  # Judge.factor of an exempt query: not measured
+
+
+def _rounded(f: dict) -> dict:
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in f.items()}
+
+
+def identity(scope: str, key) -> tuple:
+    """What an alert (and its suppression) is about: ``("d", domain)``, ``("c", client)`` or
+    ``("f", (client, server))``. The one place a window key becomes an identity."""
+    if scope == "flow":
+        return ("f", key)
+    if scope == "client":
+        return ("c", key)
+    return ("d", key if scope == "domain" else key[1])
+
+
+class Judge(Observer):
+    def __init__(self, settings: Settings, ruleset: RuleSet, measure: Measurements,
+                 emit: Callable[[dict], None]) -> None:
+        super().__init__()
+        self.s = settings
+        self.m = measure
+        self.emit = emit
+        self.policy = Policy(settings.suppress, max_keys=settings.policy_keys,
+                             rate=settings.alert_rate, burst=settings.alert_burst)
+        self.alerts = 0
+        self.source = ""
+        # Detectors beside the rules (the model), called on the same feature vectors, at the
+        # same moments, as the rules.
+        self.extra_detectors: list[Detector] = []
+        if settings.use_model:
+            from dnsguard.detect.model import detector_for
+
+            det = detector_for(settings)
+            if det is not None:
+                self.extra_detectors.append(det)
+        self.set_rules(ruleset)
+
+    # --- rules --------------------------------------------------------------------------------
+    def set_rules(self, ruleset: RuleSet) -> None:
+        """Swap in new rules and allowlists (a reload keeps traffic state; the caller empties
+        the name cache, which holds the old rules' message verdicts)."""
+        self.ruleset = ruleset
+        self.rules = {sc: ruleset.for_scope(sc) for sc in win.SCOPES}
+        self.allow = ruleset.allowlist
+        if hasattr(self.allow, "cache_size"):
+            self.allow.cache_size = self.s.allow_cache
+        self._allow_nets = ruleset.allowlist.has_networks
+        self.message_rules = bool(self.rules["message"])
+        # Per scope, the fewest queries a key needs before any rule could fire: keys below it
+        # are not evaluated (most keys on a busy network never get there). Extra detectors
+        # lower it with their own ``min_queries``.
+        self._rule_min = {sc: min((r.min_queries() for r in self.rules[sc]), default=1 << 30)
+                          for sc in win.SCOPES}
+        self._need, self._need_for = (1, 1, 1), -1  # recomputed on the next packet
+
+    def evidence_need(self) -> tuple:
+        """Fewest queries before a domain, client/domain or client key is worth evaluating
+        (recomputed when the detectors change)."""
+        if self._need_for == len(self.extra_detectors):
+            return self._need
+        need = []
+        for sc in WINDOW_SCOPES[:3]:
+            need.append(max(self._min_queries(sc), 1))
+        self._need = tuple(need)
+        self._need_for = len(self.extra_detectors)
+        return self._need
+
+    def _min_queries(self, scope: str) -> int:
+        n = self._rule_min[scope]
+        for d in self.extra_detectors:
+            n = min(n, d.min_queries)
+        return n
+
+    # --- the allowlist: one function for queries, responses and windows -------------------
+    def allowed(self, nf, client: bytes, server: bytes):
+        """The allowlist entry covering a message: by its name, else by client, else by
+        resolver."""
+        entry = nf.allow
+        if entry is UNCHECKED:
+            allow = self.allow
+            entry = nf.allow = allow.for_domain(nf.name) if allow.entries else None
+        if entry is None and self._allow_nets:
+            allow = self.allow
+            entry = (allow.for_address("client", ip_text(client))
+                     or allow.for_address("resolver", ip_text(server)))
+        return entry
+
+    def factor(self, nf, client: bytes, server: bytes) -> float:
+        entry = self.allowed(nf, client, server)
+        if entry is None:
+            return 1.0
+        if entry.action == "exempt":
+            return _EXEMPT
+        return entry.factor
+
+    # --- measurement's callbacks --------------------------------------------------------------
+    def on_query(self, ts: float, nf, qtype: int, factor: float, st: win.KeyStats,
+                 client: bytes, server: bytes) -> None:
+        """The per-message rules. They see only the name and its type: their verdict is
+        cached with the name, so a name seen again costs a dict lookup."""
+        rd = nf.regdomain
+        if self.policy.is_suppressed(("d", rd), ts):
+            return
+        vkey: object = qtype
+        if factor != 1.0:
+            vkey = (qtype, factor)
+        cached = nf.verdicts.get(vkey)
+        if cached is None:
+            f = nf.fdict()
+            f["qtype"] = qtype
+            f["qtype_rare"] = 0 if qtype in _ORDINARY else 1
+            hits = self._rule_hits("message", f, factor)
+            # The feature dict is kept only for the alert it may become: most names fire
+            # nothing, and ~1 KB per cached name was most of the name cache.
+            cached = nf.verdicts[vkey] = (tuple(hits), f) if hits else _NO_HITS
+        if cached[0]:
+            self.raise_alert("message", ("d", rd), cached[1], list(cached[0]), ts, client,
+                             server, self._base_domain(st, rd),
+                             st, [nf.name] + [x for x in st.samples if x != nf.name])
+
+    def on_due(self, scope: str, key, st: win.KeyStats, ts: float) -> None:
+        self._check(scope, key, st, ts)
+
+    def on_close(self, scope: str, key, st: win.KeyStats) -> None:
+        self._check(scope, key, st, st.last)
+
+    # --- evaluation ---------------------------------------------------------------------------
+    def _check(self, scope: str, key, st: win.KeyStats, ts: float) -> None:
+        n = st.queries + st.responses
+        if st.evaluated_at == n:
+            return
+        if st.queries < self._min_queries(scope):
+            return
+        st.evaluated_at = n
+        ident = identity(scope, key)
+        if self.policy.is_suppressed(ident, ts):
+            return
+        if not self.rules[scope] and not self.extra_detectors:
+            return
+        if scope == "flow":
+            domain = self.m.flow_domain(key)
+        elif scope == "client":
+            domain = None
+        else:
+            domain = self._base_domain(st, ident[1])
+        f = win.features(st, scope)
+        self._evaluate(scope, ident, f, st.factor, ts, st.last_client, st.last_server, domain,
+                       st, st.samples)
+
+    def _base_domain(self, st: win.KeyStats, rd: str) -> str:
+        """The deepest zone all of the key's names share (a tunnel's base domain), at least
+        the registered domain."""
+        suf = st.suffix
+        if suf and len(st.names) > 1:
+            text = _suffix_text(suf)
+            if len(text) > len(rd) and text.endswith("." + rd):
+                return text
+        return rd
+
+    def _rule_hits(self, scope: str, f: dict, factor: float) -> list:
+        hits = []
+        for r in self.rules[scope]:
+            reasons = r.match(f, factor)
+            if reasons is not None:
+                hits.append((r.id, r.severity, r.score, reasons))
+        return hits
+
+    def _evaluate(self, scope: str, ident: tuple, f: dict, factor: float, ts: float,
+                  client: bytes, server: bytes, domain: str | None, st, samples) -> None:
+        """Rules, then the extra detectors (windowed scopes only), then policy."""
+        hits = self._rule_hits(scope, f, factor)
+        for det in self.extra_detectors:
+            # What the detector may learn from: rule verdicts, allowlist factor, addresses.
+            det.observe(scope, f, ident, factor=factor, hits=hits, ts=ts, client=client,
+                        server=server, domain=domain)
+            h = det.score(scope, f, ident)
+            if h is not None:
+                hits.append(h)
+        if hits:
+            self.raise_alert(scope, ident, f, hits, ts, client, server, domain, st, samples)
+
+    def raise_alert(self, scope: str, ident: tuple, f: dict, hits: list, ts: float,
+                    client: bytes, server: bytes, domain: str | None, st, samples,
+                    event_type: str = EVENT_TUNNEL) -> None:
+        """Policy: one alert per key per suppression window, detectors combined."""
+        if not self.policy.admit(ident, ts):
+            return
+        sev, score, detectors, reasons = combine(hits)
+        if scope == "message":
+            # The window's traffic features stay the record's `stats`; the one name's
+            # features that fired go beside them.
+            stats = _rounded(win.features(st, "domain"))
+            stats["message"] = _rounded(f)
+        else:
+            stats = _rounded(f)
+        if st is not None:
+            stats["qtypes"] = win.qtype_mix(st)
+            stats["window_start"] = iso_time(st.start)
+        alert = alert_record(ts, event_type, scope, sev, score, detectors, reasons, domain,
+                             client, server, stats, samples, self.source, self.s.sensor)
+        self.alerts += 1
+        self.emit(alert)
+
+    def close(self) -> None:
+        """Before exit: let detectors persist what they learned."""
+        for det in self.extra_detectors:
+            det.close()
+
+    def summary(self) -> dict:
+        return {
+            "alerts": self.alerts,
+            "suppressed_alerts": self.policy.suppressed,
+            "rate_limited_alerts": self.policy.rate_limited,
+        }
+

@@ -1,0 +1,44 @@
+# Cython declarations for measure.py (see setup.py): the per-message measurement typed, and
+# the observer interface as cpdef methods so the judge's overrides are C calls.
+cimport cython
+
+from dnsguard.features.payload cimport NameFeatures
+from dnsguard.features.window cimport KeyStats, WindowTable
+from dnsguard.series.store cimport SeriesStore
+
+
+cdef class Observer:
+    cdef public bint message_rules
+
+    cpdef tuple evidence_need(self)
+    cpdef double factor(self, NameFeatures nf, bytes client, bytes server) except? -2.0
+    cpdef void on_query(self, double ts, NameFeatures nf, int qtype, double factor,
+                        KeyStats st, bytes client, bytes server)
+    cpdef void on_due(self, str scope, object key, KeyStats st, double ts)
+    cpdef void on_close(self, str scope, object key, KeyStats st)
+
+
+cdef class Measurements:
+    cdef dict __dict__
+    cdef public object ports, tables, pair_domain, client_suspect, regdomains, on_query
+    cdef public object series, _resolvers, _home, _client_ok
+    cdef public tuple _tables3
+    cdef public bint _vantage_filter
+    cdef public SeriesStore _store
+    cdef public Observer judge
+
+    @cython.locals(factor=double, st=KeyStats, t_dom=WindowTable, t_cd=WindowTable,
+                   t_cl=WindowTable, need=tuple, j=Observer)
+    cpdef bint query(self, double ts, NameFeatures nf, int qtype, Py_ssize_t size,
+                     bytes client, bytes server) except -1
+
+    @cython.locals(factor=double, st=KeyStats, t_dom=WindowTable, t_cd=WindowTable,
+                   t_cl=WindowTable, need=tuple, j=Observer)
+    cpdef void response(self, double ts, NameFeatures nf, int rcode, Py_ssize_t down,
+                        Py_ssize_t size, bytes client, bytes server)
+
+    @cython.locals(st=KeyStats)
+    cdef KeyStats _window(self, WindowTable table, object key, double ts, double factor)
+
+    @cython.locals(n=cython.longlong)
+    cdef void _due(self, WindowTable table, object key, KeyStats st, long long need, double ts)

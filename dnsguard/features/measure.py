@@ -1,0 +1,307 @@
+"""Measurement: what the traffic did, per key and window, apart from any judgment of it.
+
+:class:`Measurements` owns the window tables of every scope (``features.window``), the
+vantage (who counts as a client), the memory of which domain a client/server pair last used
+(so a flow alert can name it) and the feed of the per-client and per-domain series. It never
+raises an alert: like Zeek's SumStats beside its Notice framework, it calls back an
+:class:`Observer` (the judge, ``detect.judge.Judge``) when a key is due for evaluation
+(:meth:`Observer.on_due`), when a window closes (:meth:`Observer.on_close`) and, for the
+per-message rules, on each measured query (:meth:`Observer.on_query`). The observer also
+answers the one question measurement asks of policy: is this query measured at all, and with
+which allowlist factor (:meth:`Observer.factor`).
+
+A window's summary is mergeable, so several processes can measure and one judge read the
+sum: counters add, HyperLogLog registers take the maximum (``features.sketch``), the
+allowlist factor takes the maximum.
+
+Example:
+    >>> from dnsguard.domain import RegisteredDomains
+    >>> from dnsguard.features.payload import NameAnalyzer
+    >>> from dnsguard.settings import Settings
+    >>> class Count(Observer):
+    ...     def __init__(self):
+    ...         super().__init__(); self.due = []
+    ...     def on_due(self, scope, key, st, ts):
+    ...         self.due.append((scope, st.queries))
+    >>> m, j = Measurements(Settings(series=False)), Count()
+    >>> m.attach(j)
+    >>> nf = NameAnalyzer(RegisteredDomains(16), 16).analyze((b"www", b"example", b"com"))
+    >>> m.query(0.0, nf, 1, 40, bytes([192, 0, 2, 1]), bytes([192, 0, 2, 53]))
+    True
+    >>> j.due, len(m.tables["domain"]), m.tables["domain"].keys["example.com"].queries
+    ([('domain', 1), ('client_domain', 1), ('client', 1)], 1, 1)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+from collections.abc import Callable
+
+from dnsguard.decode.packet import ip_text
+from dnsguard.dns import rdatatype
+from dnsguard.features import window as win
+from dnsguard.features.sketch import DistinctCounter
+from dnsguard.features.window import note_query, note_response
+from dnsguard.settings import Settings
+
+#: The scopes with window tables, in the order keys of one query are measured.
+WINDOW_SCOPES = ("domain", "client_domain", "client", "flow")
+_ORDINARY = rdatatype.ORDINARY
+PAIR_MEMORY = 4096  # (client, server) pairs and clients whose last domain is remembered
+
+
+def due(n: int) -> bool:
+    """Evaluate a key after its n-th update? Often while evidence is thin, then sparser."""
+    return n <= 32 or (n <= 512 and not n & 7) or not n & 63
+
+
+class Observer:
+    """What measurement calls back (the judge implements it; the defaults measure everything
+    at factor 1 and judge nothing). ``message_rules``: whether :meth:`on_query` is wanted."""
+
+    def __init__(self) -> None:
+        self.message_rules = False
+
+    def evidence_need(self) -> tuple:
+        """Fewest queries before a domain, client/domain or client key is worth an
+        :meth:`on_due` call (the judge's evidence gate, asked on every message)."""
+        return (1, 1, 1)
+
+    def factor(self, nf, client: bytes, server: bytes) -> float:
+        """The allowlist factor of a query or response for its domain and client/domain
+        keys: 1.0 (none), > 1 (thresholds on volume features raised), or < 0: exempt, not
+        measured."""
+        return 1.0
+
+    def on_query(self, ts: float, nf, qtype: int, factor: float, st: win.KeyStats,
+                 client: bytes, server: bytes) -> None:
+        """A query was measured into its domain's window ``st`` (per-message rules)."""
+
+    def on_due(self, scope: str, key, st: win.KeyStats, ts: float) -> None:
+        """Key ``key`` of ``scope`` has new evidence (by :func:`due`'s schedule)."""
+
+    def on_close(self, scope: str, key, st: win.KeyStats) -> None:
+        """The window ``st`` of ``key`` has ended (a new one begins, the key is swept, or
+        input ended): its last evaluation."""
+
+
+class Measurements:
+    """The window tables per scope and everything measured beside them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.ports = frozenset(settings.ports)
+        w, cap = settings.window, settings.exact_cap
+        self.tables = {
+            "domain": win.WindowTable("domain", w, settings.max_domains, cap),
+            "client_domain": win.WindowTable("client_domain", w, settings.max_client_domains,
+                                             cap),
+            "client": win.WindowTable("client", w, settings.max_clients, cap),
+            "flow": win.WindowTable("flow", w, settings.max_flows, cap),
+        }
+        self._tables3 = (self.tables["domain"], self.tables["client_domain"],
+                         self.tables["client"])
+        # (client, server) → registered domain last queried directly between them: lets an
+        # alert on a non-DNS flow name the domain its DNS handshake used (iodine raw mode).
+        self.pair_domain: OrderedDict[tuple[bytes, bytes], str] = OrderedDict()
+        # client → registered domain it last queried with a rare type or an encoded name: a
+        # raw-mode tunnel's handshake often goes through the resolver, not the pair itself.
+        self.client_suspect: OrderedDict[bytes, str] = OrderedDict()
+        # The vantage (Settings.resolvers, Settings.home_networks): who counts as a client.
+        self._resolvers = frozenset(ipaddress.ip_address(a) for a in settings.resolvers)
+        self._home = tuple(ipaddress.ip_network(n, strict=False)
+                           for n in settings.home_networks)
+        self._vantage_filter = bool(self._resolvers or self._home)
+        self._client_ok: dict[bytes, bool] = {}
+        self.regdomains = DistinctCounter(cap=4096)
+        # Optional observer of every query: (ts, client, server, lower-case name); eval uses it.
+        self.on_query: Callable[[float, str, str, str], None] | None = None
+        # Time series per client and registered domain (dnsguard.series, docs/timeseries.md):
+        # per packet only integer adds; the detectors run when a step closes.
+        self.series = None
+        self._store = None  # the monitor's SeriesStore: fed per packet without indirection
+        if settings.series:
+            from dnsguard.series.monitor import SeriesMonitor
+
+            self.series = SeriesMonitor(settings.series_step, settings.series_span,
+                                        settings.series_keys, detect=settings.volume_alerts)
+            self._store = self.series.store
+        self.judge = Observer()
+
+    def attach(self, judge: Observer) -> None:
+        """Report to ``judge`` from now on."""
+        self.judge = judge
+
+    # --- per message ------------------------------------------------------------------------
+    def query(self, ts: float, nf, qtype: int, size: int, client: bytes,
+              server: bytes) -> bool:
+        """Measure one query for name features ``nf``; False if the allowlist exempts it."""
+        rd = nf.regdomain
+        if not nf.counted:
+            # Once per name while it is cached: a distinct count needs each name only once.
+            nf.counted = True
+            self.regdomains.add(rd)
+        if self.on_query is not None:
+            self.on_query(ts, ip_text(client), ip_text(server), nf.name)
+        j = self.judge
+        factor = j.factor(nf, client, server)
+        if factor < 0.0:
+            return False
+        if self._store is not None:
+            self._store.observe_query(ts, client, rd, nf.name_hash, size, qtype)
+        pd = self.pair_domain
+        pd[(client, server)] = rd
+        if len(pd) > PAIR_MEMORY:
+            pd.popitem(last=False)
+        if nf.encoded or qtype not in _ORDINARY:
+            cs = self.client_suspect
+            cs[client] = rd
+            cs.move_to_end(client)
+            if len(cs) > PAIR_MEMORY:
+                cs.popitem(last=False)
+        t_dom, t_cd, t_cl = self._tables3
+        need = j.evidence_need()
+        st = self._window(t_dom, rd, ts, factor)
+        note_query(st, nf, qtype, client, server)
+        if j.message_rules:
+            j.on_query(ts, nf, qtype, factor, st, client, server)
+        self._due(t_dom, rd, st, need[0], ts)
+        if self._vantage_filter and not self._per_client(client):
+            return True
+        key = (client, rd)
+        st = self._window(t_cd, key, ts, factor)
+        note_query(st, nf, qtype, client, server)
+        self._due(t_cd, key, st, need[1], ts)
+        st = self._window(t_cl, client, ts, 1.0)
+        note_query(st, nf, qtype, client, server, False)
+        win.note_client_domain(st, nf)
+        self._due(t_cl, client, st, need[2], ts)
+        return True
+
+    def response(self, ts: float, nf, rcode: int, down: int, size: int, client: bytes,
+                 server: bytes) -> None:
+        """Measure one response (``down``: answer rdata octets) to ``client``."""
+        rd = nf.regdomain
+        j = self.judge
+        factor = j.factor(nf, client, server)
+        if factor < 0.0:
+            return
+        if self._store is not None:
+            self._store.observe_response(ts, client, rd, size, rcode)
+        t_dom, t_cd, t_cl = self._tables3
+        need = j.evidence_need()
+        st = self._window(t_dom, rd, ts, factor)
+        note_response(st, down, rcode)
+        self._due(t_dom, rd, st, need[0], ts)
+        if self._vantage_filter and not self._per_client(client):
+            return
+        key = (client, rd)
+        st = self._window(t_cd, key, ts, factor)
+        note_response(st, down, rcode)
+        self._due(t_cd, key, st, need[1], ts)
+        st = self._window(t_cl, client, ts, 1.0)
+        note_response(st, down, rcode)
+        self._due(t_cl, client, st, need[2], ts)
+
+    def non_dns(self, ts: float, src: bytes, dst: bytes, dport: int, size: int) -> None:
+        """Non-DNS or broken payload on a DNS port: account it to the (client, server) flow."""
+        to_server = dport in self.ports
+        client, server = (src, dst) if to_server else (dst, src)
+        key = (client, server)
+        st, old = self.tables["flow"].get(key, ts)
+        if old is not None:
+            self.judge.on_close("flow", key, old)
+        st.packets += 1
+        st.queries += 1
+        if to_server:
+            st.bytes_up += size
+        else:
+            st.bytes_down += size
+        st.last_client, st.last_server = client, server
+        if due(st.packets):
+            self.judge.on_due("flow", key, st, ts)
+
+    def flow_domain(self, key: tuple[bytes, bytes]) -> str | None:
+        """The domain a flow's pair (else its client) last used in DNS, if remembered."""
+        return self.pair_domain.get(key) or self.client_suspect.get(key[0])
+
+    def _window(self, table: win.WindowTable, key, ts: float, factor: float) -> win.KeyStats:
+        """The key's stats for the window holding ``ts`` (its factor now ``factor``); a
+        window that just closed gets its last evaluation. The common case (open window) is
+        WindowTable.get inlined."""
+        st = table.lookup(key)
+        if st is not None and ts - st.start <= table.window:
+            table.touch(key)
+            if ts > st.last:
+                st.last = ts
+            st.factor = factor
+            return st
+        st, old = table.get(key, ts)
+        if old is not None:
+            self.judge.on_close(table.scope, key, old)
+        st.factor = factor
+        return st
+
+    def _due(self, table: win.WindowTable, key, st: win.KeyStats, need: int,
+             ts: float) -> None:
+        """Report the key due? Not below the judge's minimum evidence, then by ``due``
+        (inlined)."""
+        if st.queries >= need:
+            n = st.queries + st.responses
+            if n <= 32 or (n <= 512 and not n & 7) or not n & 63:
+                self.judge.on_due(table.scope, key, st, ts)
+
+    def _per_client(self, client: bytes) -> bool:
+        """Whether an address gets client/domain and client keys (the vantage): not one of
+        our resolvers — its queries are many users' at once, or at a resolver's egress all of
+        them — and, when home networks are set, inside them (queries from outside, e.g. to our
+        own authoritative servers, are not our clients'). Their queries still count for the
+        domain scope. Cached per address."""
+        ok = self._client_ok.get(client)
+        if ok is None:
+            ip = ipaddress.ip_address(ip_text(client))
+            ok = ip not in self._resolvers and (
+                not self._home or any(ip.version == n.version and ip in n for n in self._home))
+            if len(self._client_ok) >= 65_536:
+                self._client_ok.clear()
+            self._client_ok[client] = ok
+        return ok
+
+    # --- windows without traffic ------------------------------------------------------------
+    def finish(self) -> None:
+        """End of input: every key's last window closes."""
+        j = self.judge
+        for scope, table in self.tables.items():
+            for key, st in list(table.keys.items()):
+                j.on_close(scope, key, st)
+        if self.series is not None:
+            self.series.finish()
+
+    def sweep(self, now: float, limit: int = 2_000) -> int:
+        """Live capture, no packet for a while: close the windows that ended
+        (start + window < now) and forget their keys, as their next packet would
+        (``WindowTable.get``). Examines at most ``limit`` keys per table from the least
+        recently used end, where ended windows are; returns the number of keys closed."""
+        done = 0
+        j = self.judge
+        for scope, table in self.tables.items():
+            keys, w = table.keys, table.window
+            ended = []
+            for n, (key, st) in enumerate(keys.items()):
+                if n >= limit:
+                    break
+                if st.start + w < now:
+                    ended.append((key, st))
+            for key, st in ended:
+                j.on_close(scope, key, st)
+                if keys.get(key) is st:
+                    del keys[key]
+                done += 1
+        return done
+
+    def summary(self) -> dict:
+        return {
+            "registered_domains": len(self.regdomains),
+            "tracked_keys": {k: len(t) for k, t in self.tables.items()},
+            "evicted_keys": {k: t.evicted for k, t in self.tables.items()},
+        }
