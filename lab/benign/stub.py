@@ -77,7 +77,11 @@ class Stub:
         """Ask the resolver; the answer, or None after the retransmission timed out."""
         if not self.budget.spend():
             return None
-        q = self._message(name, qtype, edns)
+        try:
+            q = self._message(name, qtype, edns)
+        except dns.exception.DNSException:   # a workload bug must not end the activity loop
+            self.budget.counts["bad_name"] += 1
+            return None
         rdtype = q.question[0].rdtype
         key = (name.lower(), rdtype)
         now = time.monotonic()

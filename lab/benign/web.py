@@ -168,10 +168,13 @@ async def browsing_session(c: Client) -> None:
     for _ in range(c.rng.randint(1, 12)):
         await page_view(c)
         await c.sleep(c.rng.expovariate(1 / 40))
-    if c.rng.random() < 0.05:   # a mistyped address
+    if c.rng.random() < 0.05:   # a mistyped address: two letters of the first label swapped
         site = c.rng.choice(list(SITES))
-        i = c.rng.randrange(len(site) - 4)
-        await c.browse_host("www." + site[:i] + site[i + 1] + site[i] + site[i + 2:])
+        label, rest = site.split(".", 1)
+        if len(label) >= 3:
+            i = c.rng.randrange(len(label) - 1)
+            label = label[:i] + label[i + 1] + label[i] + label[i + 2:]
+        await c.browse_host(f"www.{label}.{rest}")
 
 
 async def network_change(c: Client) -> None:
