@@ -367,6 +367,9 @@ def _prune(keep: set[Path]) -> None:
             _remove_tree(d)
     for d in installed[1:]:
         _remove_tree(d)
+    for d in CACHE.glob("src-*"):  # the copy a killed run was building from
+        if not Path(f"/proc/{d.name[4:]}").exists():
+            _remove_tree(d)
 
 
 def cached_root(log: Path) -> tuple[Path, dict]:
