@@ -144,7 +144,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if ruleset is None:
         return 2
     if not all(check_writable(p, what) for p, what in (
-            (args.summary_json, "summary"), (args.report, "report"))):
+            (args.summary_json, "summary"), (args.report, "report"),
+            (args.dns_log, "DNS log"))):
         return 2
     captures = _captures(args.captures)
     if captures is None:
@@ -180,12 +181,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
         from dnsguard.report import Recorder
 
         recorder = Recorder(pipe)  # keeps what a run of days would lose from the series
+    dns_log = None
+    if args.dns_log:
+        from dnsguard.output.dnslog import DnsLog
+
+        dns_log = DnsLog(args.dns_log, sensor=settings.sensor)
+        pipe.set_dns_log(dns_log)
     try:
         res = replay(captures, settings, ruleset, emit,
                      progress=not args.quiet, pipeline=pipe)
     finally:
         pipe.close()
         writer.close()
+        if dns_log is not None:
+            dns_log.close()
+    if dns_log is not None:
+        res.summary["dns_log"] = dns_log.summary()
     if args.report:
         from dnsguard.report import write_report
 
@@ -304,7 +315,7 @@ def _run_config(args: argparse.Namespace):
         cfg.metrics_host, cfg.metrics_port = dconf.parse_address(
             args.metrics_address, "--metrics-address", "command line", 0)
     for key in ("rules", "ports", "window", "suppress", "sensor", "user", "state_dir",
-                "capture", "workers"):
+                "capture", "workers", "dns_log"):
         v = getattr(args, key)
         if v is not None:
             setattr(cfg, key, v)
@@ -386,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="PATH", help="also write a self-contained HTML report "
                    "(timelines of alerted keys, feature distributions, top talkers)")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary, no progress bar")
+    p.add_argument("--dns-log", metavar="PATH", help="also write every DNS message as an EVE "
+                   "'dns' record (JSON lines, appended; rate-bounded): the lookups around an "
+                   "alert, as Zeek's dns.log (docs/alerts.md); slower")
     _add_pipeline_args(p)
     p.set_defaults(fn=cmd_replay)
 
@@ -453,6 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_workers, help="worker processes sharing the capture "
                    "(PACKET_FANOUT; default 1)")
     p.add_argument("--alerts", metavar="PATH", help="alert file ('-' for stdout)")
+    p.add_argument("--dns-log", metavar="PATH", help="also write every DNS message as an "
+                   "EVE 'dns' record (replaces 'dns_log:')")
     p.add_argument("--metrics-address", metavar="HOST:PORT",
                    help="Prometheus exporter address (default 127.0.0.1:9153; port 0: off)")
     p.add_argument("--rules", type=Path, help="rules directory or file")

@@ -52,7 +52,7 @@ SOCKET_BUFFER_RANGE = (64 << 10, 1 << 30)  # bytes: 64 KiB to 1 GiB
 WORKERS_RANGE = (1, 64)
 TOP_KEYS = ("sensor", "interfaces", "dnstap", "capture", "ring", "workers", "promiscuous",
             "socket_buffer", "vantage", "ports", "window", "suppress", "alert_rate",
-            "alert_burst", "state_caps", "rules", "state_dir", "model", "alerts",
+            "alert_burst", "state_caps", "rules", "state_dir", "model", "alerts", "dns_log",
             "metrics_address", "user", "log_level")
 _D = Settings()  # the defaults shared with replay: one home (settings.py)
 VANTAGE_KEYS = ("mode", "home_networks", "resolvers")
@@ -88,6 +88,7 @@ class DaemonConfig:
     learn_from_rules: bool = _D.learn_from_rules
     checkpoint_every: float = _D.checkpoint_every
     alerts: str = "-"  # a file path, or "-" for stdout
+    dns_log: str | None = None  # EVE dns records of every message (output/dnslog.py)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9153  # 0: no exporter
     user: str | None = None  # None: "dnsguard" if it exists, else "nobody"
@@ -304,7 +305,7 @@ def from_mapping(doc: object, path: str = "<config>") -> DaemonConfig:
     if "model" in doc:
         _model(v, doc["model"], at(doc, "model"), c)
 
-    for key in ("rules", "state_dir", "alerts"):
+    for key in ("rules", "state_dir", "alerts", "dns_log"):
         if key not in doc:
             continue
         val = doc[key]
@@ -317,6 +318,8 @@ def from_mapping(doc: object, path: str = "<config>") -> DaemonConfig:
             if not Path(val).is_absolute():
                 raise v.err(ln, key, f"{val!r} must be an absolute path")
             c.state_dir = Path(val)
+        elif key == "dns_log":
+            c.dns_log = val
         else:
             c.alerts = val
 

@@ -205,6 +205,7 @@ class Daemon:
         self.metrics = None
         self.interfaces: list = []
         self.dnstap = None  # DnstapServer: the dnstap listening sockets and senders
+        self.dns_log = None  # output.dnslog.DnsLog when 'dns_log' is set
         self.written = 0  # alert records written
         self._writer_seen = {"count": 0, "errors": 0, "dropped": 0}
         self._captures: dict[str, dict] = {}  # interface name → reopen state
@@ -373,6 +374,16 @@ class Daemon:
             return 2
         self.metrics.pipeline = self.pipeline
         self.metrics.writer = self.writer
+        if cfg.dns_log:
+            from dnsguard.output.dnslog import DnsLog
+
+            try:
+                self.dns_log = DnsLog(cfg.dns_log, sensor=cfg.sensor)
+            except OSError as e:
+                log.error("dns_log: %s: cannot open for writing: %s", cfg.dns_log,
+                          e.strerror or e)
+                return 2
+            self.pipeline.set_dns_log(self.dns_log)
         self._ports = settings.ports
         try:
             if cfg.interfaces:
@@ -678,6 +689,8 @@ class Daemon:
                      len(rs.allowlist.entries))
         try:
             self.writer.reopen()
+            if self.dns_log is not None:
+                self.dns_log.reopen()
         except OSError as e:
             log.error("cannot reopen %s, still writing to the old file: %s", self.cfg.alerts,
                       e.strerror or e)
@@ -702,6 +715,8 @@ class Daemon:
         except Exception:
             log.exception("while closing the detectors")
             rc = rc or 1
+        if self.dns_log is not None:
+            self.dns_log.close()
         if self.writer is not None:
             self.writer.close()
             self._sync_writer()

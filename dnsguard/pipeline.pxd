@@ -26,6 +26,9 @@ cdef class Pipeline:
 
     cdef public bytes _port_map
     cdef public object _exempt_map
+    cdef public object _psrc, _pdst
+    cdef public int _psport, _pdport
+    cdef public bint _ptcp
 
     cpdef str feed(self, double ts, int linktype, object data, Py_ssize_t wirelen)
 

@@ -122,6 +122,15 @@ class Pipeline:
         if self.series is not None:
             self.series.raise_fn = self.judge.raise_alert  # volume anomalies: the same policy
         self.policy = self.judge.policy
+        # The flow of the packet being processed: an alert it completes names it (ports,
+        # community_id). Set per packet; cleared at the end of input.
+        self._psrc = self._pdst = None
+        self._psport = self._pdport = 0
+        self._ptcp = False
+        self.judge.flow_ports = self._flow_ports
+        # Optional DNS transaction log (output/dnslog.DnsLog): every message through the
+        # general decoder, which parses what the log needs (id, ports, rcode).
+        self.dns_log = None
         self.counters: Tally = Tally()
         self.malformed: Tally = Tally()
         # DNS messages by query type number (bucketed by the metrics exporter at scrape time).
@@ -263,8 +272,14 @@ class Pipeline:
         start = off + 28
         # Slices of ``buf``: compiled, a bytes object straight from the C pointer (slicing
         # ``data`` built a slice object first).
-        return self._fast_dns(ts, data, start, start + ulen - 8, buf[off + 12:off + 16],
-                              buf[off + 16:off + 20])
+        src = buf[off + 12:off + 16]
+        dst = buf[off + 16:off + 20]
+        self._psrc = src  # the packet's flow, for an alert it completes (_flow_ports)
+        self._pdst = dst
+        self._psport = sport
+        self._pdport = dport
+        self._ptcp = False
+        return self._fast_dns(ts, data, start, start + ulen - 8, src, dst)
 
     def _fast_dns(self, ts: float, data: bytes, start: int, stop: int, src: bytes,
                   dst: bytes) -> str | None:
@@ -388,6 +403,11 @@ class Pipeline:
             msgs = (d.payload,)
         outcome = None
         skip = self._exempt(d.sport, d.dport)
+        self._psrc = d.src
+        self._pdst = d.dst
+        self._psport = d.sport
+        self._pdport = d.dport
+        self._ptcp = d.tcp
         for raw in msgs:
             o = self._message(ts, d.src, d.dst, d.sport, d.dport, raw, d.cut, skip)
             if outcome is None:
@@ -404,6 +424,11 @@ class Pipeline:
         judged exactly as a message decoded from a frame; returns its outcome, counted in
         :attr:`counters` like a frame's (``dns_query``, ``dns_response``, ``not_dns`` or
         ``malformed``)."""
+        self._psrc = src
+        self._pdst = dst
+        self._psport = sport
+        self._pdport = dport
+        self._ptcp = tcp
         if self.first_ts is None:
             self.first_ts = ts
         self.last_ts = ts
@@ -440,6 +465,8 @@ class Pipeline:
             return pk.MALFORMED
         if m.partial:
             self.counters["snaplen_cut"] += 1
+        if self.dns_log is not None:
+            self.dns_log.message(ts, src, dst, sport, dport, self._ptcp, m)
         if m.qr:
             self.counters["responses"] += 1
             self.response_types[m.qtype] += 1
@@ -461,6 +488,20 @@ class Pipeline:
             self.counters["allowlisted"] += 1
         return pk.DNS_QUERY
 
+    def _flow_ports(self, client: bytes, server: bytes) -> tuple | None:
+        """(client port, server port, over TCP) of the packet being processed, if it
+        passed between ``client`` and ``server`` (either way), else None."""
+        if self._psrc == client and self._pdst == server:
+            return self._psport, self._pdport, self._ptcp
+        if self._psrc == server and self._pdst == client:
+            return self._pdport, self._psport, self._ptcp
+        return None
+
+    def set_dns_log(self, log) -> None:
+        """Write every DNS message to ``log`` (output/dnslog.DnsLog), or stop (None)."""
+        self.dns_log = log
+        self.fast_path = log is None  # the fast path does not parse what the log shows
+
     def _set_rules(self, ruleset: RuleSet) -> None:
         self.judge.set_rules(ruleset)
         self.exempt_ports = ruleset.allowlist.ports
@@ -477,6 +518,7 @@ class Pipeline:
 
     def finish(self) -> None:
         """End of input: evaluate every key's last window once more."""
+        self._psrc = self._pdst = None  # no packet completes what closes now
         self.measure.finish()
 
     def sweep(self, now: float, limit: int = 2_000) -> int:
@@ -498,6 +540,7 @@ class Pipeline:
             "registered_domains": m["registered_domains"],
             "alerts": j["alerts"],
             "suppressed_alerts": j["suppressed_alerts"],
+            "escalated_alerts": j["escalated_alerts"],
             "rate_limited_alerts": j["rate_limited_alerts"],
             "tracked_keys": m["tracked_keys"],
             "evicted_keys": m["evicted_keys"],

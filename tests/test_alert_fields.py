@@ -106,3 +106,30 @@ def test_alert_ids_unique_and_stable_across_runs(replayed_alerts):
     first, second = ([a["alert_id"] for a in run] for run in replayed_alerts)
     assert len(set(first)) == len(first)
     assert first == second
+
+
+def test_fields_an_analyst_acts_on(replayed_alerts):
+    """Each alert's window brackets its time, its flow hashes as its addresses and ports
+    say, its data estimate is counted, and its description and techniques are the rule's."""
+    from dnsguard.output.communityid import community_id
+
+    rules = {r.id: r for r in load_dir(RULES_DIR).rules}
+    with_flow = 0
+    for a in replayed_alerts[0]:
+        assert a["first_seen"] <= a["timestamp"] <= a["last_seen"] or a["scope"] == "message"
+        if a["event_type"] == "dns_tunnel" and a["scope"] != "client":
+            assert a["bytes_up"] > 0, a
+        if a["community_id"] is not None:
+            with_flow += 1
+            import ipaddress
+
+            want = community_id(ipaddress.ip_address(a["src_ip"]).packed,
+                                ipaddress.ip_address(a["dest_ip"]).packed, a["src_port"],
+                                a["dest_port"], 6 if a["proto"] == "TCP" else 17)
+            assert a["community_id"] == want
+        first_rule = next((rules[d] for d in a["detectors"] if d in rules), None)
+        if first_rule is not None:
+            assert set(first_rule.mitre) <= set(a["mitre"])
+        if a["detectors"][0] in rules and len(a["detectors"]) == 1:
+            assert a["description"] == rules[a["detectors"][0]].description
+    assert with_flow >= len(replayed_alerts[0]) // 2  # most alerts name their flow

@@ -27,10 +27,12 @@ from dnsguard.detect.policy import Policy, combine
 from dnsguard.detect.rules import RuleSet
 from dnsguard.dns import rdatatype
 from dnsguard.dns.name import to_text
+from dnsguard.domain import block_zone
 from dnsguard.features import window as win
 from dnsguard.features.measure import WINDOW_SCOPES, Measurements, Observer
 from dnsguard.features.payload import UNCHECKED
 from dnsguard.output.alerts import EVENT_TUNNEL, alert_record, iso_time
+from dnsguard.series.detectors import DESCRIPTION as SERIES_DESCRIPTION
 from dnsguard.settings import Settings
 
 _ORDINARY = rdatatype.ORDINARY
@@ -64,6 +66,9 @@ class Judge(Observer):
                              rate=settings.alert_rate, burst=settings.alert_burst)
         self.alerts = 0
         self.source = ""
+        # (client, server) → (client port, server port, over TCP) of the packet being
+        # processed when it is theirs, else None: the alert's flow (pipeline sets it).
+        self.flow_ports: Callable[[bytes, bytes], tuple | None] | None = None
         # Detectors beside the rules (the model), called on the same feature vectors, at the
         # same moments, as the rules.
         self.extra_detectors: list[Detector] = []
@@ -86,6 +91,7 @@ class Judge(Observer):
             self.allow.cache_size = self.s.allow_cache
         self._allow_nets = ruleset.allowlist.has_networks
         self.message_rules = bool(self.rules["message"])
+        self._rule_by_id = {r.id: r for r in ruleset.rules}
         # Per scope, the fewest queries a key needs before any rule could fire: keys below it
         # are not evaluated (most keys on a busy network never get there). Extra detectors
         # lower it with their own ``min_queries``.
@@ -139,8 +145,6 @@ class Judge(Observer):
         """The per-message rules. They see only the name and its type: their verdict is
         cached with the name, so a name seen again costs a dict lookup."""
         rd = nf.regdomain
-        if self.policy.is_suppressed(("d", rd), ts):
-            return
         vkey: object = qtype
         if factor != 1.0:
             vkey = (qtype, factor)
@@ -173,8 +177,8 @@ class Judge(Observer):
             return
         st.evaluated_at = n
         ident = identity(scope, key)
-        if self.policy.is_suppressed(ident, ts):
-            return
+        # No early exit for a key in its suppression window: the rules run, and what they
+        # find is suppressed (and counted) or escalates (detect/policy.py).
         if not self.rules[scope] and not self.extra_detectors:
             return
         if scope == "flow":
@@ -188,13 +192,12 @@ class Judge(Observer):
                        st, st.samples)
 
     def _base_domain(self, st: win.KeyStats, rd: str) -> str:
-        """The deepest zone all of the key's names share (a tunnel's base domain), at least
+        """The zone to block (``domain.block_zone``): the deepest zone all of the key's
+        names share, through hostname labels, named once enough names share it; at least
         the registered domain."""
         suf = st.suffix
         if suf and len(st.names) > 1:
-            text = _suffix_text(suf)
-            if len(text) > len(rd) and text.endswith("." + rd):
-                return text
+            return block_zone(_suffix_text(suf), rd, len(st.names))
         return rd
 
     def _rule_hits(self, scope: str, f: dict, factor: float) -> list:
@@ -222,10 +225,13 @@ class Judge(Observer):
     def raise_alert(self, scope: str, ident: tuple, f: dict, hits: list, ts: float,
                     client: bytes, server: bytes, domain: str | None, st, samples,
                     event_type: str = EVENT_TUNNEL) -> None:
-        """Policy: one alert per key per suppression window, detectors combined."""
-        if not self.policy.admit(ident, ts):
-            return
+        """Policy: one alert per key per suppression window unless it escalates (a higher
+        severity, a new detector: ``escalates`` names the earlier alert), detectors
+        combined."""
         sev, score, detectors, reasons = combine(hits)
+        policy = self.policy
+        if not policy.admit(ident, ts, sev, detectors):
+            return
         if scope == "message":
             # The window's traffic features stay the record's `stats`; the one name's
             # features that fired go beside them.
@@ -236,10 +242,44 @@ class Judge(Observer):
         if st is not None:
             stats["qtypes"] = win.qtype_mix(st)
             stats["window_start"] = iso_time(st.start)
-        alert = alert_record(ts, event_type, scope, sev, score, detectors, reasons, domain,
-                             client, server, stats, samples, self.source, self.s.sensor)
+        description, mitre = self._describe(hits, sev)
+        ports = self.flow_ports(client, server) if self.flow_ports is not None else None
+        if st is not None:  # the key's window
+            first, last, up, down = st.start, st.last, st.bytes_up, st.bytes_down
+        else:  # what the detector measured, if it says (a long-horizon key, a series)
+            first, last = f.get("first_seen"), f.get("last_seen")
+            up, down = f.get("bytes_up", 0), f.get("bytes_down", 0)
+        alert = alert_record(
+            ts, event_type, scope, sev, score, detectors, reasons, domain, client, server,
+            stats, samples, self.source, self.s.sensor, ident=ident, description=description,
+            mitre=mitre, escalates=policy.escalates, first_seen=first, last_seen=last,
+            bytes_up=up, bytes_down=down, ports=ports)
+        policy.note_id(ident, alert["alert_id"])
         self.alerts += 1
         self.emit(alert)
+
+    def _describe(self, hits: list, sev: str) -> tuple[str, list[str]]:
+        """The alert's description (the first detector's at the alert's severity: its
+        strongest evidence) and its ATT&CK techniques (every detector's)."""
+        desc = ""
+        mitre: list[str] = []
+        for h in hits:
+            d, m = self._detector_info(h[0])
+            if not desc and h[1] == sev:
+                desc = d
+            mitre += m
+        return desc, mitre
+
+    def _detector_info(self, det_id: str) -> tuple[str, tuple[str, ...]]:
+        r = self._rule_by_id.get(det_id)
+        if r is not None:
+            return r.description, r.mitre
+        for det in self.extra_detectors:
+            if det_id == det.detector_id:
+                return det.description, det.mitre
+        if det_id.startswith("series:"):
+            return SERIES_DESCRIPTION, ()
+        return "", ()
 
     def close(self) -> None:
         """Before exit: let detectors persist what they learned."""
@@ -250,6 +290,7 @@ class Judge(Observer):
         return {
             "alerts": self.alerts,
             "suppressed_alerts": self.policy.suppressed,
+            "escalated_alerts": self.policy.escalated,
             "rate_limited_alerts": self.policy.rate_limited,
         }
 

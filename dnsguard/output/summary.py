@@ -22,8 +22,13 @@ def print_summary(res, out: TextIO) -> None:
     ev = s["evicted_keys"]
     w("  state: tracked " + ", ".join(f"{k} {v}" for k, v in s["tracked_keys"].items())
       + "; evicted " + ", ".join(f"{k} {v}" for k, v in ev.items()) + "\n")
-    w(f"  alerts: {s['alerts']} (suppressed repeats: {s['suppressed_alerts']}, held back by "
-      f"the rate limit: {s.get('rate_limited_alerts', 0)})\n")
+    w(f"  alerts: {s['alerts']} (escalations: {s.get('escalated_alerts', 0)}, suppressed "
+      f"repeats: {s['suppressed_alerts']}, held back by the rate limit: "
+      f"{s.get('rate_limited_alerts', 0)})\n")
+    if s.get("dns_log"):
+        d = s["dns_log"]
+        w(f"  DNS log: {d['written']} records, {d['dropped_by_rate']} over its rate, "
+          f"{d['write_errors']} not written\n")
     tap = s.get("dnstap")
     if tap:
         msgs = ", ".join(f"{k} {v}" for k, v in sorted(tap["messages"].items())) or "none"
