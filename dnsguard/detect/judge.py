@@ -32,7 +32,7 @@ from dnsguard.features import window as win
 from dnsguard.features.measure import WINDOW_SCOPES, Measurements, Observer
 from dnsguard.features.payload import UNCHECKED
 from dnsguard.output.alerts import EVENT_TUNNEL, alert_record, iso_time
-from dnsguard.series.detectors import DESCRIPTION as SERIES_DESCRIPTION
+from dnsguard.series import DESCRIPTION as SERIES_DESCRIPTION
 from dnsguard.settings import Settings
 
 _ORDINARY = rdatatype.ORDINARY

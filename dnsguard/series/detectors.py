@@ -27,11 +27,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-#: The description of a dns_volume_anomaly alert (what these detectors look for).
-DESCRIPTION = ("A sudden rise in a client's or a domain's DNS volume (queries, distinct "
-               "names, bytes) against its own recent history, confirmed by several "
-               "statistical tests: no sign of data in the names by itself.")
-
 # The minimum history (points before the tested ones) every detector here requires.
 MIN_HISTORY = 10
 
