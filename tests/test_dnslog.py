@@ -9,6 +9,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT, dns_query, eth, udp4
 from dnsguard.dns.message import parse
 from dnsguard.output.dnslog import DnsLog
@@ -66,3 +68,17 @@ def test_reopen_after_rotation(tmp_path):
     new = path.read_text().splitlines()
     assert len(old) == 1 and len(new) == 1 and json.loads(new[0])["proto"] == "TCP"
     assert eth(udp4(dns_query("x")))  # the helpers build real frames (sanity)
+
+
+def test_run_takes_the_dns_log_from_the_file_or_the_command_line(tmp_path):
+    from dnsguard import cli
+    from dnsguard import config as dconf
+
+    p = tmp_path / "c.yaml"
+    p.write_text("interfaces: [lo]\ndns_log: /var/log/dnsguard/dns.json\n")
+    assert dconf.load(p).dns_log == "/var/log/dnsguard/dns.json"
+    args = cli.build_parser().parse_args(["run", "-c", str(p), "--dns-log", "/x/dns.json"])
+    assert cli._run_config(args).dns_log == "/x/dns.json"
+    p.write_text("dns_log: 7\n")
+    with pytest.raises(dconf.SourceError, match="dns_log"):
+        dconf.load(p)
