@@ -66,7 +66,8 @@ def served():
     from dnsguard.settings import Settings
 
     class Iface:
-        name, frames, kernel_packets, kernel_drops = "eth0", 3, 4, 1
+        name, kind, frames, kernel_packets, kernel_drops, kernel_freezes = (
+            "eth0", "ring", 3, 4, 1, 0)
 
     s = Settings(rules=ROOT / "rules")
     s.use_model = False
