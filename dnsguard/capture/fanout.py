@@ -82,6 +82,39 @@ def fanout_index(src: bytes, dst: bytes, workers: int) -> int:
     return (a >> 16) % workers
 
 
+_ETHER_VLAN = frozenset({0x8100, 0x88A8, 0x9100})
+
+
+def shard_of(linktype: int, data: bytes, workers: int) -> int:
+    """The worker a captured frame goes to, as the kernel's fanout would send it (replay
+    split over in-process workers, :class:`dnsguard.workers.ShardedPipelines`): the addresses
+    of an IPv4 or IPv6 packet on Ethernet (VLAN tags skipped, as the kernel takes them off),
+    Linux cooked v1/v2 or raw IP; anything else to worker 0.
+
+    >>> shard_of(101, bytes(20), 4)
+    0
+    """
+    if workers <= 1:
+        return 0
+    off, proto = 0, -1
+    if linktype == 1:
+        off, proto = 14, int.from_bytes(data[12:14], "big")
+        while proto in _ETHER_VLAN and len(data) >= off + 4:
+            proto = int.from_bytes(data[off + 2:off + 4], "big")
+            off += 4
+    elif linktype == 113:  # Linux cooked v1: protocol at 14, 16-byte header
+        off, proto = 16, int.from_bytes(data[14:16], "big")
+    elif linktype == 276:  # Linux cooked v2: protocol first, 20-byte header
+        off, proto = 20, int.from_bytes(data[0:2], "big")
+    elif linktype in (101, 12, 14, 228, 229) and data:
+        proto = {4: 0x0800, 6: 0x86DD}.get(data[0] >> 4, -1)
+    if proto == 0x0800 and len(data) >= off + 20:
+        return fanout_index(data[off + 12:off + 16], data[off + 16:off + 20], workers)
+    if proto == 0x86DD and len(data) >= off + 40:
+        return fanout_index(data[off + 8:off + 24], data[off + 24:off + 40], workers)
+    return 0
+
+
 def _fprog(prog: list[tuple[int, int, int, int]]):
     """A ``struct sock_fprog`` (kept alive by the caller until setsockopt returns)."""
     class SockFilter(ctypes.Structure):

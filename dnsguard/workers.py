@@ -1,0 +1,293 @@
+"""Several capture workers, one judgment: how ``workers: N`` splits the work and merges it
+back so that detection equals the single-process result on the same traffic.
+
+The kernel spreads each interface's frames over N workers (a fanout group,
+:mod:`dnsguard.capture.fanout`): both directions between two addresses reach the same worker.
+What is keyed by a client is then whole on one worker as long as the client talks to one
+resolver; what is keyed by a domain is spread over all of them. So:
+
+* a **worker** (:class:`WorkerPipeline`) decodes its frames and measures and judges the
+  ``client_domain``, ``client`` and ``flow`` scopes, as the single process does; for every
+  DNS query and response it measures it also ships an *observation* — ``("q", ts, name,
+  qtype, size, client, server)`` or ``("r", ts, name, rcode, down, size, client, server)``,
+  the name in its wire form — and it judges neither the ``domain`` scope nor the message
+  rules (they see one worker's share only);
+* the **judge** (:class:`JudgePipeline`) takes every worker's observations in one order —
+  the order of the frames they came from (:class:`Merger`) — and measures and judges the
+  ``domain`` scope, the message rules and the per-client and per-domain series from them:
+  the same tables, fed the same messages in the same order, as the single process;
+* every alert, the workers' and the judge's, passes one :class:`Funnel` in that same order:
+  one suppression window per key and one rate limit over the whole sensor, as in one process.
+
+Order: each item a worker produces carries a key that grows along the worker's stream (the
+frame's sequence number in a sharded replay, its capture time live) and the worker reports
+its *watermark*, the key of the last frame it has processed. The merger releases the
+smallest waiting key once no worker can still produce a smaller one (every other worker has
+either something waiting or a watermark at or past it).
+
+Example (no capture needed):
+    >>> m = Merger(2)
+    >>> m.push(0, [(1, "a"), (4, "d")], 4)
+    >>> list(m.ready())                  # worker 1 may still send something before 1
+    []
+    >>> m.push(1, [(2, "b"), (3, "c")], 3)
+    >>> list(m.ready())                  # 4 waits: worker 1 has reported only up to 3
+    ['a', 'b', 'c']
+    >>> m.close(1); list(m.ready())
+    ['d']
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+from dnsguard.capture.fanout import shard_of
+from dnsguard.detect.policy import Policy
+from dnsguard.detect.rules import RuleSet
+from dnsguard.features.payload import NameAnalyzer, wire_key
+from dnsguard.pipeline import Pipeline
+from dnsguard.settings import Settings
+
+QUERY, RESPONSE, ALERT = "q", "r", "a"
+# Scopes in the order Pipeline.finish closes them (the last windows of all workers are
+# closed scope by scope, so their alerts meet the suppression table in that order).
+_FINISH_ORDER = {"domain": 0, "client_domain": 1, "client": 2, "flow": 3}
+
+
+class KeyedAnalyzer(NameAnalyzer):
+    """A :class:`NameAnalyzer` that remembers the wire form of the last name it analysed:
+    the pipeline analyses a message's question just before it measures the message, so the
+    worker ships that name as it came (case kept: the features read it)."""
+
+    last: bytes = b"\0"
+
+    def analyze(self, labels: tuple[bytes, ...]):
+        self.last = wire_key(labels)
+        return NameAnalyzer.analyze(self, labels)
+
+    def analyze_wire(self, key: bytes, data: bytes, off: int):
+        self.last = key
+        return NameAnalyzer.analyze_wire(self, key, data, off)
+
+
+class WorkerPipeline(Pipeline):
+    """One worker's pipeline: every stage as usual for the scopes a worker holds whole;
+    DNS messages shipped to the judge through ``ship(record)``."""
+
+    def __init__(self, settings: Settings, ruleset: RuleSet, emit: Callable[[dict], None],
+                 ship: Callable[[tuple], None]) -> None:
+        # The series need every query of a client or domain: the judge keeps them.
+        super().__init__(replace(settings, series=False), ruleset, emit)
+        self.names = KeyedAnalyzer(self.domains, settings.name_cache)
+        self.ship = ship
+        self.raised: tuple = ((), 0.0)  # (ident, capture time) of the last alert raised
+
+    def _set_rules(self, ruleset: RuleSet) -> None:
+        super()._set_rules(ruleset)
+        self._message_rules = False  # the judge runs them on every worker's names
+
+    def _query(self, ts, nf, qtype, size, client, server) -> None:
+        self.ship((QUERY, ts, self.names.last, qtype, size, client, server))
+        Pipeline._query(self, ts, nf, qtype, size, client, server)
+
+    def _response(self, ts, nf, rcode, down, size, client, server) -> None:
+        self.ship((RESPONSE, ts, self.names.last, rcode, down, size, client, server))
+        Pipeline._response(self, ts, nf, rcode, down, size, client, server)
+
+    def _check(self, scope, key, st, factor, ts) -> None:
+        if scope != "domain":  # a domain's window here is this worker's share: not judged
+            Pipeline._check(self, scope, key, st, factor, ts)
+
+    def _raise(self, scope, ident, f, hits, ts, *args, **kw) -> None:
+        self.raised = (ident, ts)
+        Pipeline._raise(self, scope, ident, f, hits, ts, *args, **kw)
+
+
+class JudgePipeline(Pipeline):
+    """The judge: the ``domain`` scope, the message rules and the series, measured from every
+    worker's observations (:meth:`observe`) and judged as in one process. It keeps no
+    per-client keys (the workers do)."""
+
+    def __init__(self, settings: Settings, ruleset: RuleSet,
+                 emit: Callable[[dict], None]) -> None:
+        super().__init__(settings, ruleset, emit)
+        self._vantage_filter = True  # every address "not a client here": see _per_client
+        self.raised: tuple = ((), 0.0)
+        self.observed = 0
+
+    def _per_client(self, client: bytes) -> bool:
+        return False
+
+    def _raise(self, scope, ident, f, hits, ts, *args, **kw) -> None:
+        self.raised = (ident, ts)
+        Pipeline._raise(self, scope, ident, f, hits, ts, *args, **kw)
+
+    def observe(self, rec: tuple) -> None:
+        """Measure (and judge) one worker observation."""
+        ts = rec[1]
+        if self.first_ts is None:
+            self.first_ts = ts
+        if ts > self.last_ts:
+            self.last_ts = ts
+        nf = self.names.analyze_wire(rec[2], rec[2], 0)
+        self.observed += 1
+        if rec[0] == QUERY:
+            self._query(ts, nf, rec[3], rec[4], rec[5], rec[6])
+        else:
+            self._response(ts, nf, rec[3], rec[4], rec[5], rec[6], rec[7])
+
+
+class Merger:
+    """Items of several ordered streams, released in one order (see the module's text)."""
+
+    def __init__(self, n: int) -> None:
+        self.queues: list[deque] = [deque() for _ in range(n)]
+        self.marks: list[float] = [float("-inf")] * n
+        self.closed = [False] * n
+        self._heap: list[tuple] = []  # (key, stream, n) of each stream's head
+        self._n = 0
+        self.late = 0  # items pushed below what had already been released (counted, kept)
+        self.released: float = float("-inf")
+
+    def push(self, i: int, items: list[tuple[float, object]], mark: float) -> None:
+        """Stream ``i``'s next ``(key, item)`` pairs (in its order) and its watermark."""
+        q = self.queues[i]
+        was_empty = not q
+        for key, item in items:
+            if key < self.released:
+                self.late += 1
+                key = self.released
+            q.append((key, item))
+        if was_empty and q:
+            self._n += 1
+            heapq.heappush(self._heap, (q[0][0], i, self._n))
+        if mark > self.marks[i]:
+            self.marks[i] = mark
+
+    def close(self, i: int) -> None:
+        """Stream ``i`` has ended: it can hold nothing back any more."""
+        self.closed[i] = True
+        self.marks[i] = float("inf")
+
+    def _may_release(self, key: float, i: int) -> bool:
+        for j, q in enumerate(self.queues):
+            if j != i and not q and self.marks[j] < key:
+                return False
+        return True
+
+    def ready(self) -> Iterator[object]:
+        heap = self._heap
+        while heap:
+            key, i, _ = heap[0]
+            if not self._may_release(key, i):
+                return
+            heapq.heappop(heap)
+            q = self.queues[i]
+            _, item = q.popleft()
+            self.released = key
+            if q:
+                self._n += 1
+                heapq.heappush(heap, (q[0][0], i, self._n))
+            yield item
+
+    def pending(self) -> int:
+        return sum(len(q) for q in self.queues)
+
+
+class Funnel:
+    """The sensor's one policy over every alert: suppression per key and the overall rate
+    limit, applied in the merged order (each worker and the judge apply their own first)."""
+
+    def __init__(self, settings: Settings, emit: Callable[[dict], None]) -> None:
+        self.policy = Policy(settings.suppress, max_keys=settings.policy_keys,
+                             rate=settings.alert_rate, burst=settings.alert_burst)
+        self.emit = emit
+        self.alerts = 0
+
+    def offer(self, ident: tuple, ts: float, alert: dict) -> bool:
+        if not self.policy.admit(ident, ts):
+            return False
+        self.alerts += 1
+        self.emit(alert)
+        return True
+
+
+class ShardedPipelines:
+    """N worker pipelines, the judge and the funnel in one process: a replay split as the
+    kernel's fanout would split it (:func:`dnsguard.capture.fanout.shard_of`). The daemon runs
+    the same parts in N processes; this form makes the single- versus multi-worker equality
+    testable on any capture (tests/test_workers.py)."""
+
+    def __init__(self, settings: Settings, ruleset: RuleSet, emit: Callable[[dict], None],
+                 n: int) -> None:
+        self.n = n
+        self.funnel = Funnel(settings, emit)
+        self.merger = Merger(n)
+        self._out: list[list] = [[] for _ in range(n)]
+        self.workers = [WorkerPipeline(settings, ruleset, self._alert_of(i), self._ship_of(i))
+                        for i in range(n)]
+        self.judge = JudgePipeline(settings, ruleset, self._judged)
+        self.seq = 0
+        self.shares = [0] * n
+        self._finishing: list | None = None
+
+    def _ship_of(self, i: int):
+        out = self._out[i]
+
+        def ship(rec: tuple) -> None:
+            out.append((self.seq, rec))
+        return ship
+
+    def _alert_of(self, i: int):
+        out = self._out[i]
+
+        def emit(alert: dict) -> None:
+            item = (ALERT, *self.workers[i].raised, alert)
+            if self._finishing is not None:
+                self._finishing.append(item)
+            else:
+                out.append((self.seq, item))
+        return emit
+
+    def _judged(self, alert: dict) -> None:
+        self.funnel.offer(*self.judge.raised, alert)
+
+    def _take(self, item: tuple) -> None:
+        if item[0] == ALERT:
+            self.funnel.offer(item[1], item[2], item[3])
+        else:
+            self.judge.observe(item)
+
+    def feed(self, ts: float, linktype: int, data: bytes, wirelen: int) -> None:
+        i = shard_of(linktype, data, self.n)
+        self.seq += 1
+        self.shares[i] += 1
+        self.workers[i].feed(ts, linktype, data, wirelen)
+        m = self.merger
+        for j in range(self.n):  # in one process no worker can fall behind this frame
+            out = self._out[j]
+            m.push(j, out, self.seq)
+            out.clear()
+        for item in m.ready():
+            self._take(item)
+
+    def finish(self) -> None:
+        """End of input: the judge's last windows, then every worker's, scope by scope."""
+        for j in range(self.n):
+            self.merger.close(j)
+        for item in self.merger.ready():
+            self._take(item)
+        self.judge.finish()
+        self._finishing = []
+        for w in self.workers:
+            w.finish()
+        # Pipeline.finish closes the domain scope first (the judge's, above), then each
+        # other scope; the workers' last windows meet the suppression table in that order.
+        for item in sorted(self._finishing,
+                           key=lambda it: (_FINISH_ORDER.get(it[3].get("scope"), 9), it[2])):
+            self.funnel.offer(item[1], item[2], item[3])
+        self._finishing = None
+
