@@ -212,6 +212,10 @@ class Daemon:
         self.notifier = Notifier()
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
+        self.fanout: int | None = None  # fanout group base (workers > 1: a worker process)
+        # Further descriptors the capture loop waits on, and who handles them (a worker
+        # process: its link to the supervisor, dnsguard.workerproc).
+        self.extra_fds: dict[int, object] = {}
 
     # signal handlers: flags only
     def _on_stop(self, signum, frame) -> None:
@@ -334,9 +338,9 @@ class Daemon:
 
         cfg = self.cfg
         if cfg.workers > 1:
-            log.error("workers: %d: several capture workers are not available in this "
-                      "version (docs/scaling.md); set workers: 1", cfg.workers)
-            return 2
+            from dnsguard.workerproc import Supervisor
+
+            return Supervisor(cfg).run()
         if not cfg.interfaces and not cfg.dnstap:
             log.error("nothing to read: set 'interfaces:' (or --interface) to capture, and/or "
                       "'dnstap:' (or --dnstap) to receive dnstap from DNS servers")
@@ -441,7 +445,7 @@ class Daemon:
 
         cfg = self.cfg
         return CaptureOptions(kind=cfg.capture, promisc=cfg.promiscuous,
-                              rcvbuf=cfg.socket_buffer, geometry=cfg.ring)
+                              rcvbuf=cfg.socket_buffer, geometry=cfg.ring, fanout=self.fanout)
 
     def _open_captures(self) -> list:
         """One capture per interface, of the configured kind. A ring the kernel refuses
@@ -508,8 +512,8 @@ class Daemon:
         rc = 0
         while self.stop_signal is None:
             try:
-                ready, _, _ = select.select([wake_fd, *by_fd, *(tap.fds() if tap else ())],
-                                            [], [], SELECT_TIMEOUT)
+                ready, _, _ = select.select([wake_fd, *by_fd, *(tap.fds() if tap else ()),
+                                             *self.extra_fds], [], [], SELECT_TIMEOUT)
             except InterruptedError:  # pragma: no cover - PEP 475 retries
                 ready = []
             for fd in ready:
@@ -520,6 +524,10 @@ class Daemon:
                     continue
                 iface = by_fd.get(fd)
                 if iface is None:
+                    handler = self.extra_fds.get(fd)
+                    if handler is not None:
+                        handler()
+                        continue
                     if tap is not None and fd in tap:
                         t0 = time.perf_counter()
                         if tap.handle(fd):
@@ -545,6 +553,7 @@ class Daemon:
                 if n:
                     observe(time.perf_counter() - t0)
                     batches.inc()
+            self.after_wake()
             if self.hup:
                 self.hup = False
                 self._reload()
@@ -563,6 +572,9 @@ class Daemon:
                 next_house = now + HOUSEKEEP_EVERY
                 self.housekeeping(time.time())
         return self._shutdown(rc)
+
+    def after_wake(self) -> None:
+        """After the frames of one wake-up were fed (a worker process ships its share)."""
 
     # --- periodic work ------------------------------------------------------------------------
     def housekeeping(self, now: float) -> None:
@@ -688,7 +700,8 @@ class Daemon:
             log.info("rules reloaded: %d rules, %d allowlist entries", len(rs.rules),
                      len(rs.allowlist.entries))
         try:
-            self.writer.reopen()
+            if self.writer is not None:  # a worker process has none (its supervisor has)
+                self.writer.reopen()
             if self.dns_log is not None:
                 self.dns_log.reopen()
         except OSError as e:

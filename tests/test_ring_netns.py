@@ -133,6 +133,7 @@ def pair():
         _ip("link", "set", if_s, "netns", ns_s)
         _ip("link", "set", if_p, "netns", ns_p)
         for ns, ifn in ((ns_s, if_s), (ns_p, if_p)):
+            _ip("-n", ns, "link", "set", "lo", "up")  # a sensor's metrics listen there
             _ip("-n", ns, "link", "set", ifn, "up")
         yield ns_s, if_s, ns_p, if_p
     finally:

@@ -120,15 +120,27 @@ class CaptureOptions:
     promisc: bool = True
     rcvbuf: int = RCVBUF
     geometry: object = field(default=None)  # ring.RingGeometry; None: its defaults
-    fanout: int | None = None
+    fanout: int | None = None  # base of the fanout group ids: + the interface's index
+
+
+def fanout_group(base: int | None, name: str) -> int | None:
+    """The fanout group of interface ``name``: one per interface and sensor (a group is
+    bound to one device), the same in every worker of the sensor."""
+    if base is None:
+        return None
+    try:
+        return (base + socket.if_nametoindex(name)) & 0xFFFF
+    except OSError:
+        return base & 0xFFFF
 
 
 def open_capture(name: str, ports: frozenset[int], opts: CaptureOptions) -> Capture:
+    group = fanout_group(opts.fanout, name)
     if opts.kind == "socket":
-        return LiveInterface(name, ports, opts.promisc, rcvbuf=opts.rcvbuf, fanout=opts.fanout)
+        return LiveInterface(name, ports, opts.promisc, rcvbuf=opts.rcvbuf, fanout=group)
     from dnsguard.capture.ring import RingInterface
 
-    return RingInterface(name, ports, opts.promisc, opts.geometry, opts.fanout)
+    return RingInterface(name, ports, opts.promisc, opts.geometry, group)
 
 
 # scapy compiles the filter expression with libpcap (through ctypes); a minimal system (a

@@ -1,0 +1,586 @@
+"""``workers: N``: the daemon as N capture processes and one supervisor (docs/daemon.md,
+Workers; the split itself: :mod:`dnsguard.workers`).
+
+* The **supervisor** (the process systemd starts) reads the configuration and the rules, forks
+  the workers, then opens the alert file and the metrics port, drops privileges and runs the
+  judge (:class:`~dnsguard.workers.JudgePipeline`), the merger and the one alert funnel.
+* Each **worker** (:class:`WorkerDaemon`, the ordinary capture loop of
+  :class:`~dnsguard.daemon.Daemon`) opens its own capture on every interface, joined to the
+  interface's fanout group, drops privileges, and runs a
+  :class:`~dnsguard.workers.WorkerPipeline`. After every wake-up it sends the supervisor what
+  it produced — DNS observations and alerts, each keyed by capture time — and its watermark;
+  every second a snapshot of its counters (the supervisor's /metrics sums them).
+
+Messages on each worker's socket pair: a 4-byte length, then a pickle of ``(kind, payload)``:
+``("batch", (items, watermark))``, ``("stats", dict)``, ``("final", items)`` (the last windows'
+alerts, after SIGTERM). Both ends are this program; nothing else can reach the socket pair.
+
+A worker that dies makes the supervisor stop (exit 1): the service manager restarts the
+sensor whole, rather than running on with part of the traffic unseen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import logging
+import os
+import pickle
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from types import SimpleNamespace
+
+from dnsguard import __version__
+from dnsguard.daemon import (
+    HOUSEKEEP_EVERY,
+    SELECT_TIMEOUT,
+    Daemon,
+    _ifindex,
+    _interface_exists,
+    _log_opened,
+    _preload,
+    drop_privileges,
+    target_user,
+)
+from dnsguard.detect.rules import load_dir
+from dnsguard.detect.yamlsrc import SourceError
+from dnsguard.workers import ALERT, Funnel, JudgePipeline, Merger, WorkerPipeline
+
+log = logging.getLogger("dnsguard.daemon")
+
+_LEN = struct.Struct("!I")
+MAX_MESSAGE = 64 << 20  # bytes: a batch is at most one wake-up's frames
+STATS_EVERY = 1.0
+FINAL_WAIT = 30.0  # seconds the supervisor waits for the workers' last windows at stop
+# How far behind the wall clock a quiet worker's watermark stays: a frame still in a ring
+# block the kernel has not handed over is at most frame_timeout old, plus scheduling slack.
+QUIET_SLACK = 1.0
+
+
+def send(sock: socket.socket, kind: str, payload: object) -> None:
+    data = pickle.dumps((kind, payload), protocol=pickle.HIGHEST_PROTOCOL)
+    sock.sendall(_LEN.pack(len(data)) + data)
+
+
+class Reader:
+    """Length-prefixed messages from a non-blocking socket, as they complete."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.eof = False
+
+    def messages(self) -> list[tuple]:
+        try:
+            while True:
+                chunk = self.sock.recv(1 << 20)
+                if not chunk:
+                    self.eof = True
+                    break
+                self.buf += chunk
+                if len(chunk) < 1 << 20:
+                    break
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            self.eof = True
+        out = []
+        buf = self.buf
+        while len(buf) >= 4:
+            (n,) = _LEN.unpack_from(buf)
+            if n > MAX_MESSAGE:
+                raise ValueError(f"message of {n} bytes from a worker")
+            if len(buf) < 4 + n:
+                break
+            out.append(pickle.loads(bytes(buf[4:4 + n])))
+            del buf[:4 + n]
+        return out
+
+
+# --- the worker ---------------------------------------------------------------------------------
+class WorkerDaemon(Daemon):
+    """One worker process: the daemon's capture loop over a :class:`WorkerPipeline`, its
+    output to the supervisor instead of an alert file and a metrics port."""
+
+    def __init__(self, cfg, index: int, sock: socket.socket, fanout: int) -> None:
+        super().__init__(cfg)
+        self.index = index
+        self.sock = sock
+        self.fanout = fanout
+        self.items: list[tuple] = []
+        self.key = 0.0  # capture time of the newest observation: the stream's order
+        self.finishing: list[tuple] | None = None
+        self._next_stats = 0.0
+
+    def _ship(self, rec: tuple) -> None:
+        ts = rec[1]
+        if ts > self.key:
+            self.key = ts
+        self.items.append((self.key, rec))
+
+    def _emit(self, alert: dict) -> None:
+        self.metrics.count_alert(alert)
+        ident, ts = self.pipeline.raised
+        item = (ALERT, ident, ts, alert)
+        if self.finishing is not None:
+            self.finishing.append(item)
+        else:
+            self.items.append((self.key, item))
+
+    def _build_pipeline(self, settings, ruleset):
+        # The supervisor's judge keeps the model's checkpoint.
+        settings = dataclasses.replace(settings, model_state=None)
+        pipe = WorkerPipeline(settings, ruleset, self._emit, self._ship)
+        pipe.source = f"live:{','.join(self.cfg.interfaces)}"
+        return pipe
+
+    def after_wake(self) -> None:
+        now = time.time()
+        mark = self.key
+        if not self.items:  # quiet: no frame older than this can still arrive
+            mark = max(mark, now - self.cfg.ring.frame_timeout / 1000 - QUIET_SLACK)
+        try:
+            send(self.sock, "batch", (self.items, mark))
+            if now >= self._next_stats:
+                self._next_stats = now + STATS_EVERY
+                send(self.sock, "stats", self.snapshot())
+        except OSError:  # the supervisor is gone: stop
+            self.stop_signal = self.stop_signal or signal.SIGTERM
+        self.items = []
+
+    def _parent_closed(self) -> None:
+        try:
+            data = self.sock.recv(64)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            log.error("worker %d: the supervisor is gone; stopping", self.index)
+            self.stop_signal = self.stop_signal or signal.SIGTERM
+
+    def snapshot(self) -> dict:
+        p = self.pipeline
+        return {
+            "counters": dict(p.counters), "malformed": dict(p.malformed),
+            "query_types": dict(p.query_types), "response_types": dict(p.response_types),
+            "tables": {sc: (len(t), t.evicted) for sc, t in p.tables.items()
+                       if sc != "domain"},
+            "suppressed": p.policy.suppressed, "rate_limited": p.policy.rate_limited,
+            "last_ts": p.last_ts,
+            "learned": sum(int(getattr(d, "learned", 0) or 0) for d in p.extra_detectors),
+            "interfaces": [(i.name, i.kind, i.frames, i.kernel_packets, i.kernel_drops,
+                            i.kernel_freezes) for i in self.interfaces],
+        }
+
+    def run_worker(self, pw) -> int:
+        from dnsguard.capture.live import CaptureOpenError
+        from dnsguard.metrics import Metrics
+
+        cfg = self.cfg
+        settings = cfg.to_settings()
+        try:
+            ruleset = load_dir(cfg.rules)
+            self.metrics = Metrics(__version__)  # not served: what the loop observes
+            self.pipeline = self._build_pipeline(settings, ruleset)
+            self._ports = settings.ports
+            self.interfaces = self._open_captures()
+        except (SourceError, CaptureOpenError, OSError, ImportError) as e:
+            log.error("worker %d: %s", self.index, e)
+            return 2
+        for i in self.interfaces:
+            _log_opened(i)
+            self._captures[i.name] = {"iface": i, "ifindex": _ifindex(i.name), "down": False,
+                                      "retry_at": None, "attempt": 0, "errors": i.read_errors}
+        _preload()
+        if pw is not None:
+            drop_privileges(pw)
+        self.sock.setblocking(True)
+        self.extra_fds = {self.sock.fileno(): self._parent_closed}
+        self.notifier.close()  # only the supervisor speaks to systemd
+        return self._loop()
+
+    def _shutdown(self, rc: int) -> int:
+        self.finishing = []
+        rc = super()._shutdown(rc)  # finish(): the last windows' alerts, into finishing
+        with contextlib.suppress(OSError):
+            send(self.sock, "batch", (self.items, float("inf")))
+            send(self.sock, "stats", self.snapshot())
+            send(self.sock, "final", self.finishing)
+        return rc
+
+    def _open_captures(self) -> list:  # no fallback: every worker must join the fanout
+        from dnsguard.capture.live import open_interfaces
+
+        return open_interfaces(self.cfg.interfaces, self._ports, self._capture_options())
+
+
+def _name_worker_logs(index: int) -> None:
+    """Log records of worker ``index`` say so (``dnsguard.daemon[worker 1]: …``)."""
+    def tag(record: logging.LogRecord) -> bool:
+        record.name = f"{record.name}[worker {index}]"
+        return True
+
+    for h in logging.getLogger().handlers:
+        h.addFilter(tag)
+
+
+# --- the supervisor -----------------------------------------------------------------------------
+class _Table:
+    def __init__(self, n: int, evicted: int) -> None:
+        self.n, self.evicted = n, evicted
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class _Iface:
+    def __init__(self, name: str, kind: str) -> None:
+        self.name, self.kind = name, kind
+        self.frames = self.kernel_packets = self.kernel_drops = self.kernel_freezes = 0
+
+
+class _Sum:
+    """What the metrics exporter reads of a pipeline, summed over the workers' snapshots
+    (and the judge's domain table and policy)."""
+
+    def __init__(self, judge: JudgePipeline, funnel: Funnel) -> None:
+        self.judge, self.funnel = judge, funnel
+        self.snaps: dict[int, dict] = {}
+
+    def _add(self, field: str) -> dict:
+        out: dict = {}
+        for s in list(self.snaps.values()):
+            for k, v in s[field].items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    counters = property(lambda self: self._add("counters"))
+    malformed = property(lambda self: self._add("malformed"))
+    query_types = property(lambda self: self._add("query_types"))
+    response_types = property(lambda self: self._add("response_types"))
+
+    @property
+    def tables(self) -> dict:
+        out = {"domain": _Table(len(self.judge.tables["domain"]),
+                                self.judge.tables["domain"].evicted)}
+        for s in list(self.snaps.values()):
+            for sc, (n, ev) in s["tables"].items():
+                t = out.setdefault(sc, _Table(0, 0))
+                t.n += n
+                t.evicted += ev
+        return out
+
+    @property
+    def policy(self) -> SimpleNamespace:
+        snaps = list(self.snaps.values())
+        return SimpleNamespace(
+            suppressed=(sum(s["suppressed"] for s in snaps) + self.judge.policy.suppressed
+                        + self.funnel.policy.suppressed),
+            rate_limited=(sum(s["rate_limited"] for s in snaps)
+                          + self.judge.policy.rate_limited + self.funnel.policy.rate_limited))
+
+    @property
+    def last_ts(self) -> float:
+        return max([s["last_ts"] for s in list(self.snaps.values())] + [self.judge.last_ts])
+
+    @property
+    def extra_detectors(self) -> list:
+        return [SimpleNamespace(learned=sum(s["learned"] for s in list(self.snaps.values()))
+                                + sum(int(getattr(x, "learned", 0) or 0)
+                                      for x in self.judge.extra_detectors))]
+
+    def interfaces(self) -> list[_Iface]:
+        out: dict[str, _Iface] = {}
+        for s in list(self.snaps.values()):
+            for name, kind, fr, kp, kd, kf in s["interfaces"]:
+                i = out.setdefault(name, _Iface(name, kind))
+                i.frames += fr
+                i.kernel_packets += kp
+                i.kernel_drops += kd
+                i.kernel_freezes += kf
+        return list(out.values())
+
+
+class _Ifaces:
+    def __init__(self, view: _Sum) -> None:
+        self.view = view
+
+    def __iter__(self):
+        return iter(self.view.interfaces())
+
+
+class Supervisor(Daemon):
+    """The process systemd starts when ``workers`` > 1."""
+
+    def run(self) -> int:
+        from prometheus_client import disable_created_metrics
+
+        from dnsguard.metrics import Metrics
+
+        cfg = self.cfg
+        if not cfg.interfaces:
+            log.error("workers: %d needs interfaces to capture on ('interfaces:' or "
+                      "--interface)", cfg.workers)
+            return 2
+        if cfg.dnstap:
+            log.error("workers: %d: dnstap input runs in one process; set workers: 1 to "
+                      "use dnstap:", cfg.workers)
+            return 2
+        settings = cfg.to_settings()
+        try:
+            ruleset = load_dir(cfg.rules)
+        except SourceError as e:
+            log.error("rules: %s", e)
+            return 2
+        try:
+            pw = target_user(cfg.user)
+        except LookupError as e:
+            log.error("%s (set 'user:' in the configuration)", e)
+            return 2
+        missing = [n for n in cfg.interfaces if not _interface_exists(n)]
+        if missing:
+            log.error("interface %s does not exist (see 'ip link'): fix 'interfaces:' in the "
+                      "configuration or --interface", ", ".join(missing))
+            return 1
+        if not self._prepare_state_dir(pw) and hasattr(settings, "model_state"):
+            settings.model_state = None
+        # Workers first: no thread and no output file exists yet to be inherited.
+        self.children: list[tuple[int, socket.socket]] = []
+        fanout = (os.getpid() * 7919) & 0xFFFF
+        for i in range(cfg.workers):
+            ours, theirs = socket.socketpair()
+            pid = os.fork()
+            if pid == 0:  # the worker
+                _name_worker_logs(i)
+                ours.close()
+                for _, s in self.children:
+                    s.close()
+                rc = 1
+                try:
+                    rc = WorkerDaemon(cfg, i, theirs, fanout).run_worker(pw)
+                except BaseException:
+                    log.exception("worker %d failed", i)
+                finally:
+                    logging.shutdown()
+                    os._exit(rc)
+            theirs.close()
+            ours.setblocking(False)
+            self.children.append((pid, ours))
+        log.info("started %d workers (pids %s), fanout groups from %d", cfg.workers,
+                 ", ".join(str(p) for p, _ in self.children), fanout)
+        try:
+            self.writer = self._open_alerts(pw)
+        except OSError as e:
+            log.error("alerts: %s: cannot open for writing: %s", cfg.alerts, e.strerror or e)
+            self._stop_children()
+            return 2
+        disable_created_metrics()
+        self.metrics = Metrics(__version__)
+        try:
+            self.funnel = Funnel(settings, self._emit)
+            self.judge = JudgePipeline(settings, ruleset, self._judged)
+        except Exception as e:
+            log.error("cannot set up the judge: %s", e)
+            self._stop_children()
+            return 2
+        self.judge.source = f"live:{','.join(cfg.interfaces)}"
+        self.pipeline = self.judge
+        self.view = _Sum(self.judge, self.funnel)
+        self.metrics.pipeline = self.view
+        self.metrics.interfaces = _Ifaces(self.view)
+        self.metrics.writer = self.writer
+        if cfg.metrics_port:
+            try:
+                host, port = self.metrics.serve(cfg.metrics_host, cfg.metrics_port)
+            except OSError as e:
+                log.error("metrics: cannot listen on %s: %s", cfg.metrics_address,
+                          e.strerror or e)
+                self._stop_children()
+                return 1
+            log.info("metrics on http://%s/metrics",
+                     f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        _preload()
+        if pw is not None:
+            try:
+                drop_privileges(pw)
+            except OSError as e:
+                log.error("cannot become user %s: %s", pw.pw_name, e)
+                self._stop_children()
+                return 2
+            log.info("running as user %s (uid %d)", pw.pw_name, pw.pw_uid)
+        return self._supervise()
+
+    def _judged(self, alert: dict) -> None:
+        self.funnel.offer(*self.judge.raised, alert)
+
+    def _stop_children(self, sig: int = signal.SIGTERM) -> None:
+        for pid, _ in self.children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def _take(self, item: tuple) -> None:
+        if item[0] == ALERT:
+            self.funnel.offer(item[1], item[2], item[3])
+        else:
+            try:
+                self.judge.observe(item)
+            except Exception:
+                self.judge.malformed["internal_error"] += 1
+                log.exception("internal error while judging an observation")
+
+    def _supervise(self) -> int:
+        from dnsguard.pipeline import hot_loop_gc, restore_gc
+
+        self._install_signals()
+        gc.collect()
+        saved = hot_loop_gc()
+        try:
+            return self._loop_workers()
+        finally:
+            restore_gc(saved)
+
+    def _loop_workers(self) -> int:
+        n = len(self.children)
+        merger = Merger(n)
+        readers = [Reader(s) for _, s in self.children]
+        by_fd = {s.fileno(): k for k, (_, s) in enumerate(self.children)}
+        finals: list[list] = [None] * n  # type: ignore[list-item]
+        wake_fd = self._wake_r.fileno()
+        observe, batches = self.metrics.processing.observe, self.metrics.batch_frames
+        names = ", ".join(self.cfg.interfaces)
+        log.info("capturing on %s with %d workers; %d rules", names, n,
+                 len(self.judge.ruleset.rules))
+        self.notifier.notify("READY=1", f"STATUS=capturing on {names} with {n} workers")
+        next_house = time.monotonic() + HOUSEKEEP_EVERY
+        stopping_since: float | None = None
+        rc = 0
+        while True:
+            if self.stop_signal is not None and stopping_since is None:
+                stopping_since = time.monotonic()
+                log.info("stopping on %s: waiting for the workers' last windows",
+                         signal.Signals(self.stop_signal).name)
+                self.notifier.notify("STOPPING=1")
+                self._stop_children()
+            open_fds = [s.fileno() for (_, s), r in zip(self.children, readers, strict=True)
+                        if not r.eof]
+            if not open_fds:
+                break
+            if stopping_since is not None and time.monotonic() - stopping_since > FINAL_WAIT:
+                log.error("workers did not finish within %gs: stopping without their last "
+                          "windows", FINAL_WAIT)
+                self._stop_children(signal.SIGKILL)
+                rc = 1
+                break
+            try:
+                ready, _, _ = select.select([wake_fd, *open_fds], [], [], SELECT_TIMEOUT)
+            except InterruptedError:  # pragma: no cover - PEP 475 retries
+                ready = []
+            for fd in ready:
+                if fd == wake_fd:
+                    with contextlib.suppress(OSError):
+                        while self._wake_r.recv(256):
+                            pass
+                    continue
+                k = by_fd[fd]
+                t0 = time.perf_counter()
+                try:
+                    msgs = readers[k].messages()
+                except (ValueError, pickle.UnpicklingError, EOFError) as e:
+                    log.error("worker %d sent a broken message (%s): stopping", k, e)
+                    readers[k].eof = True
+                    msgs = []
+                for kind, payload in msgs:
+                    if kind == "batch":
+                        items, mark = payload
+                        merger.push(k, items, mark)
+                    elif kind == "stats":
+                        self.view.snaps[k] = payload
+                    elif kind == "final":
+                        finals[k] = payload
+                for item in merger.ready():
+                    self._take(item)
+                observe(time.perf_counter() - t0)
+                batches.inc()
+                if readers[k].eof:
+                    merger.close(k)
+                    if finals[k] is None and stopping_since is None:
+                        log.error("worker %d (pid %d) ended unexpectedly: stopping the sensor "
+                                  "so that the service manager restarts it whole", k,
+                                  self.children[k][0])
+                        rc = 1
+                        self.stop_signal = signal.SIGTERM
+            if self.hup:
+                self.hup = False
+                self._reload()
+                self._stop_children(signal.SIGHUP)
+            now = time.monotonic()
+            if now >= next_house:
+                next_house = now + HOUSEKEEP_EVERY
+                self.housekeeping(time.time())
+        for k in range(n):
+            merger.close(k)
+        for item in merger.ready():
+            self._take(item)
+        if merger.late:
+            log.info("%d observations arrived after later ones had been judged (capture "
+                     "times out of order between workers)", merger.late)
+        return self._finish(finals, rc)
+
+    def _finish(self, finals: list, rc: int) -> int:
+        from dnsguard.workers import _FINISH_ORDER
+
+        try:
+            self.judge.finish()
+        except Exception:
+            log.exception("while evaluating the last windows")
+        last = [it for f in finals if f for it in f]
+        last.sort(key=lambda it: (_FINISH_ORDER.get(it[3].get("scope"), 9), it[2]))
+        for it in last:
+            self.funnel.offer(it[1], it[2], it[3])
+        try:
+            self.judge.close()
+        except Exception:
+            log.exception("while closing the detectors")
+            rc = rc or 1
+        if self.writer is not None:
+            self.writer.close()
+            self._sync_writer()
+            if self.writer.pending:
+                n = len(self.writer.pending)
+                self.writer.dump_pending(sys.stderr)
+                self._sync_writer()
+                log.error("%s: %d alerts could not be written (%s); printed on stderr",
+                          self.cfg.alerts, n, self.writer.last_error)
+        for pid, s in self.children:
+            s.close()
+            try:
+                _, status = os.waitpid(pid, 0)
+            except ChildProcessError:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            if code != 0:
+                log.error("worker pid %d exited with %d", pid, code)
+                rc = rc or 1
+        c = self.view.counters
+        drops = sum(i.kernel_drops for i in self.view.interfaces())
+        log.info("stopped: %d frames, %d queries, %d responses, %d alerts written, "
+                 "%d kernel drops (%d workers)", sum(c.get(o, 0) for o in (
+                     "dns_query", "dns_response", "dns_partial", "not_dns", "malformed",
+                     "not_dns_port", "unsupported")), c.get("queries", 0),
+                 c.get("responses", 0), self.written, drops, len(self.children))
+        self.metrics.close()
+        self.notifier.close()
+        signal.set_wakeup_fd(-1)
+        return rc
+
+    def housekeeping(self, now: float) -> None:
+        """The judge's periodic work (its domain windows that ended, the series steps) and
+        the pending alerts; the workers sweep their own keys."""
+        super().housekeeping(now)
+
