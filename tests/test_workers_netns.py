@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_daemon_netns import Proc, ns_get, wait_for
 from test_ring_netns import pair  # noqa: F401 - the fixture
 from test_workers import frames, spread_clients
@@ -55,8 +54,8 @@ def total(m: dict, name: str) -> float:
     return sum(v for (n, _), v in m.items() if n == name)
 
 
-def run_sensor(pair, tmp: Path, workers: int, pcap: Path, sent: int) -> tuple[list, dict, str]:
-    ns_s, if_s, ns_p, if_p = pair
+def run_sensor(net, tmp: Path, workers: int, pcap: Path, sent: int) -> tuple[list, dict, str]:
+    ns_s, if_s, ns_p, if_p = net
     d = tmp / f"w{workers}"
     d.mkdir(mode=0o755)
     alerts = d / "alerts.json"
