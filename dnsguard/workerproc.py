@@ -49,7 +49,14 @@ from dnsguard.daemon import (
 )
 from dnsguard.detect.rules import load_dir
 from dnsguard.detect.yamlsrc import SourceError
-from dnsguard.workers import ALERT, Funnel, JudgePipeline, Merger, WorkerPipeline
+from dnsguard.workers import (
+    ALERT,
+    Funnel,
+    JudgePipeline,
+    Merger,
+    WorkerPipeline,
+    name_flow,
+)
 
 log = logging.getLogger("dnsguard.daemon")
 
@@ -426,7 +433,7 @@ class Supervisor(Daemon):
 
     def _take(self, item: tuple) -> None:
         if item[0] == ALERT:
-            self.funnel.offer(item[1], item[2], item[3])
+            self.funnel.offer(item[1], item[2], name_flow(item[3], self.judge))
         else:
             try:
                 self.judge.observe(item)
@@ -542,7 +549,7 @@ class Supervisor(Daemon):
         last = [it for f in finals if f for it in f]
         last.sort(key=lambda it: (_FINISH_ORDER.get(it[3].get("scope"), 9), it[2]))
         for it in last:
-            self.funnel.offer(it[1], it[2], it[3])
+            self.funnel.offer(it[1], it[2], name_flow(it[3], self.judge))
         try:
             self.judge.close()
         except Exception:

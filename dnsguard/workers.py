@@ -40,6 +40,7 @@ Example (no capture needed):
 from __future__ import annotations
 
 import heapq
+import ipaddress
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -47,7 +48,7 @@ from dataclasses import replace
 from dnsguard.capture.fanout import shard_of
 from dnsguard.detect.policy import Policy
 from dnsguard.detect.rules import RuleSet
-from dnsguard.features.payload import NameAnalyzer, wire_key
+from dnsguard.features.payload import NameAnalyzer
 from dnsguard.pipeline import Pipeline
 from dnsguard.settings import Settings
 
@@ -58,19 +59,26 @@ _FINISH_ORDER = {"domain": 0, "client_domain": 1, "client": 2, "flow": 3}
 
 
 class KeyedAnalyzer(NameAnalyzer):
-    """A :class:`NameAnalyzer` that remembers the wire form of the last name it analysed:
-    the pipeline analyses a message's question just before it measures the message, so the
-    worker ships that name as it came (case kept: the features read it)."""
+    """A :class:`NameAnalyzer` that knows the wire form each cached name came in (case kept:
+    the features read it), so a worker can ship the name of a message it measured. The map
+    holds what the cache holds (rebuilt when the cache turns over)."""
 
-    last: bytes = b"\0"
+    def __init__(self, domains, cache_size: int) -> None:
+        super().__init__(domains, cache_size)
+        self.key_of: dict = {}
 
-    def analyze(self, labels: tuple[bytes, ...]):
-        self.last = wire_key(labels)
-        return NameAnalyzer.analyze(self, labels)
+    def _miss(self, key: bytes, labels, data: bytes, off: int):
+        turnovers = self.turnovers
+        f = NameAnalyzer._miss(self, key, labels, data, off)
+        if self.turnovers != turnovers:
+            self.key_of = {v: k for d in (self._old, self._cache) for k, v in d.items()}
+        else:
+            self.key_of[f] = key
+        return f
 
-    def analyze_wire(self, key: bytes, data: bytes, off: int):
-        self.last = key
-        return NameAnalyzer.analyze_wire(self, key, data, off)
+    def clear(self) -> None:
+        NameAnalyzer.clear(self)
+        self.key_of = {}
 
 
 class WorkerPipeline(Pipeline):
@@ -90,11 +98,11 @@ class WorkerPipeline(Pipeline):
         self._message_rules = False  # the judge runs them on every worker's names
 
     def _query(self, ts, nf, qtype, size, client, server) -> None:
-        self.ship((QUERY, ts, self.names.last, qtype, size, client, server))
+        self.ship((QUERY, ts, self.names.key_of[nf], qtype, size, client, server))
         Pipeline._query(self, ts, nf, qtype, size, client, server)
 
     def _response(self, ts, nf, rcode, down, size, client, server) -> None:
-        self.ship((RESPONSE, ts, self.names.last, rcode, down, size, client, server))
+        self.ship((RESPONSE, ts, self.names.key_of[nf], rcode, down, size, client, server))
         Pipeline._response(self, ts, nf, rcode, down, size, client, server)
 
     def _check(self, scope, key, st, factor, ts) -> None:
@@ -197,6 +205,19 @@ class Merger:
         return sum(len(q) for q in self.queues)
 
 
+def name_flow(alert: dict, judge: JudgePipeline) -> dict:
+    """A ``flow`` alert (non-DNS on a DNS port) names the domain the client's DNS handshake
+    used (``Pipeline.pair_domain``, ``client_suspect``). A handshake through the resolver is
+    another address pair, often on another worker: the judge, which sees every worker's
+    queries in order, knows it when the worker does not."""
+    if alert.get("scope") == "flow" and alert.get("domain") is None and alert.get("src_ip"):
+        client = ipaddress.ip_address(alert["src_ip"]).packed
+        server = ipaddress.ip_address(alert["dest_ip"]).packed if alert.get("dest_ip") else b""
+        alert["domain"] = (judge.pair_domain.get((client, server))
+                           or judge.client_suspect.get(client))
+    return alert
+
+
 class Funnel:
     """The sensor's one policy over every alert: suppression per key and the overall rate
     limit, applied in the merged order (each worker and the judge apply their own first)."""
@@ -257,7 +278,7 @@ class ShardedPipelines:
 
     def _take(self, item: tuple) -> None:
         if item[0] == ALERT:
-            self.funnel.offer(item[1], item[2], item[3])
+            self.funnel.offer(item[1], item[2], name_flow(item[3], self.judge))
         else:
             self.judge.observe(item)
 
@@ -288,6 +309,6 @@ class ShardedPipelines:
         # other scope; the workers' last windows meet the suppression table in that order.
         for item in sorted(self._finishing,
                            key=lambda it: (_FINISH_ORDER.get(it[3].get("scope"), 9), it[2])):
-            self.funnel.offer(item[1], item[2], item[3])
+            self.funnel.offer(item[1], item[2], name_flow(item[3], self.judge))
         self._finishing = None
 
