@@ -624,12 +624,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--capture", default="ring,socket",
                     help="capture kinds, comma-separated (default ring,socket: each rate is "
                     "run with the ring and then with the socket, back to back)")
-    ap.add_argument("--ring-block-size", type=int, default=1 << 20,
-                    help="ring.block_size, bytes (default 1048576)")
-    ap.add_argument("--ring-block-count", type=int, default=32,
-                    help="ring.block_count (default 32)")
-    ap.add_argument("--ring-frame-timeout", type=int, default=10,
-                    help="ring.frame_timeout, ms (default 10)")
+    ap.add_argument("--ring-block-size", type=int, default=1 << 18,
+                    help="ring.block_size, bytes (default 262144, the daemon's)")
+    ap.add_argument("--ring-block-count", type=int, default=128,
+                    help="ring.block_count (default 128)")
+    ap.add_argument("--ring-frame-timeout", type=int, default=50,
+                    help="ring.frame_timeout, ms (default 50)")
     ap.add_argument("--no-model", action="store_true", help="rules only (model: false)")
     ap.add_argument("--pure", action="store_true",
                     help="DNSGUARD_PURE=1: the hot path interpreted even if compiled")

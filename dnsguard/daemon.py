@@ -499,6 +499,14 @@ class Daemon:
         by_fd = {i.fileno(): i for i in self.interfaces}
         wake_fd = self._wake_r.fileno()
         tap = self.dnstap
+        for i in list(self.interfaces):  # capture from now on (a ring waits for this)
+            try:
+                i.start()
+            except OSError as e:
+                log.error("%s: cannot start capturing: %s; closing it, reopening in %gs",
+                          i.name, e, REOPEN_BACKOFF[0])
+                by_fd.pop(i.fileno(), None)
+                self._lost(i.name)
         names = ", ".join([*(i.name for i in self.interfaces), *self.cfg.dnstap])
         log.info("capturing on %s%s; %d rules", names,
                  f" (filter: {self.interfaces[0].filter})" if self.interfaces else "",
@@ -653,6 +661,11 @@ class Daemon:
                     raise CaptureOpenError(f"{name}: no such interface")
                 _refresh_scapy_interfaces()  # scapy caches them: a recreated one is unknown
                 new = open_capture(name, self._ports, self._capture_options())
+                try:
+                    new.start()
+                except OSError as e:
+                    new.close()
+                    raise CaptureOpenError(f"{name}: cannot start capturing: {e}") from None
             except CaptureOpenError as e:
                 c["attempt"] += 1
                 delay = REOPEN_BACKOFF[min(c["attempt"], len(REOPEN_BACKOFF) - 1)]

@@ -42,6 +42,8 @@ caps = [open_capture(a["iface"], frozenset({53}),
                      CaptureOptions(kind=a["kind"], geometry=RingGeometry(**a["geometry"]),
                                     fanout=a.get("fanout")))
         for _ in range(a.get("sockets", 1))]
+for c in caps:
+    c.start()
 got = [[] for _ in caps]
 print("ready", flush=True)
 

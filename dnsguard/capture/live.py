@@ -86,6 +86,11 @@ class Capture:
         self.kernel_drops = 0
         self.kernel_freezes = 0
         self.read_errors = 0
+        self.started = False
+
+    def start(self) -> None:
+        """Begin capturing, if opening did not (the ring waits for this: see its start)."""
+        self.started = True
 
     def fileno(self) -> int:
         raise NotImplementedError

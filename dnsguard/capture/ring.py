@@ -23,7 +23,7 @@ With several worker processes every worker opens its own ring and joins one fano
 interface (:mod:`dnsguard.capture.fanout`).
 
 Example (no privileges needed):
-    >>> g = RingGeometry(block_size=1 << 20, block_count=32, frame_timeout=10)
+    >>> g = RingGeometry()
     >>> g.bytes, g.problem()
     (33554432, None)
     >>> RingGeometry(block_size=100_000).problem()
@@ -87,9 +87,13 @@ class RingGeometry:
     a multiple of the page size); a block is handed over when full or ``frame_timeout`` ms
     after its first frame."""
 
-    block_size: int = 1 << 20
-    block_count: int = 32
-    frame_timeout: int = 10
+    # 128 x 256 KiB: 32 MiB, ~200,000 DNS frames when traffic is heavy; when it is light
+    # every block is handed over after frame_timeout, so the ring then holds
+    # block_count x frame_timeout = 6.4 s of traffic: the longest pause of the reader
+    # (a reload, a checkpoint, a collection) it absorbs without a drop.
+    block_size: int = 1 << 18
+    block_count: int = 128
+    frame_timeout: int = 50
 
     @property
     def bytes(self) -> int:
@@ -163,9 +167,8 @@ class RingInterface(Capture):
             raise
         self._mm = mmap.mmap(s.fileno(), g.bytes, mmap.MAP_SHARED,
                              mmap.PROT_READ | mmap.PROT_WRITE)
-        s.bind((name, ETH_P_ALL))
-        if self.fanout is not None:
-            join_fanout(s, self.fanout)
+        # Bound to the interface with protocol 0: nothing is captured until start().
+        s.bind((name, 0))
         if promisc:
             mreq = struct.pack("iHH8s", socket.if_nametoindex(name), PACKET_MR_PROMISC, 0, b"")
             s.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
@@ -176,12 +179,24 @@ class RingInterface(Capture):
                              "Ethernet, loopback, tun/raw-IP tunnels")
         self.hatype, self.linktype = hatype, lt
         self.loopback = hatype == ARPHRD_LOOPBACK
-        # Counting starts with the ring as it will be read.
-        s.getsockopt(SOL_PACKET, PACKET_STATISTICS, _STATS3.size)
         s.setblocking(False)
         self._block = 0  # the block read next
         self._left = 0  # frames of the current block not yet fed (0: block not started)
         self._pos = 0  # offset of the next frame in the ring
+
+    def start(self) -> None:
+        """Capture from now on: bind to every protocol and join the fanout group. Done when
+        the read loop is about to run (after the daemon's set-up and privilege drop, which
+        need no capture: a ring filling meanwhile would hold only block_count x
+        frame_timeout of light traffic). Neither step needs a privilege."""
+        if self.started:
+            return
+        s = self.sock
+        s.bind((self.name, ETH_P_ALL))
+        if self.fanout is not None:
+            join_fanout(s, self.fanout)  # the group needs a bound, running socket
+        s.getsockopt(SOL_PACKET, PACKET_STATISTICS, _STATS3.size)  # counting starts here
+        self.started = True
 
     def _close_quietly(self) -> None:
         if self._mm is not None:
