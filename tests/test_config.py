@@ -182,10 +182,10 @@ def test_errors_name_key_and_line(tmp_path, text, line, field, words):
 
 
 def test_capture_ring_and_workers(tmp_path):
-    c = dconf.load(write(tmp_path, "capture: socket\nring:\n  block_size: 262144\n"
+    c = dconf.load(write(tmp_path, "capture: socket\nring:\n  block_size: 131072\n"
                                    "  frame_timeout: 50\nworkers: 4\n"))
     assert c.capture == "socket" and c.workers == 4
-    assert (c.ring.block_size, c.ring.block_count, c.ring.frame_timeout) == (262144, 32, 50)
+    assert (c.ring.block_size, c.ring.block_count, c.ring.frame_timeout) == (131072, 128, 50)
     d = dconf.DaemonConfig()
     assert d.capture == "ring" and d.workers == 1 and d.ring.problem() is None
 

@@ -98,18 +98,15 @@ QUERY = bytes.fromhex(
     "0000010001")
 
 
-class FakeInterface:
-    """Stands for a LiveInterface: always readable (a byte waits in a socket pair that is
-    never drained), each read() calls ``on_read(feed)``."""
-
-    name = "test0"
-    filter = "port 53"
+class FakeInterface(live.Capture):
+    """Stands for a capture: always readable (a byte waits in a socket pair that is never
+    drained), each read() calls ``on_read(feed)``."""
 
     def __init__(self, on_read) -> None:
+        super().__init__("test0", "port 53")
         self._r, self._w = socket.socketpair()
         self._w.send(b"x")
         self.on_read = on_read
-        self.frames = self.kernel_packets = self.kernel_drops = self.read_errors = 0
 
     def fileno(self) -> int:
         return self._r.fileno()
