@@ -61,6 +61,7 @@ from dnsguard.workers import (
 log = logging.getLogger("dnsguard.daemon")
 
 _LEN = struct.Struct("!I")
+_POLICY_COUNTS = ("suppressed", "rate_limited", "escalated")  # detect.policy.Policy counters
 MAX_MESSAGE = 64 << 20  # bytes: a batch is at most one wake-up's frames
 STATS_EVERY = 1.0
 FINAL_WAIT = 30.0  # seconds the supervisor waits for the workers' last windows at stop
@@ -178,7 +179,7 @@ class WorkerDaemon(Daemon):
             "query_types": dict(p.query_types), "response_types": dict(p.response_types),
             "tables": {sc: (len(t), t.evicted) for sc, t in p.tables.items()
                        if sc != "domain"},
-            "suppressed": p.policy.suppressed, "rate_limited": p.policy.rate_limited,
+            "policy": {k: getattr(p.policy, k, 0) for k in _POLICY_COUNTS},
             "last_ts": p.last_ts,
             "learned": sum(int(getattr(d, "learned", 0) or 0) for d in p.extra_detectors),
             "interfaces": [(i.name, i.kind, i.frames, i.kernel_packets, i.kernel_drops,
@@ -285,12 +286,12 @@ class _Sum:
 
     @property
     def policy(self) -> SimpleNamespace:
+        """The policies' counts: each worker's, the judge's and the funnel's (an alert is
+        held back by at most one of them)."""
         snaps = list(self.snaps.values())
-        return SimpleNamespace(
-            suppressed=(sum(s["suppressed"] for s in snaps) + self.judge.policy.suppressed
-                        + self.funnel.policy.suppressed),
-            rate_limited=(sum(s["rate_limited"] for s in snaps)
-                          + self.judge.policy.rate_limited + self.funnel.policy.rate_limited))
+        return SimpleNamespace(**{
+            k: sum(s["policy"].get(k, 0) for s in snaps) + getattr(self.judge.policy, k, 0)
+            + getattr(self.funnel.policy, k, 0) for k in _POLICY_COUNTS})
 
     @property
     def last_ts(self) -> float:

@@ -7,15 +7,18 @@ What is keyed by a client is then whole on one worker as long as the client talk
 resolver; what is keyed by a domain is spread over all of them. So:
 
 * a **worker** (:class:`WorkerPipeline`) decodes its frames and measures and judges the
-  ``client_domain``, ``client`` and ``flow`` scopes, as the single process does; for every
-  DNS query and response it measures it also ships an *observation* — ``("q", ts, name,
+  ``client_domain``, ``client`` and ``flow`` scopes, as the single process does; its
+  measurement (:class:`ShippingMeasurements`, a ``features.measure.Measurements``) also
+  ships every DNS query and response it measures as an *observation* — ``("q", ts, name,
   qtype, size, client, server)`` or ``("r", ts, name, rcode, down, size, client, server)``,
-  the name in its wire form — and it judges neither the ``domain`` scope nor the message
-  rules (they see one worker's share only);
+  the name in its wire form — and its judge (:class:`RecordingJudge`, a
+  ``detect.judge.Judge``) judges neither the ``domain`` scope nor the message rules (they
+  see one worker's share only);
 * the **judge** (:class:`JudgePipeline`) takes every worker's observations in one order —
-  the order of the frames they came from (:class:`Merger`) — and measures and judges the
-  ``domain`` scope, the message rules and the per-client and per-domain series from them:
-  the same tables, fed the same messages in the same order, as the single process;
+  the order of the frames they came from (:class:`Merger`) — and measures
+  (:class:`DomainMeasurements`: no per-client keys) and judges the ``domain`` scope, the
+  message rules and the per-client and per-domain series from them: the same tables, fed
+  the same messages in the same order, as the single process;
 * every alert, the workers' and the judge's, passes one :class:`Funnel` in that same order:
   one suppression window per key and one rate limit over the whole sensor, as in one process.
 
@@ -46,8 +49,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 from dnsguard.capture.fanout import shard_of
+from dnsguard.detect.judge import Judge
 from dnsguard.detect.policy import Policy
 from dnsguard.detect.rules import RuleSet
+from dnsguard.features.measure import Measurements
 from dnsguard.features.payload import NameAnalyzer
 from dnsguard.pipeline import Pipeline
 from dnsguard.settings import Settings
@@ -81,6 +86,75 @@ class KeyedAnalyzer(NameAnalyzer):
         self.key_of = {}
 
 
+class ShippingMeasurements(Measurements):
+    """A worker's measurement: everything as usual, and every DNS message it measures shipped
+    to the judge as an observation (the name in the wire form it came in)."""
+
+    def __init__(self, settings: Settings, names: KeyedAnalyzer,
+                 ship: Callable[[tuple], None]) -> None:
+        super().__init__(settings)
+        self.names = names
+        self.ship = ship
+
+    def query(self, ts, nf, qtype, size, client, server):
+        self.ship((QUERY, ts, self.names.key_of[nf], qtype, size, client, server))
+        return Measurements.query(self, ts, nf, qtype, size, client, server)
+
+    def response(self, ts, nf, rcode, down, size, client, server) -> None:
+        self.ship((RESPONSE, ts, self.names.key_of[nf], rcode, down, size, client, server))
+        Measurements.response(self, ts, nf, rcode, down, size, client, server)
+
+
+class DomainMeasurements(Measurements):
+    """The judge's measurement: the domain scope (and the series, the pair memory) only;
+    every address is "not a client here" (the workers keep the per-client keys)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._vantage_filter = True
+
+    def _per_client(self, client: bytes) -> bool:
+        return False
+
+
+class RecordingJudge(Judge):
+    """A :class:`Judge` that remembers what its last alert was about and when (the funnel's
+    key and time); in a worker (``worker=True``) it judges neither the domain scope nor the
+    message rules: both see only the worker's share there."""
+
+    def __init__(self, settings: Settings, ruleset: RuleSet, measure: Measurements,
+                 emit: Callable[[dict], None], worker: bool = False) -> None:
+        self.worker = worker
+        self.raised: tuple = ((), 0.0)
+        super().__init__(settings, ruleset, measure, emit)
+
+    def set_rules(self, ruleset: RuleSet) -> None:
+        Judge.set_rules(self, ruleset)
+        if self.worker:
+            self.message_rules = False
+
+    def on_due(self, scope, key, st, ts) -> None:
+        if not (self.worker and scope == "domain"):
+            Judge.on_due(self, scope, key, st, ts)
+
+    def on_close(self, scope, key, st) -> None:
+        if not (self.worker and scope == "domain"):
+            Judge.on_close(self, scope, key, st)
+
+    def raise_alert(self, scope, ident, f, hits, ts, *args, **kw) -> None:
+        self.raised = (ident, ts)
+        Judge.raise_alert(self, scope, ident, f, hits, ts, *args, **kw)
+
+
+def _rewire(pipe: Pipeline, measure: Measurements, judge: Judge) -> None:
+    """Put ``measure`` and ``judge`` in ``pipe`` in place of the ones it made."""
+    measure.attach(judge)
+    pipe.measure, pipe.judge = measure, judge
+    pipe.tables, pipe.series, pipe.policy = measure.tables, measure.series, judge.policy
+    if measure.series is not None:
+        measure.series.raise_fn = judge.raise_alert
+
+
 class WorkerPipeline(Pipeline):
     """One worker's pipeline: every stage as usual for the scopes a worker holds whole;
     DNS messages shipped to the judge through ``ship(record)``."""
@@ -88,50 +162,31 @@ class WorkerPipeline(Pipeline):
     def __init__(self, settings: Settings, ruleset: RuleSet, emit: Callable[[dict], None],
                  ship: Callable[[tuple], None]) -> None:
         # The series need every query of a client or domain: the judge keeps them.
-        super().__init__(replace(settings, series=False), ruleset, emit)
+        settings = replace(settings, series=False)
+        super().__init__(settings, ruleset, emit)
         self.names = KeyedAnalyzer(self.domains, settings.name_cache)
-        self.ship = ship
-        self.raised: tuple = ((), 0.0)  # (ident, capture time) of the last alert raised
+        m = ShippingMeasurements(settings, self.names, ship)
+        _rewire(self, m, RecordingJudge(settings, ruleset, m, emit, worker=True))
 
-    def _set_rules(self, ruleset: RuleSet) -> None:
-        super()._set_rules(ruleset)
-        self._message_rules = False  # the judge runs them on every worker's names
-
-    def _query(self, ts, nf, qtype, size, client, server) -> None:
-        self.ship((QUERY, ts, self.names.key_of[nf], qtype, size, client, server))
-        Pipeline._query(self, ts, nf, qtype, size, client, server)
-
-    def _response(self, ts, nf, rcode, down, size, client, server) -> None:
-        self.ship((RESPONSE, ts, self.names.key_of[nf], rcode, down, size, client, server))
-        Pipeline._response(self, ts, nf, rcode, down, size, client, server)
-
-    def _check(self, scope, key, st, factor, ts) -> None:
-        if scope != "domain":  # a domain's window here is this worker's share: not judged
-            Pipeline._check(self, scope, key, st, factor, ts)
-
-    def _raise(self, scope, ident, f, hits, ts, *args, **kw) -> None:
-        self.raised = (ident, ts)
-        Pipeline._raise(self, scope, ident, f, hits, ts, *args, **kw)
+    @property
+    def raised(self) -> tuple:
+        return self.judge.raised
 
 
 class JudgePipeline(Pipeline):
     """The judge: the ``domain`` scope, the message rules and the series, measured from every
-    worker's observations (:meth:`observe`) and judged as in one process. It keeps no
-    per-client keys (the workers do)."""
+    worker's observations (:meth:`observe`) and judged as in one process."""
 
     def __init__(self, settings: Settings, ruleset: RuleSet,
                  emit: Callable[[dict], None]) -> None:
         super().__init__(settings, ruleset, emit)
-        self._vantage_filter = True  # every address "not a client here": see _per_client
-        self.raised: tuple = ((), 0.0)
+        m = DomainMeasurements(settings)
+        _rewire(self, m, RecordingJudge(settings, ruleset, m, emit))
         self.observed = 0
 
-    def _per_client(self, client: bytes) -> bool:
-        return False
-
-    def _raise(self, scope, ident, f, hits, ts, *args, **kw) -> None:
-        self.raised = (ident, ts)
-        Pipeline._raise(self, scope, ident, f, hits, ts, *args, **kw)
+    @property
+    def raised(self) -> tuple:
+        return self.judge.raised
 
     def observe(self, rec: tuple) -> None:
         """Measure (and judge) one worker observation."""
@@ -143,9 +198,9 @@ class JudgePipeline(Pipeline):
         nf = self.names.analyze_wire(rec[2], rec[2], 0)
         self.observed += 1
         if rec[0] == QUERY:
-            self._query(ts, nf, rec[3], rec[4], rec[5], rec[6])
+            self.measure.query(ts, nf, rec[3], rec[4], rec[5], rec[6])
         else:
-            self._response(ts, nf, rec[3], rec[4], rec[5], rec[6], rec[7])
+            self.measure.response(ts, nf, rec[3], rec[4], rec[5], rec[6], rec[7])
 
 
 class Merger:
@@ -207,14 +262,13 @@ class Merger:
 
 def name_flow(alert: dict, judge: JudgePipeline) -> dict:
     """A ``flow`` alert (non-DNS on a DNS port) names the domain the client's DNS handshake
-    used (``Pipeline.pair_domain``, ``client_suspect``). A handshake through the resolver is
+    used (``Measurements.flow_domain``). A handshake through the resolver is
     another address pair, often on another worker: the judge, which sees every worker's
     queries in order, knows it when the worker does not."""
     if alert.get("scope") == "flow" and alert.get("domain") is None and alert.get("src_ip"):
         client = ipaddress.ip_address(alert["src_ip"]).packed
         server = ipaddress.ip_address(alert["dest_ip"]).packed if alert.get("dest_ip") else b""
-        alert["domain"] = (judge.pair_domain.get((client, server))
-                           or judge.client_suspect.get(client))
+        alert["domain"] = judge.measure.flow_domain((client, server))
     return alert
 
 
