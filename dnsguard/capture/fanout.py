@@ -115,7 +115,7 @@ def shard_of(linktype: int, data: bytes, workers: int) -> int:
     return 0
 
 
-def _fprog(prog: list[tuple[int, int, int, int]]):
+def sock_fprog(prog: list[tuple[int, int, int, int]]):
     """A ``struct sock_fprog`` (kept alive by the caller until setsockopt returns)."""
     class SockFilter(ctypes.Structure):
         _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8),
@@ -134,5 +134,5 @@ def join_fanout(sock: socket.socket, group: int) -> None:
     """Join ``sock`` (bound to its interface) to fanout group ``group`` (0..65535, one per
     interface and sensor) and give the group the program (the same from every member)."""
     sock.setsockopt(SOL_PACKET, PACKET_FANOUT, (group & 0xFFFF) | (PACKET_FANOUT_CBPF << 16))
-    fp = _fprog(fanout_program())
+    fp = sock_fprog(fanout_program())
     sock.setsockopt(SOL_PACKET, PACKET_FANOUT_DATA, bytes(fp))

@@ -39,7 +39,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from dnsguard.capture.fanout import join_fanout
+from dnsguard.capture.fanout import join_fanout, sock_fprog
 from dnsguard.capture.live import (
     ARPHRD_LOOPBACK,
     PACKET_OUTGOING,
@@ -63,6 +63,8 @@ TPACKET_V3 = 2
 TP_STATUS_KERNEL = 0
 TP_STATUS_USER = 1
 ETH_P_ALL = 3
+SO_ATTACH_FILTER = 26
+_DROP_ALL = [(0x06, 0, 0, 0)]  # "ret #0": every frame refused, none counted
 FRAME_SIZE = 2048  # tp_frame_size: only checked by the kernel for TPACKET_V3 (frames pack)
 
 _REQ3 = struct.Struct("=7I")  # tpacket_req3
@@ -150,11 +152,19 @@ class RingInterface(Capture):
                                    f"{libpcap_hint(e)}") from None
 
     def _setup(self, promisc: bool) -> None:
-        from scapy.arch.linux import attach_filter
+        from scapy.arch.common import compile_filter, free_filter
 
         s, g, name = self.sock, self.geometry, self.name
         s.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
-        attach_filter(s, self.filter, name)
+        # The filter is compiled now (libpcap may need the privileges the process is about to
+        # drop) and attached by start(); until then a filter that refuses everything.
+        bp = compile_filter(self.filter, name)
+        try:
+            self._program = [(bp.bf_insns[i].code, bp.bf_insns[i].jt, bp.bf_insns[i].jf,
+                              bp.bf_insns[i].k & 0xFFFFFFFF) for i in range(bp.bf_len)]
+        finally:
+            free_filter(bp)
+        s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(sock_fprog(_DROP_ALL)))
         req = _REQ3.pack(g.block_size, g.block_count, FRAME_SIZE,
                          g.block_size // FRAME_SIZE * g.block_count, g.frame_timeout, 0, 0)
         try:
@@ -192,10 +202,13 @@ class RingInterface(Capture):
         if self.started:
             return
         s = self.sock
-        s.bind((self.name, ETH_P_ALL))
+        s.bind((self.name, ETH_P_ALL))  # still refusing everything (see _setup)
         if self.fanout is not None:
             join_fanout(s, self.fanout)  # the group needs a bound, running socket
         s.getsockopt(SOL_PACKET, PACKET_STATISTICS, _STATS3.size)  # counting starts here
+        # Only now the DNS filter: no frame reached this socket before it was in its fanout
+        # group (a worker bound but not yet a member would get every frame, as duplicates).
+        s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(sock_fprog(self._program)))
         self.started = True
 
     def _close_quietly(self) -> None:
