@@ -336,10 +336,11 @@ class Supervisor(Daemon):
             log.error("workers: %d needs interfaces to capture on ('interfaces:' or "
                       "--interface)", cfg.workers)
             return 2
-        if cfg.dnstap:
-            log.error("workers: %d: dnstap input runs in one process; set workers: 1 to "
-                      "use dnstap:", cfg.workers)
-            return 2
+        for key in ("dnstap", "dns_log"):  # each runs in one process
+            if getattr(cfg, key, None):
+                log.error("workers: %d: '%s:' runs in one process; set workers: 1 to use "
+                          "it", cfg.workers, key)
+                return 2
         settings = cfg.to_settings()
         try:
             ruleset = load_dir(cfg.rules)
