@@ -10,10 +10,10 @@ resolver; what is keyed by a domain is spread over all of them. So:
   ``client_domain``, ``client`` and ``flow`` scopes, as the single process does; its
   measurement (:class:`ShippingMeasurements`, a ``features.measure.Measurements``) also
   ships every DNS query and response it measures as an *observation* — ``("q", ts, name,
-  qtype, size, client, server)`` or ``("r", ts, name, rcode, down, size, client, server)``,
-  the name in its wire form — and its judge (:class:`RecordingJudge`, a
-  ``detect.judge.Judge``) judges neither the ``domain`` scope nor the message rules (they
-  see one worker's share only);
+  qtype, size, client, server, packet)`` or ``("r", ts, name, rcode, down, size, client,
+  server, packet)``, the name in its wire form, ``packet`` its addresses and ports — and
+  its judge (:class:`RecordingJudge`, a ``detect.judge.Judge``) judges neither the
+  ``domain`` scope nor the message rules (they see one worker's share only);
 * the **judge** (:class:`JudgePipeline`) takes every worker's observations in one order —
   the order of the frames they came from (:class:`Merger`) — and measures
   (:class:`DomainMeasurements`: no per-client keys) and judges the ``domain`` scope, the
@@ -90,18 +90,25 @@ class ShippingMeasurements(Measurements):
     """A worker's measurement: everything as usual, and every DNS message it measures shipped
     to the judge as an observation (the name in the wire form it came in)."""
 
-    def __init__(self, settings: Settings, names: KeyedAnalyzer,
+    def __init__(self, settings: Settings, pipe: Pipeline,
                  ship: Callable[[tuple], None]) -> None:
         super().__init__(settings)
-        self.names = names
+        self.pipe = pipe
         self.ship = ship
 
+    def _packet(self) -> tuple:
+        """The packet being processed (an alert it completes names its ports)."""
+        p = self.pipe
+        return p._psrc, p._pdst, p._psport, p._pdport, p._ptcp
+
     def query(self, ts, nf, qtype, size, client, server):
-        self.ship((QUERY, ts, self.names.key_of[nf], qtype, size, client, server))
+        self.ship((QUERY, ts, self.pipe.names.key_of[nf], qtype, size, client, server,
+                   self._packet()))
         return Measurements.query(self, ts, nf, qtype, size, client, server)
 
     def response(self, ts, nf, rcode, down, size, client, server) -> None:
-        self.ship((RESPONSE, ts, self.names.key_of[nf], rcode, down, size, client, server))
+        self.ship((RESPONSE, ts, self.pipe.names.key_of[nf], rcode, down, size, client, server,
+                   self._packet()))
         Measurements.response(self, ts, nf, rcode, down, size, client, server)
 
 
@@ -127,6 +134,9 @@ class RecordingJudge(Judge):
         self.worker = worker
         self.raised: tuple = ((), 0.0)
         super().__init__(settings, ruleset, measure, emit)
+        # Every alert goes to the one Funnel, which alone suppresses, escalates and limits
+        # the rate: a policy here would know only this process's alerts.
+        self.policy = Policy(0.0, max_keys=1, rate=float("inf"), burst=1 << 62)
 
     def set_rules(self, ruleset: RuleSet) -> None:
         Judge.set_rules(self, ruleset)
@@ -149,6 +159,7 @@ class RecordingJudge(Judge):
 def _rewire(pipe: Pipeline, measure: Measurements, judge: Judge) -> None:
     """Put ``measure`` and ``judge`` in ``pipe`` in place of the ones it made."""
     measure.attach(judge)
+    judge.flow_ports = pipe._flow_ports
     pipe.measure, pipe.judge = measure, judge
     pipe.tables, pipe.series, pipe.policy = measure.tables, measure.series, judge.policy
     if measure.series is not None:
@@ -165,7 +176,7 @@ class WorkerPipeline(Pipeline):
         settings = replace(settings, series=False)
         super().__init__(settings, ruleset, emit)
         self.names = KeyedAnalyzer(self.domains, settings.name_cache)
-        m = ShippingMeasurements(settings, self.names, ship)
+        m = ShippingMeasurements(settings, self, ship)
         _rewire(self, m, RecordingJudge(settings, ruleset, m, emit, worker=True))
 
     @property
@@ -197,6 +208,7 @@ class JudgePipeline(Pipeline):
             self.last_ts = ts
         nf = self.names.analyze_wire(rec[2], rec[2], 0)
         self.observed += 1
+        self._psrc, self._pdst, self._psport, self._pdport, self._ptcp = rec[-1]
         if rec[0] == QUERY:
             self.measure.query(ts, nf, rec[3], rec[4], rec[5], rec[6])
         else:
@@ -283,8 +295,14 @@ class Funnel:
         self.alerts = 0
 
     def offer(self, ident: tuple, ts: float, alert: dict) -> bool:
-        if not self.policy.admit(ident, ts):
+        """Admit (and emit) an alert about ``ident`` raised at capture time ``ts``: the
+        decision, and which earlier alert it escalates, are the sensor's, not the process's
+        that raised it."""
+        p = self.policy
+        if not p.admit(ident, ts, alert.get("severity"), alert.get("detectors") or ()):
             return False
+        alert["escalates"] = p.escalates
+        p.note_id(ident, alert.get("alert_id"))
         self.alerts += 1
         self.emit(alert)
         return True

@@ -120,7 +120,8 @@ def test_a_tunnel_from_many_clients_over_workers_is_detected_as_in_one_process(r
     rs = RuleSet([r for r in rules.rules if r.scope != "message"], rules.allowlist)
     fr = spread_clients(frames(ROOT / "pcaps" / "iodine_null.pcap"), 64)[:24]
     want = single(fr, rs)
-    assert [(a["scope"], a["domain"]) for a in want] == [("domain", "t1.tunnel.example")]
+    assert want and {(a["scope"], a["domain"]) for a in want} == {("domain",
+                                                                   "t1.tunnel.example")}
     for n in (2, 3):
         got, sp = sharded(fr, rs, n)
         assert min(sp.shares) > 0, sp.shares  # the clients really are spread
@@ -130,12 +131,13 @@ def test_a_tunnel_from_many_clients_over_workers_is_detected_as_in_one_process(r
 
 def test_one_funnel_one_alert_per_key(rules):
     """With the message rules, every worker's share of the spread tunnel fires: without one
-    policy over all workers each would alert; with it, one alert, as in one process."""
+    policy over all workers each would alert (and escalate) on its own; with it, the alerts
+    of one process, each naming the alert it escalates as one process would."""
     fr = spread_clients(frames(ROOT / "pcaps" / "dns2tcp_txt.pcap"), 64)
     want = single(fr, rules)
     got, _ = sharded(fr, rules, 3)
-    assert got == want and len(want) == 1
-    assert len(unmerged(fr, rules, 3)) == 3
+    assert got == want and want
+    assert len(unmerged(fr, rules, 3)) > len(want)
 
 
 # Captures where the split matters: several address pairs, a raw-UDP tunnel whose DNS
