@@ -2,8 +2,8 @@
 ``workers: 1`` on the same traffic, on a veth pair between two network namespaces.
 
 The traffic: a real iodine tunnel whose queries come from 64 clients (so they spread over
-the workers) and real benign lookups, replayed with tcpreplay. Both layouts must raise the
-same alerts (scope, domain, detectors) and count every frame once in one /metrics.
+the workers) and real benign lookups, replayed with tcpreplay. Both layouts must alert on the
+same keys (scope, domain) and count every frame once in one /metrics.
 
 Needs root, ``ip netns`` and ``tcpreplay``; skipped otherwise. Names start with ``rin``;
 namespaces and processes are removed at the end, also on failure. Cost: ~25 s.
@@ -99,8 +99,11 @@ def test_two_workers_alert_and_count_as_one(pair, tmp_path):  # noqa: F811 - the
     one, m1, log1 = run_sensor(pair, tmp_path, 1, pcap, len(fr))
     two, m2, log2 = run_sensor(pair, tmp_path, 2, pcap, len(fr))
 
-    def keys(alerts: list) -> list:
-        return sorted((a["scope"], a["domain"], tuple(a["detectors"])) for a in alerts)
+    def keys(alerts: list) -> set:
+        # Live, the two runs' traffic timing differs (and with it which later alert
+        # escalates which); what must agree is what was found. tests/test_workers.py holds
+        # the layouts to identical records on replayed traffic.
+        return {(a["scope"], a["domain"]) for a in alerts}
 
     assert one, log1
     assert keys(two) == keys(one), (log2, two)
