@@ -48,3 +48,9 @@ class Settings:
     series_step: float = 60.0  # seconds per step (capture time)
     series_span: float = 86400.0  # history kept per series (ring buffer), seconds
     series_keys: int = 64  # tracked clients and tracked domains (each), plus "other"
+    # Long-horizon state (dnsguard.features.horizon, docs/detection.md): per registered domain
+    # and per client → domain over hours, for low-and-slow exfiltration and beacons.
+    long_horizon: bool = True
+    long_tau: float = 6 * 3600.0  # time constant of the decayed counters, seconds
+    long_max_domains: int = 100_000  # keys kept; the least informative leave first
+    long_max_pairs: int = 50_000

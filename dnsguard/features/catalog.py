@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 W = ("domain", "client_domain", "client")  # windowed DNS scopes
 ALL = W + ("flow",)
+L = ("long_domain", "long_client_domain")  # long-horizon scopes (dnsguard.features.horizon)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,34 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("unknown_tld_domains", ("client",), "distinct registered domains under a TLD "
             "not in the Public Suffix List", volume=True),
     Feature("unknown_tld_share", ("client",), "unknown_tld_domains / distinct_domains"),
+    # --- per key over the long horizon (hours; decayed with time constant tau) ------------
+    Feature("span", L, "seconds from the key's first_seen to its last query"),
+    Feature("long_queries", L, "queries (time-decayed count)", volume=True),
+    Feature("new_names", L, "names not seen before under the domain (time-decayed)",
+            volume=True),
+    Feature("new_name_share", L, "new_names / long_queries"),
+    Feature("new_bytes_up", L, "estimated data carried up by new names: subdomain length × "
+            "its entropy / 8, in bytes (time-decayed)", volume=True),
+    Feature("long_bytes_down", L, "answer rdata bytes (time-decayed)", volume=True),
+    Feature("new_encoded_share", L, "share of new names whose longest label looks encoded"),
+    Feature("new_mean_sub_len", L, "mean subdomain length of the new names"),
+    Feature("new_mean_sub_entropy", L, "mean subdomain entropy (bits/char) of the new names"),
+    Feature("long_carrier_share", L, "share of queries of a type other than A, AAAA, HTTPS, "
+            "PTR"),
+    Feature("long_clients", ("long_domain",), "distinct clients (counted up to 16)"),
+    Feature("checkins", ("long_client_domain",), "queries from the client to the domain "
+            "since first_seen", volume=True),
+    Feature("beacon_score", ("long_client_domain",), "RITA's beacon score (0..1) of the "
+            "intervals and sizes: see dnsguard.features.horizon.beacon_score"),
+    Feature("interval_median", ("long_client_domain",), "median seconds between queries"),
+    Feature("interval_madm", ("long_client_domain",), "median absolute deviation of the "
+            "intervals about their median, seconds"),
+    Feature("interval_skew", ("long_client_domain",), "Bowley skewness of the intervals"),
+    Feature("size_madm", ("long_client_domain",), "median absolute deviation of the query "
+            "sizes, bytes"),
+    Feature("size_skew", ("long_client_domain",), "Bowley skewness of the query sizes"),
+    Feature("count_score", ("long_client_domain",), "queries / (span / median interval), "
+            "at most 1"),
 ]}
 
 

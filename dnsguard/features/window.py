@@ -28,7 +28,9 @@ from collections import OrderedDict
 from dnsguard.dns import rdatatype
 from dnsguard.features.sketch import DistinctCounter
 
-SCOPES = ("message", "domain", "client_domain", "client", "flow")
+# The long-horizon scopes (hours, not a window) are measured by dnsguard.features.horizon.
+LONG_SCOPES = ("long_domain", "long_client_domain")
+SCOPES = ("message", "domain", "client_domain", "client", "flow") + LONG_SCOPES
 
 # Query-type classes: dnsguard.dns.rdatatype (their one home).
 MIX_TYPES = rdatatype.buckets(rdatatype.MIX_ALERT)  # the qtype mix of ``stats``; rest "other"

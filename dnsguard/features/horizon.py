@@ -1,0 +1,468 @@
+"""Long-horizon state: what a registered domain, and one client's traffic to it, did over
+hours, in bounded memory. The windows of :mod:`dnsguard.features.window` forget a key after
+five minutes; a client exfiltrating a few kilobytes at one query a minute, or a C2 implant
+checking in every minute, never puts more than a handful of names in one window. Here each key
+remembers, over a time constant of hours (``tau``):
+
+``long_domain``          a registered domain, all clients together;
+``long_client_domain``   one client → one registered domain (the beacon view).
+
+What is measured (per key, exponentially time-decayed with time constant ``tau``; totals since
+``first_seen`` are kept beside them for the alert):
+
+* **new names**: names not seen before under the domain (a resolver retry or a repeated
+  lookup is not new data). Exact per key up to ``name_cap`` distinct names; past it the set
+  is emptied and starts again, so a name may count as new once more after ``name_cap`` other
+  distinct names under the same domain (an over-count only for keys past the cap, never for
+  a key below it). Hashes are Python's per-process ``hash``: after a restart (state restored
+  from a checkpoint) the sets start empty and a name already seen counts new once more.
+* **new data carried up** (``new_bytes_up``, estimated bytes): for each new name, its
+  subdomain's length × its character entropy / 8. An encoder's output carries at most
+  log2(alphabet) bits per character (hex 4, Base32 5, Base64 6) and the empirical entropy of
+  a long encoded label approaches that bound, so this estimates the *decoded* bytes a name
+  carries: a 52-character Base32 chunk (32.5 bytes of data) measures ≈ 30 bytes, a
+  40-character hex chunk (20 bytes) ≈ 19.5. It is low for short labels (the empirical
+  entropy of n characters is at most log2 n): an under-estimate, never an over-estimate of an
+  encoder's payload. Words and host names weigh little: ``www`` ≈ 0.6 bytes. Chosen over raw
+  octets of unseen names, which count a CDN's long, repetitive host names as data.
+* **answer bytes down** (rdata octets), queries, responses, clients (exact up to 16).
+* **timing** (client → domain): the last ``RING`` inter-arrival intervals and query sizes,
+  for a beacon score in the spirit of RITA's (:func:`beacon_score`).
+
+Bounded memory: at most ``max_domains`` and ``max_pairs`` keys. When a table is full the
+least informative sixteenth of it leaves at once (:meth:`Horizon.informativeness`: estimated
+new bytes, encoded new names and check-ins, discounted by idleness), so a key that carries
+data outlives thousands that were looked up once; evictions are counted. Evicted keys start
+from zero if seen again: the summary under-counts, it never inflates a key (unlike
+Space-Saving, whose newcomer inherits the evicted minimum as an over-estimate, which here
+would be a false alarm waiting to happen).
+
+Example:
+    >>> from dnsguard.domain import RegisteredDomains
+    >>> from dnsguard.features.payload import NameAnalyzer
+    >>> na = NameAnalyzer(RegisteredDomains())
+    >>> import hashlib
+    >>> h = Horizon(tau=1e9, max_domains=100, max_pairs=100)  # tau: practically no decay
+    >>> for i in range(40):  # 16 bytes of data a minute, hex-encoded
+    ...     label = hashlib.md5(b"%d" % i).hexdigest().encode()
+    ...     nf = na.analyze((label, b"x", b"example", b"com"))
+    ...     _ = h.observe_query(i * 60.0, b"\\x0a\\0\\0\\x07", nf, 16, 70, True)
+    >>> f = h.domain_features("example.com")
+    >>> f["new_names"], f["span"], 560 < f["new_bytes_up"] < 640   # 640 bytes moved
+    (40.0, 2340.0, True)
+    >>> h.pair_features((b"\\x0a\\0\\0\\x07", "example.com"))["beacon_score"]
+    1.0
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+
+# Inter-arrival intervals and sizes kept per client → domain (RITA keeps every timestamp of
+# a day; 64 of each cover an hour of minute-beacons in 2 × 128 bytes).
+RING = 64
+MAX_CLIENTS = 16  # distinct clients per domain, counted exactly up to this
+DECAY_STEP = 10.0  # seconds between applications of the decay (error < 0.05% at tau = 6 h)
+_LOG_HALF = 0.125  # bits → bytes
+
+
+def _bowley(q1: float, q2: float, q3: float) -> float:
+    """Bowley's quartile skewness, 0 where it is unreliable (RITA: Q2 = Q1 or Q2 = Q3)."""
+    den = q3 - q1
+    if den == 0 or q2 in (q1, q3):
+        return 0.0
+    return (q1 + q3 - 2 * q2) / den
+
+
+def _quartiles(xs: list) -> tuple:
+    """RITA's quartiles of a sorted list: the elements at round(p·(n−1))."""
+    n = len(xs) - 1
+    return (xs[int(0.25 * n + 0.5)], xs[int(0.5 * n + 0.5)], xs[int(0.75 * n + 0.5)])
+
+
+def beacon_score(intervals: list, sizes: list, count: int, span: float) -> dict:
+    """RITA's beacon score for one client → destination, adapted to DNS.
+
+    RITA (activecm/rita-legacy, ``pkg/beacon/analyzer.go``) scores timing and data size
+    separately, each the mean of three scores in 0..1, and the beacon the mean of all six:
+
+    * timing: 1 − |Bowley skewness| of the intervals; 1 − MADM/30 s (median absolute
+      deviation about the median, cut off at 30 s); the connection count score;
+    * size: 1 − |Bowley skewness| of the sizes; 1 − MADM/32 bytes; 1 − mode/65,535
+      ("smallness").
+
+    As in RITA, intervals and sizes are whole seconds and bytes. One change: RITA's count
+    score divides the connection count by (the data set's time span / 10 s), which for a
+    DNS implant sleeping a minute between check-ins never exceeds 0.17; here the count is
+    compared with the check-ins a beacon of the observed median interval would make over
+    the key's span (``count · median / span``, at most 1), so a regular sleeper scores 1 and
+    a burst followed by silence does not.
+
+    >>> s = beacon_score([60] * 30, [70] * 31, 31, 1800.0)
+    >>> s["beacon_score"], s["interval_median"]
+    (1.0, 60)
+    """
+    out = {"beacon_score": 0.0, "interval_median": 0, "interval_madm": 0,
+           "interval_skew": 0.0, "size_madm": 0, "size_skew": 0.0, "count_score": 0.0}
+    if len(intervals) < 3 or len(sizes) < 3:
+        return out
+    d = sorted(intervals)
+    lo, mid, hi = _quartiles(d)
+    ts_skew = _bowley(lo, mid, hi)
+    devs = sorted(abs(x - mid) for x in d)
+    ts_madm = devs[int(0.5 * (len(devs) - 1) + 0.5)]
+    s = sorted(sizes)
+    slo, smid, shi = _quartiles(s)
+    ds_skew = _bowley(slo, smid, shi)
+    sdevs = sorted(abs(x - smid) for x in s)
+    ds_madm = sdevs[int(0.5 * (len(sdevs) - 1) + 0.5)]
+    # The mode of the sizes (smallest on ties, as RITA's count map walks sorted values).
+    mode, best, run = s[0], 0, 0
+    for i, x in enumerate(s):
+        run = run + 1 if i and x == s[i - 1] else 1
+        if run > best:
+            best, mode = run, x
+    count_score = min(1.0, count * mid / span) if span > 0 and mid > 0 else 0.0
+    ts_sum = (1.0 - abs(ts_skew)) + max(0.0, 1.0 - ts_madm / 30.0) + count_score
+    ds_sum = (1.0 - abs(ds_skew)) + max(0.0, 1.0 - ds_madm / 32.0) + max(0.0, 1.0 - mode
+                                                                          / 65535.0)
+    out.update({"beacon_score": math.ceil((ts_sum + ds_sum) / 6.0 * 1000) / 1000,
+                "interval_median": mid, "interval_madm": ts_madm,
+                "interval_skew": round(ts_skew, 4), "size_madm": ds_madm,
+                "size_skew": round(ds_skew, 4), "count_score": round(count_score, 4)})
+    return out
+
+
+class LongStats:
+    """One key's long-horizon counters. ``q``, ``new``, ``enc``, ``up``, ``down``, ``sub``,
+    ``ent`` and ``carrier`` decay with the horizon's time constant; the ``*_total`` fields and
+    ``first`` do not (what the alert reports as moved since ``first_seen``)."""
+
+    __slots__ = ("first", "last", "t_dec", "q", "new", "enc", "up", "down", "sub", "ent",
+                 "carrier", "q_total", "new_total", "up_total", "down_total", "h1", "names",
+                 "clients", "suffix", "samples", "evaluated_new", "ivals", "sizes", "pos",
+                 "n_ivals")
+
+    def __init__(self, ts: float) -> None:
+        self.first = self.last = self.t_dec = ts
+        self.q = self.new = self.enc = self.up = self.down = 0.0
+        self.sub = self.ent = self.carrier = 0.0
+        self.q_total = self.new_total = 0
+        self.up_total = self.down_total = 0.0
+        self.h1 = 0  # the first name's hash: most domains never need a set
+        self.names: set | None = None
+        self.clients: list | None = None  # distinct clients, up to MAX_CLIENTS
+        self.suffix: tuple | None = None
+        self.samples: list | None = None
+        self.evaluated_new = -1
+        self.ivals: array | None = None  # client → domain only: intervals, sizes (rings)
+        self.sizes: array | None = None
+        self.pos = 0
+        self.n_ivals = 0
+
+    def decay(self, ts: float, tau: float) -> None:
+        f = math.exp((self.t_dec - ts) / tau)
+        self.t_dec = ts
+        self.q *= f
+        self.new *= f
+        self.enc *= f
+        self.up *= f
+        self.down *= f
+        self.sub *= f
+        self.ent *= f
+        self.carrier *= f
+
+    def is_new(self, h: int, cap: int) -> bool:
+        """Whether the name with hash ``h`` is new under this key (see the module notes)."""
+        s = self.names
+        if s is None:
+            if self.q_total == 0:
+                self.h1 = h
+                return True
+            if h == self.h1:
+                return False
+            self.names = s = {self.h1}
+        if h in s:
+            return False
+        if len(s) >= cap:
+            s.clear()
+        s.add(h)
+        return True
+
+
+def _common_suffix(suf: tuple | None, lower: tuple) -> tuple:
+    if suf is None:
+        return lower
+    if suf is lower or lower[len(lower) - len(suf):] == suf:
+        return suf
+    i = 0
+    m = min(len(suf), len(lower))
+    while i < m and suf[-1 - i] == lower[-1 - i]:
+        i += 1
+    return suf[len(suf) - i:]
+
+
+DUE_DOMAIN = 1
+DUE_PAIR = 2
+
+
+def _due(n: int) -> bool:
+    """Evaluate after the n-th new name or check-in? Each of the first 64, then sparser."""
+    return n <= 64 or (n <= 1024 and not n & 7) or not n & 63
+
+
+class Horizon:
+    """The long-horizon tables and their bounds.
+
+    ``observe_query``/``observe_response`` per DNS message (after the allowlist's exemptions,
+    as the windows see them); ``domain_features``/``pair_features`` for the judge, which
+    evaluates a key when ``observe_query`` says it is due.
+    """
+
+    def __init__(self, tau: float = 6 * 3600.0, max_domains: int = 100_000,
+                 max_pairs: int = 50_000, name_cap: int = 256, idle: float = 86400.0,
+                 min_new: int = 8) -> None:
+        self.tau = tau
+        self.max_domains = max_domains
+        self.max_pairs = max_pairs
+        self.name_cap = name_cap
+        self.idle = idle  # a key idle this long starts afresh (first_seen resets)
+        self.min_new = min_new  # fewest new names (or check-ins) before a key is due
+        self.domains: dict[str, LongStats] = {}
+        self.pairs: dict[tuple, LongStats] = {}
+        self.evicted = {"long_domain": 0, "long_client_domain": 0}
+        self.restarted = 0
+
+    def __len__(self) -> int:
+        return len(self.domains) + len(self.pairs)
+
+    # --- measurement ---------------------------------------------------------------------
+    def _get(self, table: dict, key, ts: float, cap: int, scope: str) -> LongStats:
+        r = table.get(key)
+        if r is not None:
+            if ts - r.last > self.idle:
+                r = table[key] = LongStats(ts)
+                self.restarted += 1
+            elif ts - r.t_dec >= DECAY_STEP:
+                r.decay(ts, self.tau)
+            return r
+        if len(table) >= cap:
+            self._evict(table, ts, scope)
+        r = table[key] = LongStats(ts)
+        return r
+
+    def observe_query(self, ts: float, client: bytes, nf, qtype: int, size: int,
+                      per_client: bool) -> int:
+        """Account one query; returns DUE_DOMAIN | DUE_PAIR for the keys to evaluate now."""
+        rd = nf.regdomain
+        r = self._get(self.domains, rd, ts, self.max_domains, "long_domain")
+        new = r.is_new(nf.name_hash, self.name_cap)
+        if ts > r.last:
+            r.last = ts
+        r.q += 1.0
+        r.q_total += 1
+        carrier = qtype != 1 and qtype != 28 and qtype != 65 and qtype != 12
+        if carrier:
+            r.carrier += 1.0
+        cl = r.clients
+        if cl is None:
+            r.clients = [client]
+        elif len(cl) < MAX_CLIENTS and client not in cl:
+            cl.append(client)
+        due = 0
+        est = 0.0
+        if new:
+            est = nf.sub_len * nf.sub_entropy * _LOG_HALF
+            r.new += 1.0
+            r.new_total += 1
+            r.up += est
+            r.up_total += est
+            r.sub += nf.sub_len
+            r.ent += nf.sub_entropy
+            if nf.encoded:
+                r.enc += 1.0
+            r.suffix = _common_suffix(r.suffix, nf.lower)
+            sm = r.samples
+            if sm is None:
+                sm = r.samples = []
+            if len(sm) < 3:
+                sm.append(nf.name)
+            elif nf.encoded and len(sm[0]) < len(nf.name) // 2:
+                sm[0] = nf.name
+            if r.new_total >= self.min_new and _due(r.new_total):
+                due = DUE_DOMAIN
+        if not per_client:
+            return due
+        key = (client, rd)
+        p = self._get(self.pairs, key, ts, self.max_pairs, "long_client_domain")
+        if p.q_total:
+            iv = ts - p.last
+            ivals = p.ivals
+            if ivals is None:
+                ivals = p.ivals = array("H", bytes(2 * RING))
+                p.sizes = array("H", bytes(2 * RING))
+            i = p.pos
+            # Whole seconds (as RITA), 16 bits: an interval past 18 h reads as 18 h.
+            ivals[i] = int(iv + 0.5) if iv < 65535.0 else 65535
+            p.sizes[i] = size if size < 65535 else 65535
+            p.pos = (i + 1) % RING
+            p.n_ivals += 1
+        if ts > p.last:
+            p.last = ts
+        p.q += 1.0
+        p.q_total += 1
+        if carrier:
+            p.carrier += 1.0
+        if new:
+            p.new += 1.0
+            p.new_total += 1
+            p.up += est
+            p.up_total += est
+            p.sub += nf.sub_len
+            p.ent += nf.sub_entropy
+            if nf.encoded:
+                p.enc += 1.0
+            p.suffix = _common_suffix(p.suffix, nf.lower)
+        if p.q_total >= self.min_new and _due(p.q_total):
+            due |= DUE_PAIR
+        return due
+
+    def observe_response(self, ts: float, client: bytes, rd: str, down: int,
+                         per_client: bool) -> None:
+        """Answer bytes down (only for keys a query created: a response alone makes none)."""
+        r = self.domains.get(rd)
+        if r is None:
+            return
+        r.down += down
+        r.down_total += down
+        if per_client:
+            p = self.pairs.get((client, rd))
+            if p is not None:
+                p.down += down
+                p.down_total += down
+
+    # --- bounds --------------------------------------------------------------------------
+    def informativeness(self, r: LongStats, now: float) -> float:
+        """What keeping a key is worth: estimated new bytes up, encoded new names and
+        check-ins (each a possible alert's evidence), discounted by idleness."""
+        return (r.up + 8.0 * r.enc + r.new + 0.25 * r.n_ivals) * math.exp((r.last - now)
+                                                                           / self.tau)
+
+    def _evict(self, table: dict, now: float, scope: str) -> None:
+        """Drop the least informative sixteenth of a full table (at least one key)."""
+        n = max(1, len(table) >> 4)
+        score = self.informativeness
+        ranked = sorted(table.items(), key=lambda kv: score(kv[1], now))
+        for k, _ in ranked[:n]:
+            del table[k]
+        self.evicted[scope] += n
+
+    # --- for the judge -------------------------------------------------------------------
+    def _common(self, r: LongStats, now: float) -> dict:
+        if now - r.t_dec > 0:
+            r.decay(now, self.tau)
+        q = r.q or 1.0
+        new = r.new or 1.0
+        return {
+            "span": r.last - r.first,
+            "long_queries": round(r.q, 2),
+            "new_names": round(r.new, 2),
+            "new_name_share": round(min(1.0, r.new / q), 4),
+            "new_bytes_up": round(r.up, 1),
+            "long_bytes_down": round(r.down, 1),
+            "new_encoded_share": round(r.enc / new, 4),
+            "new_mean_sub_len": round(r.sub / new, 2),
+            "new_mean_sub_entropy": round(r.ent / new, 4),
+            "long_carrier_share": round(min(1.0, r.carrier / q), 4),
+        }
+
+    def domain_features(self, rd: str, now: float | None = None) -> dict:
+        r = self.domains[rd]
+        f = self._common(r, r.last if now is None else now)
+        f["long_clients"] = len(r.clients) if r.clients is not None else 0
+        return f
+
+    def pair_features(self, key: tuple, now: float | None = None) -> dict:
+        p = self.pairs[key]
+        f = self._common(p, p.last if now is None else now)
+        n = min(p.n_ivals, RING)
+        if n and p.ivals is not None:
+            # The ring's last n entries in arrival order (order does not matter to the score).
+            iv = list(p.ivals[:n]) if p.n_ivals <= RING else list(p.ivals)
+            sz = list(p.sizes[:n]) if p.n_ivals <= RING else list(p.sizes)
+            b = beacon_score(iv, sz, p.q_total, p.last - p.first)
+        else:
+            b = beacon_score([], [], p.q_total, 0.0)
+        f.update(b)
+        f["checkins"] = p.q_total
+        return f
+
+    def moved(self, r: LongStats) -> dict:
+        """What the alert says moved, and since when (totals, not decayed)."""
+        return {"first_seen": r.first, "last_seen": r.last, "span": round(r.last - r.first, 3),
+                "queries": r.q_total, "new_names": r.new_total,
+                "est_bytes_up": round(r.up_total), "bytes_down": round(r.down_total)}
+
+    def summary(self) -> dict:
+        return {"long_domain": len(self.domains), "long_client_domain": len(self.pairs),
+                "max_domains": self.max_domains, "max_pairs": self.max_pairs,
+                "evicted": dict(self.evicted), "restarted_idle": self.restarted}
+
+    # --- checkpoint ----------------------------------------------------------------------
+    FORMAT = "dnsguard-horizon-1"
+
+    def to_state(self) -> dict:
+        """A JSON-able snapshot (name sets are not kept: their hashes are per process)."""
+        def rec(r: LongStats) -> list:
+            return [r.first, r.last, r.t_dec, r.q, r.new, r.enc, r.up, r.down, r.sub, r.ent,
+                    r.carrier, r.q_total, r.new_total, r.up_total, r.down_total,
+                    [c.hex() for c in (r.clients or ())],
+                    [x.hex() for x in r.suffix] if r.suffix is not None else None,
+                    r.samples or [],
+                    list(r.ivals) if r.ivals is not None else None,
+                    list(r.sizes) if r.sizes is not None else None, r.pos, r.n_ivals]
+        return {"format": self.FORMAT, "tau": self.tau,
+                "domains": {k: rec(r) for k, r in self.domains.items()},
+                "pairs": [[c.hex(), d, rec(r)] for (c, d), r in self.pairs.items()],
+                "evicted": dict(self.evicted), "restarted": self.restarted}
+
+    def restore(self, state: dict) -> int:
+        """Load :meth:`to_state`'s snapshot; returns the keys restored. Raises ValueError
+        (naming the problem) on anything else."""
+        if not isinstance(state, dict) or state.get("format") != self.FORMAT:
+            raise ValueError(f"not a {self.FORMAT} snapshot")
+
+        def rec(v: list) -> LongStats:
+            if not isinstance(v, list) or len(v) != 22:
+                raise ValueError("a key's record is not a list of 22 fields")
+            r = LongStats(float(v[0]))
+            (r.last, r.t_dec, r.q, r.new, r.enc, r.up, r.down, r.sub, r.ent,
+             r.carrier) = (float(x) for x in v[1:11])
+            r.q_total, r.new_total = int(v[11]), int(v[12])
+            r.up_total, r.down_total = float(v[13]), float(v[14])
+            r.clients = [bytes.fromhex(c) for c in v[15][:MAX_CLIENTS]] or None
+            r.suffix = tuple(bytes.fromhex(x) for x in v[16]) if v[16] is not None else None
+            r.samples = [str(s) for s in v[17][:3]]
+            if v[18] is not None:
+                if len(v[18]) != RING or len(v[19]) != RING:
+                    raise ValueError(f"interval ring is not {RING} long")
+                r.ivals = array("H", (min(max(int(x), 0), 65535) for x in v[18]))
+                r.sizes = array("H", (min(max(int(x), 0), 65535) for x in v[19]))
+            r.pos, r.n_ivals = int(v[20]) % RING, int(v[21])
+            r.h1 = -1 if r.q_total else 0
+            return r
+
+        domains = {str(k): rec(v) for k, v in state.get("domains", {}).items()}
+        pairs = {(bytes.fromhex(c), str(d)): rec(v) for c, d, v in state.get("pairs", [])}
+        # Caps may have shrunk since the snapshot: keep the most informative keys.
+        for table, cap, scope in ((domains, self.max_domains, "long_domain"),
+                                  (pairs, self.max_pairs, "long_client_domain")):
+            while len(table) > cap:
+                self._evict(table, max((r.last for r in table.values()), default=0.0), scope)
+        self.domains, self.pairs = domains, pairs
+        for k, v in state.get("evicted", {}).items():
+            if k in self.evicted:
+                self.evicted[k] += int(v)
+        self.restarted += int(state.get("restarted", 0))
+        return len(domains) + len(pairs)
