@@ -27,6 +27,7 @@ from dnsguard.settings import DEFAULT_RULES, Settings
 DEFAULT_METRICS = "127.0.0.1:9153"
 DEFAULT_STATE_DIR = Path("/var/lib/dnsguard")
 MODEL_STATE = "model-state.ckpt"
+LONG_STATE = "long-horizon.json.gz"  # the long-horizon state (dnsguard.features.horizon)
 VANTAGES = ("client", "resolver")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")  # IFNAMSIZ - 1
@@ -112,6 +113,7 @@ class DaemonConfig:
         for attr, v in model.items():
             if attr in have:
                 setattr(s, attr, v)
+        s.long_state = self.state_dir / LONG_STATE
         return s
 
     @property

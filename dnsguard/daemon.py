@@ -216,6 +216,7 @@ class Daemon:
         # Further descriptors the capture loop waits on, and who handles them (a worker
         # process: its link to the supervisor, dnsguard.workerproc).
         self.extra_fds: dict[int, object] = {}
+        self._next_long_checkpoint = time.time() + cfg.checkpoint_every
 
     # signal handlers: flags only
     def _on_stop(self, signum, frame) -> None:
@@ -362,8 +363,8 @@ class Daemon:
         except LookupError as e:
             log.error("%s (set 'user:' in the configuration)", e)
             return 2
-        if not self._prepare_state_dir(pw) and hasattr(settings, "model_state"):
-            settings.model_state = None
+        if not self._prepare_state_dir(pw):
+            settings.model_state = settings.long_state = None
         try:
             self.writer = self._open_alerts(pw)
         except OSError as e:
@@ -603,6 +604,13 @@ class Daemon:
         except Exception:
             pipe.malformed["internal_error"] += 1
             log.exception("during the periodic window sweep")
+        if now >= self._next_long_checkpoint:
+            # With the model's checkpoints: a restart resumes the long horizon's clock.
+            self._next_long_checkpoint = now + pipe.s.checkpoint_every
+            try:
+                pipe.checkpoint()
+            except Exception:
+                log.exception("while checkpointing the long-horizon state")
 
     def sweep(self, now: float, limit: int = SWEEP_KEYS) -> int:
         """Close the windows that ended without traffic (see ``Pipeline.sweep``)."""

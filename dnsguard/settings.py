@@ -54,3 +54,4 @@ class Settings:
     long_tau: float = 6 * 3600.0  # time constant of the decayed counters, seconds
     long_max_domains: int = 100_000  # keys kept; the least informative leave first
     long_max_pairs: int = 50_000
+    long_state: Path | None = None  # checkpoint of the long-horizon state; resumed at start

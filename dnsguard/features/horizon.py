@@ -56,8 +56,15 @@ Example:
 
 from __future__ import annotations
 
+import gzip
+import json
+import logging
 import math
+import os
 from array import array
+from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 # Inter-arrival intervals and sizes kept per client → domain (RITA keeps every timestamp of
 # a day; 64 of each cover an hour of minute-beacons in 2 × 128 bytes).
@@ -412,8 +419,9 @@ class Horizon:
     # --- checkpoint ----------------------------------------------------------------------
     FORMAT = "dnsguard-horizon-1"
 
-    def to_state(self) -> dict:
-        """A JSON-able snapshot (name sets are not kept: their hashes are per process)."""
+    def to_state(self, min_queries: int = 1) -> dict:
+        """A JSON-able snapshot of the keys with at least ``min_queries`` queries (name sets
+        are not kept: their hashes are per process)."""
         def rec(r: LongStats) -> list:
             return [r.first, r.last, r.t_dec, r.q, r.new, r.enc, r.up, r.down, r.sub, r.ent,
                     r.carrier, r.q_total, r.new_total, r.up_total, r.down_total,
@@ -423,8 +431,10 @@ class Horizon:
                     list(r.ivals) if r.ivals is not None else None,
                     list(r.sizes) if r.sizes is not None else None, r.pos, r.n_ivals]
         return {"format": self.FORMAT, "tau": self.tau,
-                "domains": {k: rec(r) for k, r in self.domains.items()},
-                "pairs": [[c.hex(), d, rec(r)] for (c, d), r in self.pairs.items()],
+                "domains": {k: rec(r) for k, r in self.domains.items()
+                            if r.q_total >= min_queries},
+                "pairs": [[c.hex(), d, rec(r)] for (c, d), r in self.pairs.items()
+                          if r.q_total >= min_queries],
                 "evicted": dict(self.evicted), "restarted": self.restarted}
 
     def restore(self, state: dict) -> int:
@@ -466,3 +476,36 @@ class Horizon:
                 self.evicted[k] += int(v)
         self.restarted += int(state.get("restarted", 0))
         return len(domains) + len(pairs)
+
+
+def save(h: Horizon, path: str | Path) -> int:
+    """Checkpoint ``h`` to ``path`` (gzip-compressed JSON, written to a temporary file, synced,
+    then renamed: a crash leaves the previous checkpoint). Keys looked up once are left out:
+    they carry no long-horizon evidence. Returns the keys written."""
+    path = Path(path)
+    state = h.to_state(min_queries=2)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as raw:
+        with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=3, mtime=0) as z:
+            z.write(json.dumps(state, separators=(",", ":")).encode())
+        raw.flush()
+        os.fsync(raw.fileno())
+    os.replace(tmp, path)
+    return len(state["domains"]) + len(state["pairs"])
+
+
+def load(h: Horizon, path: str | Path) -> int:
+    """Restore ``h`` from a checkpoint :func:`save` wrote; returns the keys restored. A
+    missing file restores nothing (0); an unreadable or foreign one is logged at ERROR naming
+    the file, and the state starts empty (-1): the next checkpoint replaces it."""
+    path = Path(path)
+    try:
+        with gzip.open(path, "rb") as z:
+            state = json.loads(z.read())
+        return h.restore(state)
+    except FileNotFoundError:
+        return 0
+    except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError) as e:
+        log.error("%s: cannot restore the long-horizon state (%s); starting empty, the next "
+                  "checkpoint replaces the file", path, e)
+        return -1

@@ -1,0 +1,233 @@
+"""Long-horizon state (dnsguard.features.horizon): what it measures, its bounds, its
+checkpoint, and the beacon score. Costs well under a second."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import random
+
+import pytest
+
+from dnsguard.domain import RegisteredDomains
+from dnsguard.features.horizon import RING, Horizon, beacon_score
+
+CLIENT = bytes([10, 0, 0, 7])
+OTHER = bytes([10, 0, 0, 8])
+
+
+@pytest.fixture(scope="module")
+def analyze():
+    from dnsguard.features.payload import NameAnalyzer
+
+    na = NameAnalyzer(RegisteredDomains())
+    return lambda name: na.analyze(tuple(x.encode() for x in name.split(".")))
+
+
+def _exfil(h: Horizon, analyze, encode, n: int, size: int, zone: str = "x.example.com",
+           step: float = 60.0, t0: float = 0.0, seed: int = 1) -> int:
+    rng = random.Random(seed)
+    sent = 0
+    for i in range(n):
+        chunk = bytes(rng.randrange(256) for _ in range(size))
+        h.observe_query(t0 + i * step, CLIENT, analyze(f"{encode(chunk)}.{zone}"), 1, 80, True)
+        sent += size
+    return sent
+
+
+ENCODERS = {
+    "base32": lambda b: base64.b32encode(b).decode().rstrip("=").lower(),
+    "hex": lambda b: b.hex(),
+    "base64": lambda b: base64.b64encode(b, altchars=b"-_").decode().rstrip("="),
+}
+
+
+@pytest.mark.parametrize("enc", sorted(ENCODERS))
+def test_new_bytes_up_estimates_the_decoded_data(analyze, enc):
+    """Entropy-weighted bytes of new names: within 25% below the data actually carried
+    (never above it by more than the zone's few characters), for 20–36-byte chunks."""
+    h = Horizon(tau=1e12)
+    sent = _exfil(h, analyze, ENCODERS[enc], 60, 30)
+    f = h.domain_features("example.com")
+    assert 0.75 * sent <= f["new_bytes_up"] <= 1.1 * sent, (enc, f["new_bytes_up"], sent)
+    assert f["new_names"] == 60 and f["new_encoded_share"] == 1.0
+
+
+def test_repeated_names_carry_no_new_data(analyze):
+    h = Horizon(tau=1e12)
+    for i in range(500):
+        h.observe_query(i * 30.0, CLIENT, analyze(f"host{i % 5}.example.com"), 1, 40, True)
+    f = h.domain_features("example.com")
+    assert f["new_names"] == 5 and f["long_queries"] == 500
+    assert f["new_bytes_up"] < 10  # five short host names
+
+
+def test_name_cap_bounds_the_set_and_only_over_counts(analyze):
+    h = Horizon(tau=1e12, name_cap=16)
+    for rnd in range(3):
+        for i in range(40):
+            h.observe_query(rnd * 1000 + i, CLIENT, analyze(f"n{i}.example.com"), 1, 40, True)
+    r = h.domains["example.com"]
+    assert len(r.names) <= 16
+    assert 40 <= r.new_total <= 120  # exact would be 40; past the cap, names count again
+
+
+def test_decay_and_idle_restart(analyze):
+    tau = 3600.0
+    h = Horizon(tau=tau, idle=86400.0)
+    _exfil(h, analyze, ENCODERS["hex"], 10, 20, step=1.0)
+    r = h.domains["example.com"]
+    before, since = r.new, r.t_dec  # decay is applied at most every DECAY_STEP seconds
+    f = h.domain_features("example.com", now=since + tau)
+    assert f["new_names"] == pytest.approx(before * math.exp(-1), abs=0.01)
+    # A day of silence: the key starts afresh (first_seen moves), counted.
+    _exfil(h, analyze, ENCODERS["hex"], 1, 20, t0=200_000.0, seed=2)
+    r = h.domains["example.com"]
+    assert r.first == 200_000.0 and r.q_total == 1 and h.restarted == 2  # domain and pair
+
+
+def test_least_informative_keys_leave_first(analyze):
+    """A full table drops one-off lookups before the key carrying data; evictions counted;
+    the table never exceeds its cap."""
+    h = Horizon(tau=6 * 3600.0, max_domains=256, max_pairs=256)
+    _exfil(h, analyze, ENCODERS["base32"], 30, 30, zone="t.slow-exfil.net", step=60.0)
+    for i in range(5000):
+        h.observe_query(1800.0 + i * 0.5, OTHER, analyze(f"www.site{i}.com"), 1, 40, True)
+        assert len(h.domains) <= 256 and len(h.pairs) <= 256
+    assert "slow-exfil.net" in h.domains
+    assert (CLIENT, "slow-exfil.net") in h.pairs
+    assert h.evicted["long_domain"] >= 5000 + 1 - 256
+    assert h.evicted["long_client_domain"] >= 5000 + 1 - 256
+    assert h.summary()["evicted"] == h.evicted
+
+
+def test_checkpoint_round_trip(analyze):
+    h = Horizon(tau=6 * 3600.0)
+    _exfil(h, analyze, ENCODERS["base64"], 40, 30, zone="a.cdn-sync.org")
+    h.observe_response(2400.0, CLIENT, "cdn-sync.org", 120, True)
+    state = json.loads(json.dumps(h.to_state()))  # what the daemon writes
+    g = Horizon(tau=6 * 3600.0)
+    assert g.restore(state) == 2
+    for fn, key in ((Horizon.domain_features, "cdn-sync.org"),
+                    (Horizon.pair_features, (CLIENT, "cdn-sync.org"))):
+        assert fn(g, key, 3000.0) == fn(h, key, 3000.0)
+    assert g.moved(g.domains["cdn-sync.org"]) == h.moved(h.domains["cdn-sync.org"])
+    # The clock goes on: a query after the restore extends the same key.
+    g.observe_query(3000.0, CLIENT, analyze("zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz.a.cdn-sync.org"),
+                    1, 80, True)
+    assert g.domains["cdn-sync.org"].first == 0.0 and g.domains["cdn-sync.org"].q_total == 41
+
+
+@pytest.mark.parametrize("bad", [None, {}, {"format": "x"},
+                                 {"format": "dnsguard-horizon-1", "domains": {"a.com": [1]}},
+                                 {"format": "dnsguard-horizon-1", "pairs": [["zz", "a", []]]}])
+def test_restore_refuses_what_it_did_not_write(bad):
+    h = Horizon()
+    with pytest.raises(ValueError):
+        h.restore(bad)
+    assert len(h) == 0
+
+
+def test_restore_keeps_the_most_informative_when_caps_shrank(analyze):
+    h = Horizon(tau=1e12)
+    _exfil(h, analyze, ENCODERS["hex"], 30, 24, zone="q.exfil-zone.net")
+    for i in range(100):
+        h.observe_query(2000.0 + i, OTHER, analyze(f"www.site{i}.com"), 1, 40, True)
+    g = Horizon(tau=1e12, max_domains=20, max_pairs=20)
+    g.restore(h.to_state())
+    assert len(g.domains) <= 20 and "exfil-zone.net" in g.domains
+
+
+def test_beacon_score_follows_rita():
+    """RITA's six scores: a regular sleeper is near 1; Poisson arrivals and bursts are not."""
+    rng = random.Random(3)
+    jitter = [round(60 * rng.uniform(0.85, 1.15)) for _ in range(RING)]
+    s = beacon_score(jitter, [74] * RING, 200, 200 * 60.0)
+    assert s["beacon_score"] >= 0.9 and s["interval_median"] in range(55, 66)
+    poisson = [round(rng.expovariate(1 / 60)) for _ in range(RING)]
+    sizes = [rng.randrange(40, 200) for _ in range(RING)]
+    assert beacon_score(poisson, sizes, 200, 200 * 60.0)["beacon_score"] < 0.7
+    # Bowley's skew is 0 when Q2 equals Q1 (RITA: unreliable there), not a division by 0.
+    s = beacon_score([10, 10, 10, 50], [70, 70, 70, 70], 5, 80.0)
+    assert s["interval_skew"] == 0.0
+    assert beacon_score([60], [70], 2, 60.0)["beacon_score"] == 0.0  # too few intervals
+
+
+def test_pair_features_use_the_ring_of_intervals(analyze):
+    h = Horizon(tau=1e12)
+    for i in range(200):  # more check-ins than the ring holds
+        h.observe_query(i * 60.0, CLIENT, analyze(f"s{i}.c2.example.net"), 16, 70, True)
+    f = h.pair_features((CLIENT, "example.net"))
+    assert f["checkins"] == 200 and f["beacon_score"] >= 0.95 and f["interval_median"] == 60
+    assert f["new_name_share"] == 1.0
+
+
+def test_vantage_keeps_resolver_queries_out_of_pairs(analyze):
+    h = Horizon()
+    h.observe_query(0.0, CLIENT, analyze("a.example.com"), 1, 40, False)
+    assert "example.com" in h.domains and not h.pairs
+
+
+def _slow_frames(start: int, n: int, seed: int, zone: str = "up.slow-sync.net"):
+    from conftest import dns_query, eth, udp4
+
+    rng = random.Random(seed)
+    for i in range(start, start + n):
+        chunk = bytes(rng.randrange(256) for _ in range(30))
+        name = f"{ENCODERS['base32'](chunk)}.{i:x}.{zone}"
+        jitter = rng.uniform(-40, 40) if i else 0.0  # 35–115 s apart: no beacon
+        yield 1_700_000_000.0 + i * 75.0 + jitter, eth(udp4(dns_query(name, qid=i)))
+
+
+def _pipe(tmp_path, alerts: list):
+    from conftest import RULES_DIR
+    from dnsguard.detect.rules import load_dir
+    from dnsguard.pipeline import Pipeline
+    from dnsguard.settings import Settings
+
+    s = Settings(use_model=False, series=False, long_state=tmp_path / "long.json.gz")
+    return Pipeline(s, load_dir(RULES_DIR), alerts.append)
+
+
+def test_restart_does_not_reset_the_clock(tmp_path):
+    """Half of a slow exfiltration, a restart (checkpoint, new pipeline that restores it),
+    the other half: the alert counts both halves and says since when. Without the
+    checkpoint, the second half alone stays below the rule."""
+    alerts: list = []
+    p = _pipe(tmp_path, alerts)
+    for ts, fr in _slow_frames(0, 14, 1):
+        p.feed(ts, 1, fr, len(fr))
+    p.close()  # checkpoints
+    assert (tmp_path / "long.json.gz").exists() and not alerts
+    p2 = _pipe(tmp_path, alerts)
+    for ts, fr in _slow_frames(14, 14, 2):
+        p2.feed(ts, 1, fr, len(fr))
+    long = [a for a in alerts if a["scope"] == "long_domain"]
+    assert long, alerts
+    a = long[0]
+    assert a["domain"] == "slow-sync.net" or a["domain"].endswith(".slow-sync.net")
+    assert a["stats"]["first_seen"] == "2023-11-14T22:13:20.000000Z"  # the first query's time
+    assert a["stats"]["queries"] >= 20 and a["stats"]["est_bytes_up"] >= 400
+    # The control: no checkpoint, no memory of the first half.
+    (tmp_path / "long.json.gz").unlink()
+    alerts.clear()
+    p3 = _pipe(tmp_path, alerts)
+    for ts, fr in _slow_frames(14, 14, 2):
+        p3.feed(ts, 1, fr, len(fr))
+    assert not [a for a in alerts if a["scope"] == "long_domain"]
+
+
+def test_a_damaged_checkpoint_is_reported_and_replaced(tmp_path, caplog):
+    (tmp_path / "long.json.gz").write_bytes(b"\x1f\x8b garbage")
+    alerts: list = []
+    p = _pipe(tmp_path, alerts)
+    assert "cannot restore the long-horizon state" in caplog.text
+    assert len(p.horizon) == 0
+    for ts, fr in _slow_frames(0, 3, 1):
+        p.feed(ts, 1, fr, len(fr))
+    p.checkpoint()
+    g = Horizon()
+    from dnsguard.features.horizon import load
+
+    assert load(g, tmp_path / "long.json.gz") == 2
