@@ -32,6 +32,7 @@ MODULES = (  # setup.py compiles these (it reads this list)
     "dnsguard.features.sketch",
     "dnsguard.features.payload",
     "dnsguard.features.window",
+    "dnsguard.features.horizon",
     "dnsguard.features.measure",
     "dnsguard.series.store",
     "dnsguard.series.monitor",

@@ -101,7 +101,9 @@ def exfil_names(plan: Plan, count: int) -> list[tuple[str, str]]:
     rng = random.Random(plan.seed)
     data = _data(plan)
     session = f"{rng.randrange(1 << 16):04x}"
-    size = {"b32": 30, "hex": 24, "b64": 36}[plan.encoding]
+    # Bytes per chunk: labels of 38-48 (Base32), 36-48 (hex), 24-32 (Base64) characters, the
+    # last below the 40 characters at which one name alone looks like exfiltration.
+    size = {"b32": 30, "hex": 24, "b64": 24}[plan.encoding]
     out, pos, seq = [], 0, 0
     while len(out) < count:
         if pos >= len(data):

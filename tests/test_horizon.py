@@ -163,6 +163,16 @@ def test_pair_features_use_the_ring_of_intervals(analyze):
     assert f["new_name_share"] == 1.0
 
 
+def test_time_going_backwards_or_huge_gaps_are_clamped(analyze):
+    """Merged captures and reordered packets: intervals stay in range, no exception."""
+    h = Horizon(tau=1e12, idle=1e12)
+    for ts in (1000.0, 10.0, 500_000.0, 499_999.0, 2e6, 0.0):
+        h.observe_query(ts, CLIENT, analyze(f"n{int(ts)}.example.com"), 1, 70000, True)
+    p = h.pairs[(CLIENT, "example.com")]
+    assert max(p.ivals) == 65535 and min(p.ivals) == 0 and max(p.sizes) == 65535
+    assert h.pair_features((CLIENT, "example.com"))["checkins"] == 6
+
+
 def test_vantage_keeps_resolver_queries_out_of_pairs(analyze):
     h = Horizon()
     h.observe_query(0.0, CLIENT, analyze("a.example.com"), 1, 40, False)

@@ -114,6 +114,8 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             "since first_seen", volume=True),
     Feature("beacon_score", ("long_client_domain",), "RITA's beacon score (0..1) of the "
             "intervals and sizes: see dnsguard.features.horizon.beacon_score"),
+    Feature("timing_score", ("long_client_domain",), "RITA's timing score alone (0..1): "
+            "symmetry and dispersion of the intervals, and their count"),
     Feature("interval_median", ("long_client_domain",), "median seconds between queries"),
     Feature("interval_madm", ("long_client_domain",), "median absolute deviation of the "
             "intervals about their median, seconds"),

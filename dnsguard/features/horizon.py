@@ -104,13 +104,15 @@ def beacon_score(intervals: list, sizes: list, count: int, span: float) -> dict:
     DNS implant sleeping a minute between check-ins never exceeds 0.17; here the count is
     compared with the check-ins a beacon of the observed median interval would make over
     the key's span (``count · median / span``, at most 1), so a regular sleeper scores 1 and
-    a burst followed by silence does not.
+    a burst followed by silence does not. ``timing_score`` is RITA's ``ts.score`` alone: DNS
+    queries are all small and alike in size, so the size half of the score says little here
+    and a rule should ask for regular timing on its own as well.
 
     >>> s = beacon_score([60] * 30, [70] * 31, 31, 1800.0)
     >>> s["beacon_score"], s["interval_median"]
     (1.0, 60)
     """
-    out = {"beacon_score": 0.0, "interval_median": 0, "interval_madm": 0,
+    out = {"beacon_score": 0.0, "timing_score": 0.0, "interval_median": 0, "interval_madm": 0,
            "interval_skew": 0.0, "size_madm": 0, "size_skew": 0.0, "count_score": 0.0}
     if len(intervals) < 3 or len(sizes) < 3:
         return out
@@ -135,6 +137,7 @@ def beacon_score(intervals: list, sizes: list, count: int, span: float) -> dict:
     ds_sum = (1.0 - abs(ds_skew)) + max(0.0, 1.0 - ds_madm / 32.0) + max(0.0, 1.0 - mode
                                                                           / 65535.0)
     out.update({"beacon_score": math.ceil((ts_sum + ds_sum) / 6.0 * 1000) / 1000,
+                "timing_score": math.ceil(ts_sum / 3.0 * 1000) / 1000,
                 "interval_median": mid, "interval_madm": ts_madm,
                 "interval_skew": round(ts_skew, 4), "size_madm": ds_madm,
                 "size_skew": round(ds_skew, 4), "count_score": round(count_score, 4)})
@@ -212,6 +215,7 @@ def _common_suffix(suf: tuple | None, lower: tuple) -> tuple:
 
 DUE_DOMAIN = 1
 DUE_PAIR = 2
+FORMAT = "dnsguard-horizon-1"  # the checkpoint's format
 
 
 def _due(n: int) -> bool:
@@ -310,8 +314,9 @@ class Horizon:
                 ivals = p.ivals = array("H", bytes(2 * RING))
                 p.sizes = array("H", bytes(2 * RING))
             i = p.pos
-            # Whole seconds (as RITA), 16 bits: an interval past 18 h reads as 18 h.
-            ivals[i] = int(iv + 0.5) if iv < 65535.0 else 65535
+            # Whole seconds (as RITA), 16 bits: an interval past 18 h reads as 18 h; time
+            # going backwards (merged captures, reordered packets) reads as 0.
+            ivals[i] = 0 if iv <= 0.0 else int(iv + 0.5) if iv < 65535.0 else 65535
             p.sizes[i] = size if size < 65535 else 65535
             p.pos = (i + 1) % RING
             p.n_ivals += 1
@@ -408,7 +413,7 @@ class Horizon:
     def moved(self, r: LongStats) -> dict:
         """What the alert says moved, and since when (totals, not decayed)."""
         return {"first_seen": r.first, "last_seen": r.last, "span": round(r.last - r.first, 3),
-                "queries": r.q_total, "new_names": r.new_total,
+                "queries": r.q_total, "new_names_total": r.new_total,
                 "est_bytes_up": round(r.up_total), "bytes_down": round(r.down_total)}
 
     def summary(self) -> dict:
@@ -417,8 +422,6 @@ class Horizon:
                 "evicted": dict(self.evicted), "restarted_idle": self.restarted}
 
     # --- checkpoint ----------------------------------------------------------------------
-    FORMAT = "dnsguard-horizon-1"
-
     def to_state(self, min_queries: int = 1) -> dict:
         """A JSON-able snapshot of the keys with at least ``min_queries`` queries (name sets
         are not kept: their hashes are per process)."""
@@ -430,7 +433,7 @@ class Horizon:
                     r.samples or [],
                     list(r.ivals) if r.ivals is not None else None,
                     list(r.sizes) if r.sizes is not None else None, r.pos, r.n_ivals]
-        return {"format": self.FORMAT, "tau": self.tau,
+        return {"format": FORMAT, "tau": self.tau,
                 "domains": {k: rec(r) for k, r in self.domains.items()
                             if r.q_total >= min_queries},
                 "pairs": [[c.hex(), d, rec(r)] for (c, d), r in self.pairs.items()
@@ -440,8 +443,8 @@ class Horizon:
     def restore(self, state: dict) -> int:
         """Load :meth:`to_state`'s snapshot; returns the keys restored. Raises ValueError
         (naming the problem) on anything else."""
-        if not isinstance(state, dict) or state.get("format") != self.FORMAT:
-            raise ValueError(f"not a {self.FORMAT} snapshot")
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise ValueError(f"not a {FORMAT} snapshot")
 
         def rec(v: list) -> LongStats:
             if not isinstance(v, list) or len(v) != 22:

@@ -1,0 +1,41 @@
+# Cython declarations for horizon.py (see setup.py): per-key counters as C fields, and the
+# per-query accounting typed. A LongStats holds numbers, a set of ints, lists of bytes and
+# strings, arrays: never part of a reference cycle (no_gc).
+cimport cython
+from dnsguard.features.payload cimport NameFeatures
+
+
+@cython.no_gc
+cdef class LongStats:
+    cdef public double first, last, t_dec, q, new, enc, up, down, sub, ent, carrier
+    cdef public double up_total, down_total
+    cdef public long long q_total, new_total, evaluated_new
+    cdef public Py_hash_t h1
+    cdef public set names
+    cdef public list clients, samples
+    cdef public object suffix, ivals, sizes
+    cdef public Py_ssize_t pos, n_ivals
+
+    @cython.locals(f=double)
+    cpdef void decay(self, double ts, double tau)
+
+    @cython.locals(s=set)
+    cpdef bint is_new(self, Py_hash_t h, Py_ssize_t cap) except -1
+
+
+cdef class Horizon:
+    cdef public double tau, idle
+    cdef public Py_ssize_t max_domains, max_pairs, name_cap, min_new, restarted
+    cdef public dict domains, pairs, evicted
+
+    @cython.locals(r=LongStats)
+    cdef LongStats _get(self, dict table, object key, double ts, Py_ssize_t cap, str scope)
+
+    @cython.locals(r=LongStats, p=LongStats, new=bint, carrier=bint, cl=list, due=int,
+                   est=double, iv=double, i=Py_ssize_t, sm=list)
+    cpdef int observe_query(self, double ts, bytes client, NameFeatures nf, int qtype,
+                            Py_ssize_t size, bint per_client) except -1
+
+    @cython.locals(r=LongStats, p=LongStats)
+    cpdef void observe_response(self, double ts, bytes client, str rd, Py_ssize_t down,
+                                bint per_client)
