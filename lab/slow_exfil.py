@@ -12,7 +12,8 @@ The workload runs ``--speedup`` times faster than the real schedule and the capt
 timestamps are then multiplied by the same factor (``lab.capture.rescale``: only timestamps
 change); the manifest states the factor. Run as root::
 
-    python -m lab.slow_exfil --out pcaps/ --speedup 60 exfil-b32 exfil-hex exfil-b64 beacon
+    python -m lab.slow_exfil --out pcaps/ --speedup 60 slow_exfil_b32 slow_exfil_hex \
+        slow_exfil_b64 slow_beacon
 
 and each capture gets a ``<name>.json`` manifest beside it (zone, client, encoding, schedule,
 speed-up, query count, the lab's description).
@@ -48,10 +49,10 @@ class Plan:
 
 
 PLANS = {
-    "exfil-b32": Plan("exfil-b32", "exfil", "cdn-metrics-sync.com", "b32", seed=11),
-    "exfil-hex": Plan("exfil-hex", "exfil", "edge.telemetry-hub.net", "hex", seed=12),
-    "exfil-b64": Plan("exfil-b64", "exfil", "assets-cache.org", "b64", seed=13),
-    "beacon": Plan("beacon", "beacon", "status.cloud-checkin.net", lo=51.0, hi=69.0,
+    "slow_exfil_b32": Plan("slow_exfil_b32", "exfil", "cdn-metrics-sync.com", "b32", seed=11),
+    "slow_exfil_hex": Plan("slow_exfil_hex", "exfil", "edge.telemetry-hub.net", "hex", seed=12),
+    "slow_exfil_b64": Plan("slow_exfil_b64", "exfil", "assets-cache.org", "b64", seed=13),
+    "slow_beacon": Plan("slow_beacon", "beacon", "status.cloud-checkin.net", lo=51.0, hi=69.0,
                    hours=2.0, seed=14),
 }
 
@@ -198,6 +199,7 @@ def make(plan: Plan, out: Path, speedup: float, browse_rate: float) -> dict:
     dst = out / f"{plan.name}.pcap"
     n = rescale(raw, dst, speedup)
     raw.unlink()
+    raw.with_name(raw.name + ".log").unlink(missing_ok=True)  # tcpdump's own log
     manifest = {"capture": dst.name, "plan": asdict(plan), "speedup": speedup,
                 "timestamps": f"offsets from the first packet multiplied by {speedup:g} "
                               "(lab.capture.rescale); nothing else changed",
