@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 # Query types counted by name; every other type is "other" (bounded label set).
 QTYPE_BUCKETS = rdatatype.buckets(rdatatype.MIX_METRICS)
 QTYPE_LABELS = (*sorted(set(QTYPE_BUCKETS.values())), "other")
-SCOPES = ("domain", "client_domain", "client", "flow")
+SCOPES = ("domain", "client_domain", "client", "flow", "long_domain", "long_client_domain")
 
 # Seconds to process the frames read after one select() wake-up (one batch).
 LATENCY_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
@@ -118,6 +118,12 @@ class PipelineCollector(Collector):
                     continue
                 tracked.add_metric([scope], len(t))
                 evicted.add_metric([scope], t.evicted)
+            hz = pipe.horizon  # the long-horizon tables (None when turned off)
+            if hz is not None:
+                for scope, table in (("long_domain", hz.domains),
+                                     ("long_client_domain", hz.pairs)):
+                    tracked.add_metric([scope], len(table))
+                    evicted.add_metric([scope], hz.evicted[scope])
             suppressed.add_metric([], pipe.policy.suppressed)
             suppressed2.add_metric([], pipe.policy.suppressed)
             escalated.add_metric([], pipe.policy.escalated)
