@@ -13,7 +13,7 @@ cdef class LongStats:
     cdef public Py_hash_t h1
     cdef public set names
     cdef public list clients, samples
-    cdef public object suffix, ivals, sizes
+    cdef public object suffix, ivals
     cdef public Py_ssize_t pos, n_ivals
 
     @cython.locals(f=double)
@@ -23,18 +23,21 @@ cdef class LongStats:
     cpdef bint is_new(self, Py_hash_t h, Py_ssize_t cap) except -1
 
 
+cpdef double worth(LongStats r, double now, double tau) except? -1.0
+
+
 cdef class Horizon:
     cdef public double tau, idle
     cdef public Py_ssize_t max_domains, max_pairs, name_cap, min_new, restarted
-    cdef public dict domains, pairs, evicted
+    cdef public dict domains, pairs, evicted, once
 
     @cython.locals(r=LongStats)
     cdef LongStats _get(self, dict table, object key, double ts, Py_ssize_t cap, str scope)
 
     @cython.locals(r=LongStats, p=LongStats, new=bint, carrier=bint, cl=list, due=int,
-                   est=double, iv=double, i=Py_ssize_t, sm=list)
+                   est=double, iv=double, i=Py_ssize_t, sm=list, once=dict, t1=object)
     cpdef int observe_query(self, double ts, bytes client, NameFeatures nf, int qtype,
-                            Py_ssize_t size, bint per_client) except -1
+                            Py_ssize_t size, bint per_client, tuple key=*) except -1
 
     @cython.locals(r=LongStats, p=LongStats)
     cpdef void observe_response(self, double ts, bytes client, str rd, Py_ssize_t down,

@@ -29,13 +29,17 @@ What is measured (per key, exponentially time-decayed with time constant ``tau``
 * **timing** (client → domain): the last ``RING`` inter-arrival intervals and query sizes,
   for a beacon score in the spirit of RITA's (:func:`beacon_score`).
 
-Bounded memory: at most ``max_domains`` and ``max_pairs`` keys. When a table is full the
-least informative sixteenth of it leaves at once (:meth:`Horizon.informativeness`: estimated
-new bytes, encoded new names and check-ins, discounted by idleness), so a key that carries
-data outlives thousands that were looked up once; evictions are counted. Evicted keys start
+Bounded memory: at most ``max_domains`` and ``max_pairs`` keys. When a table is full, the
+``REVIEW`` keys longest without review are scored (:func:`worth`: estimated new bytes, encoded
+new names and check-ins, discounted by idleness), the less informative half of them leaves and
+the rest go to the back of the queue (a second chance, as the CLOCK page-replacement
+algorithm gives): a key that carries data outlives thousands that were looked up once, at a
+cost per new key that does not grow with the table. Evictions are counted. Evicted keys start
 from zero if seen again: the summary under-counts, it never inflates a key (unlike
 Space-Saving, whose newcomer inherits the evicted minimum as an over-estimate, which here
-would be a false alarm waiting to happen).
+would be a false alarm waiting to happen). A client → domain pair gets a record only at its
+second query (the first one's time is remembered in a bounded table): most pairs are one
+lookup and never need one.
 
 Example:
     >>> from dnsguard.domain import RegisteredDomains
@@ -69,7 +73,8 @@ log = logging.getLogger(__name__)
 # Inter-arrival intervals and sizes kept per client → domain (RITA keeps every timestamp of
 # a day; 64 of each cover an hour of minute-beacons in 2 × 128 bytes).
 RING = 64
-MAX_CLIENTS = 16  # distinct clients per domain, counted exactly up to this
+MAX_CLIENTS = 16  # distinct clients (that brought new names) per domain, exact up to this
+REVIEW = 1024  # keys scored per eviction round (the less informative half leaves)
 DECAY_STEP = 10.0  # seconds between applications of the decay (error < 0.05% at tau = 6 h)
 _LOG_HALF = 0.125  # bits → bytes
 
@@ -151,7 +156,7 @@ class LongStats:
 
     __slots__ = ("first", "last", "t_dec", "q", "new", "enc", "up", "down", "sub", "ent",
                  "carrier", "q_total", "new_total", "up_total", "down_total", "h1", "names",
-                 "clients", "suffix", "samples", "evaluated_new", "ivals", "sizes", "pos",
+                 "clients", "suffix", "samples", "evaluated_new", "ivals", "pos",
                  "n_ivals")
 
     def __init__(self, ts: float) -> None:
@@ -166,8 +171,9 @@ class LongStats:
         self.suffix: tuple | None = None
         self.samples: list | None = None
         self.evaluated_new = -1
-        self.ivals: array | None = None  # client → domain only: intervals, sizes (rings)
-        self.sizes: array | None = None
+        # client → domain only: the last RING intervals (whole seconds) then the last RING
+        # query sizes, in one 16-bit array.
+        self.ivals: array | None = None
         self.pos = 0
         self.n_ivals = 0
 
@@ -199,6 +205,12 @@ class LongStats:
             s.clear()
         s.add(h)
         return True
+
+
+def worth(r: LongStats, now: float, tau: float) -> float:
+    """What keeping a key is worth: estimated new bytes up, encoded new names and check-ins
+    (each a possible alert's evidence), discounted by idleness."""
+    return (r.up + 8.0 * r.enc + r.new + 0.25 * r.n_ivals) * math.exp((r.last - now) / tau)
 
 
 def _common_suffix(suf: tuple | None, lower: tuple) -> tuple:
@@ -244,6 +256,9 @@ class Horizon:
         self.pairs: dict[tuple, LongStats] = {}
         self.evicted = {"long_domain": 0, "long_client_domain": 0}
         self.restarted = 0
+        # Pairs seen once: hash of (client, domain) → the query's time (bounded: emptied
+        # when it holds max_pairs; a pair then needs two more queries to get a record).
+        self.once: dict[int, object] = {}
 
     def __len__(self) -> int:
         return len(self.domains) + len(self.pairs)
@@ -264,8 +279,9 @@ class Horizon:
         return r
 
     def observe_query(self, ts: float, client: bytes, nf, qtype: int, size: int,
-                      per_client: bool) -> int:
-        """Account one query; returns DUE_DOMAIN | DUE_PAIR for the keys to evaluate now."""
+                      per_client: bool, key: tuple | None = None) -> int:
+        """Account one query; returns DUE_DOMAIN | DUE_PAIR for the keys to evaluate now.
+        ``key`` is ``(client, registered domain)`` if the caller has it (saves a tuple)."""
         rd = nf.regdomain
         r = self._get(self.domains, rd, ts, self.max_domains, "long_domain")
         new = r.is_new(nf.name_hash, self.name_cap)
@@ -276,11 +292,6 @@ class Horizon:
         carrier = qtype != 1 and qtype != 28 and qtype != 65 and qtype != 12
         if carrier:
             r.carrier += 1.0
-        cl = r.clients
-        if cl is None:
-            r.clients = [client]
-        elif len(cl) < MAX_CLIENTS and client not in cl:
-            cl.append(client)
         due = 0
         est = 0.0
         if new:
@@ -294,6 +305,11 @@ class Horizon:
             if nf.encoded:
                 r.enc += 1.0
             r.suffix = _common_suffix(r.suffix, nf.lower)
+            cl = r.clients
+            if cl is None:
+                r.clients = [client]
+            elif len(cl) < MAX_CLIENTS and client not in cl:
+                cl.append(client)
             sm = r.samples
             if sm is None:
                 sm = r.samples = []
@@ -305,19 +321,40 @@ class Horizon:
                 due = DUE_DOMAIN
         if not per_client:
             return due
-        key = (client, rd)
-        p = self._get(self.pairs, key, ts, self.max_pairs, "long_client_domain")
+        if key is None:
+            key = (client, rd)
+        p = self.pairs.get(key)
+        if p is None:
+            hk = hash(key)
+            t1 = self.once.pop(hk, None)  # its time, or (time, new data) if a new name
+            if t1 is None:  # the pair's first query: remember its time only (and new data)
+                once = self.once
+                if len(once) >= self.max_pairs:
+                    once.clear()
+                once[hk] = (ts, est, nf.sub_len, nf.sub_entropy, nf.encoded) if new else ts
+                return due
+            p = self._get(self.pairs, key, ts, self.max_pairs, "long_client_domain")
+            if t1.__class__ is tuple:
+                p.new = p.new_total = 1
+                p.up = p.up_total = t1[1]
+                p.sub, p.ent = t1[2], t1[3]
+                p.enc = 1.0 if t1[4] else 0.0
+                t1 = t1[0]
+            p.first = p.last = p.t_dec = t1
+            p.q += 1.0
+            p.q_total = 1
+        elif ts - p.last > self.idle or ts - p.t_dec >= DECAY_STEP:
+            p = self._get(self.pairs, key, ts, self.max_pairs, "long_client_domain")
         if p.q_total:
             iv = ts - p.last
             ivals = p.ivals
             if ivals is None:
-                ivals = p.ivals = array("H", bytes(2 * RING))
-                p.sizes = array("H", bytes(2 * RING))
+                ivals = p.ivals = array("H", bytes(4 * RING))
             i = p.pos
             # Whole seconds (as RITA), 16 bits: an interval past 18 h reads as 18 h; time
             # going backwards (merged captures, reordered packets) reads as 0.
             ivals[i] = 0 if iv <= 0.0 else int(iv + 0.5) if iv < 65535.0 else 65535
-            p.sizes[i] = size if size < 65535 else 65535
+            ivals[RING + i] = size if size < 65535 else 65535
             p.pos = (i + 1) % RING
             p.n_ivals += 1
         if ts > p.last:
@@ -355,20 +392,25 @@ class Horizon:
                 p.down_total += down
 
     # --- bounds --------------------------------------------------------------------------
-    def informativeness(self, r: LongStats, now: float) -> float:
-        """What keeping a key is worth: estimated new bytes up, encoded new names and
-        check-ins (each a possible alert's evidence), discounted by idleness."""
-        return (r.up + 8.0 * r.enc + r.new + 0.25 * r.n_ivals) * math.exp((r.last - now)
-                                                                           / self.tau)
-
     def _evict(self, table: dict, now: float, scope: str) -> None:
-        """Drop the least informative sixteenth of a full table (at least one key)."""
-        n = max(1, len(table) >> 4)
-        score = self.informativeness
-        ranked = sorted(table.items(), key=lambda kv: score(kv[1], now))
-        for k, _ in ranked[:n]:
-            del table[k]
-        self.evicted[scope] += n
+        """One round of second-chance eviction (see the module notes): of the REVIEW keys at
+        the front of the table (the longest without review), the less informative half
+        leaves, the rest move to the back."""
+        n = min(len(table), REVIEW)
+        tau = self.tau
+        batch = []
+        for k in table:
+            if len(batch) >= n:
+                break
+            batch.append((worth(table[k], now, tau), len(batch), k))
+        batch.sort()
+        drop = max(1, n >> 1)
+        for i in range(n):
+            k = batch[i][2]
+            r = table.pop(k)
+            if i >= drop:
+                table[k] = r  # survives: to the back of the queue
+        self.evicted[scope] += drop
 
     # --- for the judge -------------------------------------------------------------------
     def _common(self, r: LongStats, now: float) -> dict:
@@ -400,9 +442,9 @@ class Horizon:
         f = self._common(p, p.last if now is None else now)
         n = min(p.n_ivals, RING)
         if n and p.ivals is not None:
-            # The ring's last n entries in arrival order (order does not matter to the score).
-            iv = list(p.ivals[:n]) if p.n_ivals <= RING else list(p.ivals)
-            sz = list(p.sizes[:n]) if p.n_ivals <= RING else list(p.sizes)
+            # The ring's entries (order does not matter to the score).
+            iv = list(p.ivals[:n])
+            sz = list(p.ivals[RING:RING + n])
             b = beacon_score(iv, sz, p.q_total, p.last - p.first)
         else:
             b = beacon_score([], [], p.q_total, 0.0)
@@ -431,8 +473,8 @@ class Horizon:
                     [c.hex() for c in (r.clients or ())],
                     [x.hex() for x in r.suffix] if r.suffix is not None else None,
                     r.samples or [],
-                    list(r.ivals) if r.ivals is not None else None,
-                    list(r.sizes) if r.sizes is not None else None, r.pos, r.n_ivals]
+                    list(r.ivals[:RING]) if r.ivals is not None else None,
+                    list(r.ivals[RING:]) if r.ivals is not None else None, r.pos, r.n_ivals]
         return {"format": FORMAT, "tau": self.tau,
                 "domains": {k: rec(r) for k, r in self.domains.items()
                             if r.q_total >= min_queries},
@@ -460,8 +502,7 @@ class Horizon:
             if v[18] is not None:
                 if len(v[18]) != RING or len(v[19]) != RING:
                     raise ValueError(f"interval ring is not {RING} long")
-                r.ivals = array("H", (min(max(int(x), 0), 65535) for x in v[18]))
-                r.sizes = array("H", (min(max(int(x), 0), 65535) for x in v[19]))
+                r.ivals = array("H", (min(max(int(x), 0), 65535) for x in v[18] + v[19]))
             r.pos, r.n_ivals = int(v[20]) % RING, int(v[21])
             r.h1 = -1 if r.q_total else 0
             return r
