@@ -12,7 +12,7 @@ The workload runs ``--speedup`` times faster than the real schedule and the capt
 timestamps are then multiplied by the same factor (``lab.capture.rescale``: only timestamps
 change); the manifest states the factor. Run as root::
 
-    python -m lab.slow_exfil --out pcaps/ --speedup 60 slow_exfil_b32 slow_exfil_hex \
+    python -m lab.slow_exfil --out pcaps/slow --speedup 60 slow_exfil_b32 slow_exfil_hex \
         slow_exfil_b64 slow_beacon
 
 and each capture gets a ``<name>.json`` manifest beside it (zone, client, encoding, schedule,
@@ -213,7 +213,7 @@ def make(plan: Plan, out: Path, speedup: float, browse_rate: float) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("plans", nargs="+", choices=sorted(PLANS))
-    ap.add_argument("--out", type=Path, default=Path("pcaps"))
+    ap.add_argument("--out", type=Path, default=Path("pcaps/slow"))
     ap.add_argument("--speedup", type=float, default=60.0)
     ap.add_argument("--hours", type=float, default=None, help="override the schedule's length")
     ap.add_argument("--browse-rate", type=float, default=4.0,

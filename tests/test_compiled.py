@@ -109,6 +109,12 @@ def test_compiled_and_interpreted_agree_on_our_captures(tmp_path) -> None:
     assert alerts and s["queries"] > 500  # the comparison saw real work
 
 
+def test_compiled_and_interpreted_agree_over_hours(tmp_path) -> None:
+    """The long-horizon state (decay, new names, beacon scores) on the lab's slow captures."""
+    alerts, s = _equivalent(sorted((ROOT / "pcaps" / "slow").glob("*.pcap")), tmp_path)
+    assert any(a["scope"].startswith("long_") for a in alerts)
+
+
 @pytest.mark.corpus
 def test_compiled_and_interpreted_agree_on_the_corpus(tmp_path) -> None:
     if not CORPUS.is_dir():

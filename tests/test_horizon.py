@@ -251,7 +251,7 @@ SLOW = ("slow_exfil_b32.pcap", "slow_exfil_hex.pcap", "slow_exfil_b64.pcap", "sl
 
 
 def test_lab_slow_captures_detected_within_the_hour():
-    """The lab's two-hour captures (pcaps/, made by lab/slow_exfil.py through Unbound, beside
+    """The lab's two-hour captures (pcaps/slow/, made by lab/slow_exfil.py through Unbound, beside
     a browsing client): each tunnel found within 60 minutes of its first query by a
     long-horizon rule, its zone named, nothing else alerting. ~1 s."""
     from conftest import ROOT, RULES_DIR
@@ -259,7 +259,7 @@ def test_lab_slow_captures_detected_within_the_hour():
     from dnsguard.evaluate import evaluate, load_truth
     from dnsguard.settings import Settings
 
-    pc = ROOT / "pcaps"
+    pc = ROOT / "pcaps" / "slow"
     truth = load_truth(pc / "truth.yaml")
     res = evaluate([pc / f for f in SLOW], truth, Settings(), load_dir(RULES_DIR))
     assert len(res["captures"]) == len(SLOW)
