@@ -17,7 +17,8 @@ What is measured (per key, exponentially time-decayed with time constant ``tau``
   a key below it). Hashes are Python's per-process ``hash``: after a restart (state restored
   from a checkpoint) the sets start empty and a name already seen counts new once more.
 * **new data carried up** (``new_bytes_up``, estimated bytes): for each new name, its
-  subdomain's length × its character entropy / 8. An encoder's output carries at most
+  subdomain's length × its character entropy / 8 (``NameFeatures.info_bytes``, which the
+  windows' ``new_data`` sums too). An encoder's output carries at most
   log2(alphabet) bits per character (hex 4, Base32 5, Base64 6) and the empirical entropy of
   a long encoded label approaches that bound, so this estimates the *decoded* bytes a name
   carries: a 52-character Base32 chunk (32.5 bytes of data) measures ≈ 30 bytes, a
@@ -76,7 +77,6 @@ RING = 64
 MAX_CLIENTS = 16  # distinct clients (that brought new names) per domain, exact up to this
 REVIEW = 1024  # keys scored per eviction round (the less informative half leaves)
 DECAY_STEP = 10.0  # seconds between applications of the decay (error < 0.05% at tau = 6 h)
-_LOG_HALF = 0.125  # bits → bytes
 
 
 def _bowley(q1: float, q2: float, q3: float) -> float:
@@ -295,7 +295,7 @@ class Horizon:
         due = 0
         est = 0.0
         if new:
-            est = nf.sub_len * nf.sub_entropy * _LOG_HALF
+            est = nf.info_bytes  # the subdomain's length × entropy / 8 (features.payload)
             r.new += 1.0
             r.new_total += 1
             r.up += est
