@@ -331,7 +331,10 @@ class Horizon:
                 once = self.once
                 if len(once) >= self.max_pairs:
                     once.clear()
-                once[hk] = (ts, est, nf.sub_len, nf.sub_entropy, nf.encoded) if new else ts
+                if new:
+                    once[hk] = (ts, est, nf.sub_len, nf.sub_entropy, nf.encoded)
+                else:
+                    once[hk] = ts
                 return due
             p = self._get(self.pairs, key, ts, self.max_pairs, "long_client_domain")
             if t1.__class__ is tuple:
