@@ -11,11 +11,13 @@ What is measured (per key, exponentially time-decayed with time constant ``tau``
 ``first_seen`` are kept beside them for the alert):
 
 * **new names**: names not seen before under the domain (a resolver retry or a repeated
-  lookup is not new data). Exact per key up to ``name_cap`` distinct names; past it the set
-  is emptied and starts again, so a name may count as new once more after ``name_cap`` other
-  distinct names under the same domain (an over-count only for keys past the cap, never for
-  a key below it). Hashes are Python's per-process ``hash``: after a restart (state restored
-  from a checkpoint) the sets start empty and a name already seen counts new once more.
+  lookup is not new data), leaving out identifiers a service chose (names with a registered
+  underscored label such as a DKIM selector's, and one-UUID names). Exact per key up to
+  ``name_cap`` distinct names; past it the set is emptied and starts again, so a name may
+  count as new once more after ``name_cap`` other distinct names under the same domain (an
+  over-count only for keys past the cap, never for a key below it). Hashes are Python's
+  per-process ``hash``: after a restart (state restored from a checkpoint) the sets start
+  empty and a name already seen counts new once more.
 * **new data carried up** (``new_bytes_up``, estimated bytes): for each new name, its
   subdomain's length × its character entropy / 8 (``NameFeatures.info_bytes``, which the
   windows' ``new_data`` sums too). An encoder's output carries at most
@@ -284,7 +286,10 @@ class Horizon:
         ``key`` is ``(client, registered domain)`` if the caller has it (saves a tuple)."""
         rd = nf.regdomain
         r = self._get(self.domains, rd, ts, self.max_domains, "long_domain")
-        new = r.is_new(nf.name_hash, self.name_cap)
+        # A data name: new under the domain, and not an identifier a service chose (a name
+        # with a registered underscored label, e.g. a DKIM selector, or one UUID: as
+        # features.payload leaves them out of ``encoded``).
+        new = r.is_new(nf.name_hash, self.name_cap) and not nf.service and nf.id_shape != 1
         if ts > r.last:
             r.last = ts
         r.q += 1.0
