@@ -118,6 +118,7 @@ class Pipeline:
         self.judge = Judge(settings, ruleset, self.measure, emit)
         self.measure.attach(self.judge)
         self.tables = self.measure.tables
+        self.horizon = self.measure.horizon
         self.series = self.measure.series
         if self.series is not None:
             self.series.raise_fn = self.judge.raise_alert  # volume anomalies: the same policy
@@ -513,8 +514,14 @@ class Pipeline:
         self._set_rules(ruleset)
 
     def close(self) -> None:
-        """Before exit: let detectors persist what they learned."""
+        """Before exit: let detectors persist what they learned, and checkpoint the
+        long-horizon state."""
         self.judge.close()
+        self.measure.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Checkpoint the long-horizon state (the daemon, every ``checkpoint_every`` s)."""
+        self.measure.checkpoint()
 
     def finish(self) -> None:
         """End of input: evaluate every key's last window once more."""
@@ -555,4 +562,5 @@ class Pipeline:
             "first_ts": self.first_ts,
             "last_ts": self.last_ts,
             "series": self.series.summary() if self.series is not None else None,
+            "long_horizon": m["long_horizon"],
         }

@@ -21,4 +21,6 @@ cdef class Judge(Observer):
                         KeyStats st, bytes client, bytes server)
     cpdef void on_due(self, str scope, object key, KeyStats st, double ts)
     cpdef void on_close(self, str scope, object key, KeyStats st)
+    cpdef void on_long_due(self, int due, bytes client, bytes server, str rd, double factor,
+                           double ts)
     cpdef object allowed(self, NameFeatures nf, bytes client, bytes server)

@@ -29,6 +29,7 @@ from dnsguard.dns import rdatatype
 from dnsguard.dns.name import to_text
 from dnsguard.domain import block_zone
 from dnsguard.features import window as win
+from dnsguard.features.horizon import DUE_DOMAIN, DUE_PAIR
 from dnsguard.features.measure import WINDOW_SCOPES, Measurements, Observer
 from dnsguard.features.payload import UNCHECKED
 from dnsguard.output.alerts import EVENT_TUNNEL, alert_record, iso_time
@@ -167,6 +168,40 @@ class Judge(Observer):
 
     def on_close(self, scope: str, key, st: win.KeyStats) -> None:
         self._check(scope, key, st, st.last)
+
+    def on_long_due(self, due: int, client: bytes, server: bytes, rd: str, factor: float,
+                    ts: float) -> None:
+        """The long-horizon rules (``long_domain``, then ``long_client_domain``) on the keys
+        of a query that have new evidence. Both share the domain's identity (and its
+        suppression and escalation) with the window scopes. The alert says what moved since
+        when:
+        ``first_seen``/``last_seen`` and ``bytes_up``/``bytes_down`` since the key was first
+        seen (up: the decoded data its new names carried), totals in ``stats``."""
+        ident = ("d", rd)
+        lh = self.m.horizon
+        for bit, scope in ((DUE_DOMAIN, "long_domain"), (DUE_PAIR, "long_client_domain")):
+            if not due & bit or not self.rules[scope]:
+                continue
+            if bit == DUE_DOMAIN:
+                r = lh.domains[rd]
+                f = lh.domain_features(rd, ts)
+            else:
+                r = lh.pairs[(client, rd)]
+                f = lh.pair_features((client, rd), ts)
+            hits = self._rule_hits(scope, f, factor)
+            if not hits:
+                continue
+            # What moved since when (raise_alert reads first_seen, last_seen, bytes_up and
+            # bytes_down from here when there is no window).
+            f.update(lh.moved(r))
+            domain = rd
+            if r.suffix is not None and len(r.suffix) > 1:
+                text = _suffix_text(r.suffix)
+                if len(text) > len(rd) and text.endswith("." + rd):
+                    domain = text
+            self.raise_alert(scope, ident, f, hits, ts, client, server, domain, None,
+                             r.samples or ())
+            return
 
     # --- evaluation ---------------------------------------------------------------------------
     def _check(self, scope: str, key, st: win.KeyStats, ts: float) -> None:

@@ -464,7 +464,7 @@ class Horizon:
         """What the alert says moved, and since when (totals, not decayed)."""
         return {"first_seen": r.first, "last_seen": r.last, "span": round(r.last - r.first, 3),
                 "queries": r.q_total, "new_names_total": r.new_total,
-                "est_bytes_up": round(r.up_total), "bytes_down": round(r.down_total)}
+                "bytes_up": round(r.up_total), "bytes_down": round(r.down_total)}
 
     def summary(self) -> dict:
         return {"long_domain": len(self.domains), "long_client_domain": len(self.pairs),

@@ -2,6 +2,7 @@
 # the observer interface as cpdef methods so the judge's overrides are C calls.
 cimport cython
 
+from dnsguard.features.horizon cimport Horizon
 from dnsguard.features.payload cimport NameFeatures
 from dnsguard.features.window cimport KeyStats, WindowTable
 from dnsguard.series.store cimport SeriesStore
@@ -16,6 +17,8 @@ cdef class Observer:
                         KeyStats st, bytes client, bytes server)
     cpdef void on_due(self, str scope, object key, KeyStats st, double ts)
     cpdef void on_close(self, str scope, object key, KeyStats st)
+    cpdef void on_long_due(self, int due, bytes client, bytes server, str rd, double factor,
+                           double ts)
 
 
 cdef class Measurements:
@@ -26,9 +29,10 @@ cdef class Measurements:
     cdef public bint _vantage_filter
     cdef public SeriesStore _store
     cdef public Observer judge
+    cdef public Horizon horizon
 
     @cython.locals(factor=double, st=KeyStats, t_dom=WindowTable, t_cd=WindowTable,
-                   t_cl=WindowTable, need=tuple, j=Observer)
+                   t_cl=WindowTable, need=tuple, j=Observer, lh=Horizon, d=int)
     cpdef bint query(self, double ts, NameFeatures nf, int qtype, Py_ssize_t size,
                      bytes client, bytes server) except -1
 

@@ -35,11 +35,13 @@ Example:
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections import OrderedDict
 from collections.abc import Callable
 
 from dnsguard.decode.packet import ip_text
 from dnsguard.dns import rdatatype
+from dnsguard.features import horizon as hz
 from dnsguard.features import window as win
 from dnsguard.features.sketch import DistinctCounter
 from dnsguard.features.window import note_query, note_response
@@ -49,6 +51,7 @@ from dnsguard.settings import Settings
 WINDOW_SCOPES = ("domain", "client_domain", "client", "flow")
 _ORDINARY = rdatatype.ORDINARY
 PAIR_MEMORY = 4096  # (client, server) pairs and clients whose last domain is remembered
+log = logging.getLogger(__name__)
 
 
 def due(n: int) -> bool:
@@ -84,6 +87,12 @@ class Observer:
     def on_close(self, scope: str, key, st: win.KeyStats) -> None:
         """The window ``st`` of ``key`` has ended (a new one begins, the key is swept, or
         input ended): its last evaluation."""
+
+    def on_long_due(self, due: int, client: bytes, server: bytes, rd: str, factor: float,
+                    ts: float) -> None:
+        """The long-horizon keys of a query have new evidence (``features.horizon``): the
+        domain ``rd`` if ``due & DUE_DOMAIN``, the pair ``(client, rd)`` if ``due &
+        DUE_PAIR``."""
 
 
 class Measurements:
@@ -126,6 +135,19 @@ class Measurements:
             self.series = SeriesMonitor(settings.series_step, settings.series_span,
                                         settings.series_keys, detect=settings.volume_alerts)
             self._store = self.series.store
+        # Long-horizon state per registered domain and client → domain (hours, bounded):
+        # low-and-slow exfiltration and beacons that no window holds enough of. Restored
+        # from its checkpoint when there is one: a restart does not reset the clock.
+        self.horizon = None
+        self.long_state = settings.long_state
+        if settings.long_horizon:
+            self.horizon = hz.Horizon(settings.long_tau, settings.long_max_domains,
+                                      settings.long_max_pairs)
+            if self.long_state is not None:
+                n = hz.load(self.horizon, self.long_state)
+                if n > 0:
+                    log.info("%s: resumed the long-horizon state (%d keys)", self.long_state,
+                             n)
         self.judge = Observer()
 
     def attach(self, judge: Observer) -> None:
@@ -149,6 +171,12 @@ class Measurements:
             return False
         if self._store is not None:
             self._store.observe_query(ts, client, rd, nf.name_hash, size, qtype)
+        lh = self.horizon
+        if lh is not None:
+            d = lh.observe_query(ts, client, nf, qtype, size,
+                                 not self._vantage_filter or self._per_client(client))
+            if d:
+                j.on_long_due(d, client, server, rd, factor, ts)
         pd = self.pair_domain
         pd[(client, server)] = rd
         if len(pd) > PAIR_MEMORY:
@@ -188,6 +216,9 @@ class Measurements:
             return
         if self._store is not None:
             self._store.observe_response(ts, client, rd, size, rcode)
+        if self.horizon is not None:
+            self.horizon.observe_response(ts, client, rd, down, not self._vantage_filter
+                                          or self._per_client(client))
         t_dom, t_cd, t_cl = self._tables3
         need = j.evidence_need()
         st = self._window(t_dom, rd, ts, factor)
@@ -299,9 +330,22 @@ class Measurements:
                 done += 1
         return done
 
+    def checkpoint(self) -> None:
+        """Save the long-horizon state to ``Settings.long_state`` (if set): the daemon calls
+        this every ``checkpoint_every`` seconds and at exit. A failure is logged, not
+        raised: detection goes on."""
+        if self.horizon is None or self.long_state is None:
+            return
+        try:
+            hz.save(self.horizon, self.long_state)
+        except OSError as e:
+            log.error("%s: cannot checkpoint the long-horizon state: %s", self.long_state,
+                      e.strerror or e)
+
     def summary(self) -> dict:
         return {
             "registered_domains": len(self.regdomains),
             "tracked_keys": {k: len(t) for k, t in self.tables.items()},
             "evicted_keys": {k: t.evicted for k, t in self.tables.items()},
+            "long_horizon": self.horizon.summary() if self.horizon is not None else None,
         }
