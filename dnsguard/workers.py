@@ -52,6 +52,7 @@ from dnsguard.capture.fanout import shard_of
 from dnsguard.detect.judge import Judge
 from dnsguard.detect.policy import Policy
 from dnsguard.detect.rules import RuleSet
+from dnsguard.features.horizon import DUE_DOMAIN
 from dnsguard.features.measure import Measurements
 from dnsguard.features.payload import NameAnalyzer
 from dnsguard.pipeline import Pipeline
@@ -151,6 +152,14 @@ class RecordingJudge(Judge):
         if not (self.worker and scope == "domain"):
             Judge.on_close(self, scope, key, st)
 
+    def on_long_due(self, due, client, server, rd, factor, ts) -> None:
+        # long_domain as domain: the judge's (every worker's queries); a worker keeps the
+        # long-horizon client → domain keys.
+        if self.worker:
+            due &= ~DUE_DOMAIN
+        if due:
+            Judge.on_long_due(self, due, client, server, rd, factor, ts)
+
     def raise_alert(self, scope, ident, f, hits, ts, *args, **kw) -> None:
         self.raised = (ident, ts)
         Judge.raise_alert(self, scope, ident, f, hits, ts, *args, **kw)
@@ -172,8 +181,10 @@ class WorkerPipeline(Pipeline):
 
     def __init__(self, settings: Settings, ruleset: RuleSet, emit: Callable[[dict], None],
                  ship: Callable[[tuple], None]) -> None:
-        # The series need every query of a client or domain: the judge keeps them.
-        settings = replace(settings, series=False)
+        # The series need every query of a client or domain: the judge keeps them. The
+        # long-horizon checkpoint is the judge's (one file; a worker's client → domain keys
+        # start afresh after a restart).
+        settings = replace(settings, series=False, long_state=None)
         super().__init__(settings, ruleset, emit)
         self.names = KeyedAnalyzer(self.domains, settings.name_cache)
         m = ShippingMeasurements(settings, self, ship)
