@@ -23,6 +23,7 @@ from pathlib import Path
 MODULES = (  # setup.py compiles these (it reads this list)
     "dnsguard.dns.name",
     "dnsguard.decode.packet",
+    "dnsguard.decode.fastpath",
     "dnsguard.domain",
     "dnsguard.detect.allowlist",
     "dnsguard.detect.policy",

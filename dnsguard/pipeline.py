@@ -17,30 +17,20 @@ import logging
 from collections.abc import Callable
 
 from dnsguard.decode import packet as pk
+from dnsguard.decode.fastpath import FastScanner
 from dnsguard.decode.packet import Datagram, decode_frame
 from dnsguard.decode.tcpstream import TcpReassembler
 from dnsguard.detect.base import Detector
 from dnsguard.detect.judge import Judge
 from dnsguard.detect.rules import RuleSet
 from dnsguard.dns.exception import DNSError, NotDNS
-from dnsguard.dns.message import VALID_OPCODES, parse
+from dnsguard.dns.message import parse
 from dnsguard.domain import RegisteredDomains
 from dnsguard.features.measure import Measurements
 from dnsguard.features.payload import NameAnalyzer
 from dnsguard.settings import Settings
 
 log = logging.getLogger(__name__)
-
-_RAW_LINKTYPES = frozenset({pk.LINKTYPE_RAW, pk.LINKTYPE_RAW_OLD, pk.LINKTYPE_RAW_OPENBSD,
-                            pk.LINKTYPE_IPV4})
-try:
-    import cython
-
-    _COMPILED = cython.compiled
-except ImportError:  # interpreted, Cython not installed
-    _COMPILED = False
-
-_OPCODE_MASK = sum(1 << o for o in VALID_OPCODES)
 
 
 def _u32(p: bytes, i: int, big: bool) -> int:
@@ -51,19 +41,6 @@ def _u32(p: bytes, i: int, big: bool) -> int:
     if big:
         return (a << 24) | (b << 16) | (c << 8) | d
     return (d << 24) | (c << 16) | (b << 8) | a
-
-
-def port_map(ports) -> bytes:
-    """A 65,536-bit map of ``ports`` (the fast path tests a port with two byte reads)."""
-    m = bytearray(8192)
-    for p in ports:
-        m[p >> 3] |= 1 << (p & 7)
-    return bytes(m)
-
-
-def _either_port(m: bytes, a: int, b: int) -> bool:
-    """Whether port ``a`` or ``b`` is in the map ``m`` (:func:`port_map`)."""
-    return bool((m[a >> 3] >> (a & 7)) & 1 or (m[b >> 3] >> (b & 7)) & 1)
 
 
 # Young collections every 50k allocations (default 700), the older generations rarely.
@@ -109,7 +86,7 @@ class Pipeline:
                  emit: Callable[[dict], None]) -> None:
         self.s = settings
         self.ports = frozenset(settings.ports)
-        self._port_map = port_map(self.ports)
+        self.scan = FastScanner(self.ports)  # the common frame, read in place (decode/)
         self.fast_path = True  # False: every frame through decode_frame + parse (tests)
         self.domains = RegisteredDomains(settings.domain_cache)
         self.names = NameAnalyzer(self.domains, settings.name_cache)
@@ -197,11 +174,16 @@ class Pipeline:
         if self.first_ts is None:
             self.first_ts = ts
         self.last_ts = ts
-        if self.fast_path:
-            o = self._fast(ts, linktype, data, base, end)
-            if o is not None:
-                self.counters[o] += 1
-                return o
+        if self.fast_path and self.scan.frame(linktype, data, base, end):
+            sc = self.scan
+            self._psrc = sc.src  # the packet's flow, for an alert it completes (_flow_ports)
+            self._pdst = sc.dst
+            self._psport = sc.sport
+            self._pdport = sc.dport
+            self._ptcp = False
+            o = self._fast_message(ts, data)
+            self.counters[o] += 1
+            return o
         if base or end != len(data):
             data = data[base:end]
         return self._feed_general(ts, linktype, data, wirelen)
@@ -210,9 +192,10 @@ class Pipeline:
         """Feed every ``(ts, linktype, data, wirelen)`` of ``frames`` (a capture reader);
         ``tick(n)`` every 16,384 frames (a progress bar). Returns the number fed. The loop
         lives here so that, compiled, it runs in C with the pipeline (replay's own loop
-        in the interpreter cost ~0.2 µs a frame). From a pcap file's reader it takes whole
-        runs of records (``CaptureReader.pcap_runs``) and reads each record in place: no
-        bytes object, tuple or float per frame unless the general path needs the frame."""
+        in the interpreter cost ~0.2 µs a frame). From a pcap or pcapng file's reader it takes
+        whole runs of records (``CaptureReader.pcap_runs``, ``pcapng_runs``) and reads each
+        record in place: no bytes object, tuple or float per frame unless the general path
+        needs the frame."""
         n = 0
         fmt = getattr(frames, "pcap_format", None)
         fmt = fmt() if fmt is not None else None
@@ -230,6 +213,32 @@ class Pipeline:
                     if tick is not None and not n & 0x3FFF:
                         tick(n)
             return n
+        if getattr(frames, "kind", None) == "pcapng":
+            # Runs of enhanced packet blocks read in place (capture.pcapfile.pcapng_runs);
+            # a packet from another kind of block comes as a frame.
+            for item in frames.pcapng_runs():
+                if len(item) == 4:
+                    ts, lt, data, wirelen = item
+                    self.feed(ts, lt, data, wirelen)
+                else:
+                    buf, pos, stop, lt, unit, tsoff, big = item
+                    while pos < stop:
+                        # Block type, length, interface, timestamp (high, low), captured and
+                        # wire lengths, then the packet.
+                        hi = _u32(buf, pos + 12, big)
+                        ts = ((hi << 32) | _u32(buf, pos + 16, big)) * unit + tsoff
+                        start = pos + 28
+                        self._feed_at(ts, lt, buf, start, start + _u32(buf, pos + 20, big),
+                                      _u32(buf, pos + 24, big))
+                        pos += _u32(buf, pos + 4, big)
+                        n += 1
+                        if tick is not None and not n & 0x3FFF:
+                            tick(n)
+                    continue
+                n += 1
+                if tick is not None and not n & 0x3FFF:
+                    tick(n)
+            return n
         for ts, lt, data, wirelen in frames:
             self.feed(ts, lt, data, wirelen)
             n += 1
@@ -237,154 +246,24 @@ class Pipeline:
                 tick(n)
         return n
 
-    def _fast(self, ts: float, linktype: int, data: bytes, base: int,
-              end: int) -> str | None:
-        """Fast path for the frame at ``data[base:end]``: one UDP/IPv4 datagram (no IP
-        options, not a fragment, not cut by the snaplen) on untagged Ethernet or raw IP,
-        carrying one DNS message with one uncompressed question. Anything else, including
-        every case the fast path would have to report (a malformed header, a cut packet),
-        returns None and takes the general path, which gives the same outcome for what the
-        fast path handles (tests/test_fastpath.py). Fields are read byte by byte after each
-        length check (compiled, ``buf`` is a C pointer: no Python object per field)."""
-        n = end - base
+    def _fast_message(self, ts: float, data: bytes) -> str:
+        """Account the message the fast scanner just read (``self.scan``'s fields)."""
+        sc = self.scan
         buf = data
-        if linktype == 1:
-            off = base + 14
-            if n < 42 or buf[base + 12] != 8 or buf[base + 13] != 0 or buf[off] != 0x45:
-                return None
-        elif linktype in _RAW_LINKTYPES:
-            off = base
-            if n < 28 or buf[off] != 0x45:
-                return None
-        else:
-            return None
-        total = (buf[off + 2] << 8) | buf[off + 3]
-        ulen = (buf[off + 24] << 8) | buf[off + 25]
-        if (buf[off + 9] != 17 or (buf[off + 6] & 0x3F) or buf[off + 7] or ulen < 20
-                or total < 28 + ulen - 8 or off + total > end):
-            return None
-        sport = (buf[off + 20] << 8) | buf[off + 21]
-        dport = (buf[off + 22] << 8) | buf[off + 23]
-        if not _either_port(self._port_map, sport, dport):
-            return None
-        em = self._exempt_map
-        if em is not None and _either_port(em, sport, dport):
-            return None
-        start = off + 28
-        # Slices of ``buf``: compiled, a bytes object straight from the C pointer (slicing
-        # ``data`` built a slice object first).
-        src = buf[off + 12:off + 16]
-        dst = buf[off + 16:off + 20]
-        self._psrc = src  # the packet's flow, for an alert it completes (_flow_ports)
-        self._pdst = dst
-        self._psport = sport
-        self._pdport = dport
-        self._ptcp = False
-        return self._fast_dns(ts, data, start, start + ulen - 8, src, dst)
-
-    def _fast_dns(self, ts: float, data: bytes, start: int, stop: int, src: bytes,
-                  dst: bytes) -> str | None:
-        """One DNS message at ``data[start:stop]`` whose question name is not compressed;
-        None (nothing counted) for anything else."""
-        if stop - start < 17:
-            return None
-        buf = data
-        flags = (buf[start + 2] << 8) | buf[start + 3]
-        if (buf[start + 4] or buf[start + 5] != 1
-                or not (_OPCODE_MASK >> ((flags >> 11) & 0xF)) & 1):
-            return None
-        an = (buf[start + 6] << 8) | buf[start + 7]
-        ns = (buf[start + 8] << 8) | buf[start + 9]
-        ar = (buf[start + 10] << 8) | buf[start + 11]
-        q = start + 12
-        limit = min(stop, q + 255)
-        # A name seen before: the bytes up to the first zero octet are a cached name's wire
-        # form only if walking its labels from here ends exactly there (the walk reads
-        # nothing else), so a cache hit needs no walk.
-        if _COMPILED:  # a C loop; interpreted, bytes.find is the fast way
-            z = q
-            while z < limit and buf[z]:
-                z += 1
-            if z == limit:
-                z = -1
-        else:
-            z = data.find(0, q, limit)
-        nf = self.names._cache.get(buf[q:z + 1]) if z >= 0 else None
-        if nf is not None:
-            off = z + 1
-        else:
-            # Walk the question name's labels (lengths only) to find where it ends.
-            off = q
-            while True:
-                if off >= limit:
-                    return None  # runs past the message, or longer than 255 octets
-                ln = buf[off]
-                if not ln:
-                    break
-                if ln > 63:
-                    return None  # a pointer or a reserved label type
-                off += ln + 1
-            off += 1
-        if off + 4 > stop:
-            return None
-        qtype = (buf[off] << 8) | buf[off + 1]
-        rcode = flags & 0xF
-        down = 0
-        if an or ns or ar:
-            # Answer, authority and additional records: validated as parse() does; of the
-            # answers only the rdata lengths are used, of the additional only OPT's rcode.
-            p = off + 4
-            i = 0
-            total = an + ns + ar
-            while i < total:
-                if p >= stop:
-                    return None
-                ln = buf[p]
-                if ln >= 0xC0:
-                    owner_root = False
-                    p += 2
-                elif ln == 0:
-                    owner_root = True
-                    p += 1
-                else:  # an uncompressed owner name (or one ending in a pointer): skip it
-                    owner_root = False
-                    while True:
-                        if ln > 63:
-                            if ln < 0xC0:
-                                return None  # reserved label type: the general path says so
-                            p += 2
-                            break
-                        p += ln + 1
-                        if p >= stop:
-                            return None
-                        ln = buf[p]
-                        if not ln:
-                            p += 1
-                            break
-                if p + 10 > stop:
-                    return None
-                rdlen = (buf[p + 8] << 8) | buf[p + 9]
-                if i < an:
-                    down += rdlen
-                elif i >= an + ns and buf[p] == 0 and buf[p + 1] == 41:  # OPT
-                    if not owner_root:
-                        return None
-                    rcode |= buf[p + 4] << 4  # the extended rcode: the TTL's top octet
-                p += 10 + rdlen
-                if p > stop:
-                    return None
-                i += 1
-        size = stop - start
+        q = sc.q
+        key = buf[q:sc.qend]  # compiled: a bytes object straight from the C pointer
+        names = self.names
+        nf = names._cache.get(key)  # a name seen before: no analysis, no method call
         if nf is None:
-            nf = self.names.analyze_wire(buf[q:off], data, q)
-        if flags & 0x8000:
+            nf = names.analyze_wire(key, data, q)
+        if sc.qr:
             self.counters["responses"] += 1
-            self.response_types[qtype] += 1
-            self.measure.response(ts, nf, rcode, down, size, dst, src)
+            self.response_types[sc.qtype] += 1
+            self.measure.response(ts, nf, sc.rcode, sc.down, sc.size, sc.dst, sc.src)
             return pk.DNS_RESPONSE
         self.counters["queries"] += 1
-        self.query_types[qtype] += 1
-        if not self.measure.query(ts, nf, qtype, size, src, dst):
+        self.query_types[sc.qtype] += 1
+        if not self.measure.query(ts, nf, sc.qtype, sc.size, sc.src, sc.dst):
             self.counters["allowlisted"] += 1
         return pk.DNS_QUERY
 
@@ -436,10 +315,12 @@ class Pipeline:
         skip = self._exempt(sport, dport)
         if self.fast_path and not skip and wire.__class__ is bytes:
             # The compiled scanner first, as for a frame (one uncompressed question: nearly
-            # every message; ~25% of a dnstap replay was the general parser); it returns None
-            # for anything else, which the general parser then takes.
-            o = self._fast_dns(ts, wire, 0, len(wire), src, dst)
-            if o is not None:
+            # every message; ~25% of a dnstap replay was the general parser); it refuses
+            # anything else, which the general parser then takes.
+            sc = self.scan
+            if sc.message(wire, 0, len(wire)):
+                sc.src, sc.dst = src, dst
+                o = self._fast_message(ts, wire)
                 self.counters[o] += 1
                 return o
         o = self._message(ts, src, dst, sport, dport, wire, False, skip)
@@ -506,7 +387,7 @@ class Pipeline:
     def _set_rules(self, ruleset: RuleSet) -> None:
         self.judge.set_rules(ruleset)
         self.exempt_ports = ruleset.allowlist.ports
-        self._exempt_map = port_map(self.exempt_ports) if self.exempt_ports else None
+        self.scan.set_exempt(self.exempt_ports)
         self.names.clear()  # cached message-rule verdicts belong to the old rules
 
     def reload(self, ruleset: RuleSet) -> None:

@@ -47,6 +47,8 @@ PCAP_MAGICS = {
     b"\xa1\xb2\xcd\x34": (">", 1e-6, 24),
 }
 PCAPNG_SHB = 0x0A0D0D0A
+_SHB_BYTES = b"\x0a\x0d\x0d\x0a"  # the same in either byte order
+MAX_BLOCK = MAX_RECORD + 64  # a pcapng block: a record and its block's own fields
 GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -288,109 +290,174 @@ class CaptureReader:
                 yield sec + frac * unit, lt, buf[start:pos], wirelen
 
     # --- pcapng ---------------------------------------------------------------------------
-    def _iter_pcapng(self) -> Iterator[Frame]:
-        interfaces: list[tuple[int, float, float]] = []  # (linktype, ts unit, ts offset)
-        endian = "<"
-        first = True
+    def pcapng_runs(self) -> Iterator[tuple]:
+        """A pcapng file's packets in bulk, read in large chunks. Yields either a *run*
+        ``(buf, start, stop, linktype, unit, tsoffset, big)``, where ``buf[start:stop]`` holds
+        whole enhanced packet blocks of one interface, each one checked (:func:`scan_epbs`),
+        to be read in place (:func:`epb_fields`); or one frame ``(ts, linktype, data,
+        wirelen)`` from another packet block (simple, obsolete). Every other block is read
+        here: section headers (byte order), interface descriptions (link type, timestamp
+        resolution and offset), the rest counted and skipped. Damage is reported at the byte
+        offset of the block that is cut or broken, after every packet before it. ``offset``
+        and ``stats`` count a run when it is yielded."""
         stats = self.stats
-        while True:
-            at = self.offset
-            if first:
-                btype_raw = self._pending_head
-                first = False
+        read = getattr(self.f, "read1", self.f.read)
+        buf = self._pending_head
+        pos = 0
+        offset = self.offset - len(buf)  # file offset of buf[pos]
+        interfaces: list[tuple[int, float, float]] = []  # (linktype, ts unit, ts offset)
+        big = False
+        try:
+            while True:
+                have = len(buf) - pos
+                if have >= 12 and _u32(buf, pos, big) == 6:
+                    iface = _u32(buf, pos + 8, big)
+                    if iface < len(interfaces):
+                        stop, count, nbytes = scan_epbs(buf, pos, big, iface, MAX_BLOCK)
+                        if count:
+                            lt, unit, tsoff = interfaces[iface]
+                            offset += stop - pos
+                            self.offset = offset
+                            stats.frames += count
+                            stats.bytes += nbytes
+                            yield buf, pos, stop, lt, unit, tsoff, big
+                            pos = stop
+                            continue
+                # One block the slow way. ``need``: the octets it takes to go on.
+                need = 8
+                blen = 0
+                shb = have >= 4 and buf[pos:pos + 4] == _SHB_BYTES
+                if have >= 8:
+                    if shb:
+                        need = 12
+                        if have >= 12:
+                            bom = buf[pos + 8:pos + 12]
+                            if bom == b"\x4d\x3c\x2b\x1a":
+                                big = False
+                            elif bom == b"\x1a\x2b\x3c\x4d":
+                                big = True
+                            else:
+                                self._damage(offset, "bad pcapng byte-order magic")
+                                return
+                            blen = _u32(buf, pos + 4, big)
+                            if blen < 28 or blen % 4 or blen > 1 << 24:
+                                self._damage(offset, f"bad section header length {blen}")
+                                return
+                            need = blen
+                    else:
+                        blen = _u32(buf, pos + 4, big)
+                        if blen < 12 or blen % 4 or blen > MAX_BLOCK:
+                            self._damage(offset, f"bad block length {blen} (block type "
+                                                 f"{_u32(buf, pos, big):#x})")
+                            return
+                        need = blen
+                if have < need:
+                    buf = buf[pos:]
+                    pos = 0
+                    more = read(max(_CHUNK, need - have))
+                    if more:
+                        buf += more
+                        continue
+                    # End of input inside the block (or between blocks: nothing left).
+                    if not have:
+                        return
+                    if need == 8:
+                        self._damage(offset, "truncated block header")
+                    elif shb and need == 12:
+                        self._damage(offset, "bad pcapng byte-order magic")
+                    elif shb:
+                        self._damage(offset, "truncated section header block")
+                    else:
+                        self._damage(offset, f"truncated block (type "
+                                             f"{_u32(buf, 0, big):#x}, {have} of {blen} "
+                                             "bytes)")
+                    return
+                if shb:
+                    interfaces = []  # each section has its own interfaces
+                    pos += blen
+                    offset += blen
+                    continue
+                frame = self._ng_block(_u32(buf, pos, big), buf[pos + 8:pos + blen - 4],
+                                       interfaces, big, offset)
+                if frame is False:
+                    return
+                pos += blen
+                offset += blen
+                self.offset = offset
+                if frame is not None:
+                    stats.frames += 1
+                    stats.bytes += len(frame[2])
+                    yield frame
+        except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+            # gzip streams cut short end here: keep what was read, say where.
+            self._damage(offset, f"read error ({e})")
+        finally:
+            self.offset = offset
+
+    def _ng_block(self, btype: int, body: bytes, interfaces: list, big: bool, at: int):
+        """One pcapng block other than a section header, its body without the trailing
+        length: a frame, None (nothing to deliver) or False (damaged: reported)."""
+        endian = ">" if big else "<"
+        if btype == 6 or btype == 2:  # enhanced / obsolete packet block
+            if len(body) < 20:
+                self._damage(at, "packet block too short")
+                return False
+            if btype == 6:
+                iface, tsh, tsl, caplen, wirelen = struct.unpack_from(endian + "IIIII", body)
             else:
-                btype_raw = self._read(4)
-            if len(btype_raw) < 4:
-                if btype_raw:
-                    self._damage(at, "truncated block header")
-                return
-            head = self._read(4)
-            if len(head) < 4:
-                self._damage(at, "truncated block header")
-                return
-            if struct.unpack("<I", btype_raw)[0] == PCAPNG_SHB:
-                bom = self._read(4)
-                if bom == b"\x4d\x3c\x2b\x1a":
-                    endian = "<"
-                elif bom == b"\x1a\x2b\x3c\x4d":
-                    endian = ">"
-                else:
-                    self._damage(at, "bad pcapng byte-order magic")
-                    return
-                (blen,) = struct.unpack(endian + "I", head)
-                if blen < 28 or blen % 4 or blen > 1 << 24:
-                    self._damage(at, f"bad section header length {blen}")
-                    return
-                body = self._read(blen - 12)
-                if len(body) < blen - 12:
-                    self._damage(at, "truncated section header block")
-                    return
-                interfaces = []  # each section has its own interfaces
+                iface, _drops, tsh, tsl, caplen, wirelen = struct.unpack_from(
+                    endian + "HHIIII", body)
+            if iface >= len(interfaces):
+                self._damage(at, f"packet for undeclared interface {iface}")
+                return False
+            if caplen > len(body) - 20:
+                self._damage(at, f"captured length {caplen} exceeds its block")
+                return False
+            lt, unit, tsoff = interfaces[iface]
+            return ((tsh << 32) | tsl) * unit + tsoff, lt, body[20:20 + caplen], wirelen
+        if btype == 3:  # simple packet block: interface 0, no timestamp
+            if not interfaces or len(body) < 4:
+                self._damage(at, "simple packet block without an interface")
+                return False
+            (wirelen,) = struct.unpack_from(endian + "I", body)
+            lt, _, _ = interfaces[0]
+            return 0.0, lt, body[4:4 + min(wirelen, len(body) - 4)], wirelen
+        if btype == 1:  # interface description block
+            if len(body) < 8:
+                self._damage(at, "interface description block too short")
+                return False
+            lt, _, _snap = struct.unpack_from(endian + "HHI", body)
+            unit, tsoff = _idb_options(body[8:], endian)
+            interfaces.append((lt, unit, tsoff))
+            self.stats.linktypes.add(lt)
+            return None
+        self.stats.skipped_blocks += 1
+        if btype not in (4, 5, 0xA, 0xBAD, 0x40000BAD, 9, 0x80000001):
+            self.stats.unknown_blocks += 1
+        return None
+
+    def _iter_pcapng(self) -> Iterator[Frame]:
+        """Frame by frame, from :meth:`pcapng_runs`."""
+        for item in self.pcapng_runs():
+            if len(item) == 4:
+                yield item
                 continue
-            (btype,) = struct.unpack(endian + "I", btype_raw)
-            (blen,) = struct.unpack(endian + "I", head)
-            if blen < 12 or blen % 4 or blen > MAX_RECORD + 64:
-                self._damage(at, f"bad block length {blen} (block type {btype:#x})")
-                return
-            body = self._read(blen - 8)
-            if len(body) < blen - 8:
-                self._damage(at, f"truncated block (type {btype:#x}, {len(body) + 8} of {blen} "
-                                 "bytes)")
-                return
-            body = body[:-4]  # trailing copy of the block length
-            if btype == 6 or btype == 2:  # enhanced / obsolete packet block
-                if len(body) < 20:
-                    self._damage(at, "packet block too short")
-                    return
-                if btype == 6:
-                    iface, tsh, tsl, caplen, wirelen = struct.unpack_from(endian + "IIIII", body)
-                else:
-                    iface, _drops, tsh, tsl, caplen, wirelen = struct.unpack_from(
-                        endian + "HHIIII", body)
-                if iface >= len(interfaces):
-                    self._damage(at, f"packet for undeclared interface {iface}")
-                    return
-                if caplen > len(body) - 20:
-                    self._damage(at, f"captured length {caplen} exceeds its block")
-                    return
-                lt, unit, tsoff = interfaces[iface]
-                stats.frames += 1
-                stats.bytes += caplen
-                yield ((tsh << 32) | tsl) * unit + tsoff, lt, body[20:20 + caplen], wirelen
-            elif btype == 3:  # simple packet block: interface 0, no timestamp
-                if not interfaces or len(body) < 4:
-                    self._damage(at, "simple packet block without an interface")
-                    return
-                (wirelen,) = struct.unpack_from(endian + "I", body)
-                lt, _, _ = interfaces[0]
-                data = body[4:4 + min(wirelen, len(body) - 4)]
-                stats.frames += 1
-                stats.bytes += len(data)
-                yield 0.0, lt, data, wirelen
-            elif btype == 1:  # interface description block
-                if len(body) < 8:
-                    self._damage(at, "interface description block too short")
-                    return
-                lt, _, _snap = struct.unpack_from(endian + "HHI", body)
-                unit, tsoff = _idb_options(body[8:], endian)
-                interfaces.append((lt, unit, tsoff))
-                stats.linktypes.add(lt)
-            else:
-                stats.skipped_blocks += 1
-                if btype not in (4, 5, 0xA, 0xBAD, 0x40000BAD, 9, 0x80000001):
-                    stats.unknown_blocks += 1
+            buf, pos, stop, lt, unit, tsoff, big = item
+            while pos < stop:
+                blen, tsh, tsl, caplen, wirelen = epb_fields(buf, pos, big)
+                yield ((tsh << 32) | tsl) * unit + tsoff, lt, buf[pos + 28:pos + 28 + caplen], \
+                    wirelen
+                pos += blen
+
+    @property
+    def kind(self) -> str:
+        """"pcap" or "pcapng": which of :meth:`pcap_runs` and :meth:`pcapng_runs` applies."""
+        return self._kind
 
     def __iter__(self) -> Iterator[Frame]:
         if self._kind == "pcap":
             return self._iter_pcap()  # no delegating generator per frame
-        return self._iter_pcapng_safe()
-
-    def _iter_pcapng_safe(self) -> Iterator[Frame]:
-        try:
-            yield from self._iter_pcapng()
-        except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
-            # gzip streams cut short end here: keep what was read, say where.
-            self._damage(self.offset, f"read error ({e})")
+        return self._iter_pcapng()
 
 
 def _u32(p: bytes, i: int, big: bool) -> int:
@@ -420,6 +487,36 @@ def scan_records(buf: bytes, pos: int, hdr_len: int, big: bool,
         count += 1
         nbytes += caplen
     return pos, count, nbytes
+
+
+def scan_epbs(buf: bytes, pos: int, big: bool, iface: int,
+              limit: int) -> tuple[int, int, int]:
+    """The whole, valid enhanced packet blocks of interface ``iface`` from ``buf[pos:]`` on:
+    (where they end, how many, captured bytes). Stops at the first block that is another
+    kind, of another interface, cut, or not valid (the caller reads that one alone)."""
+    n = len(buf)
+    p = buf
+    count = nbytes = 0
+    while n - pos >= 32:
+        if _u32(p, pos, big) != 6 or _u32(p, pos + 8, big) != iface:
+            break
+        blen = _u32(p, pos + 4, big)
+        if blen < 32 or blen & 3 or blen > limit or pos + blen > n:
+            break
+        caplen = _u32(p, pos + 20, big)
+        if caplen > blen - 32:
+            break
+        pos += blen
+        count += 1
+        nbytes += caplen
+    return pos, count, nbytes
+
+
+def epb_fields(buf: bytes, pos: int, big: bool) -> tuple[int, int, int, int, int]:
+    """(block length, timestamp high, low, captured length, wire length) of the enhanced
+    packet block at ``buf[pos]``, one :func:`scan_epbs` checked."""
+    return (_u32(buf, pos + 4, big), _u32(buf, pos + 12, big), _u32(buf, pos + 16, big),
+            _u32(buf, pos + 20, big), _u32(buf, pos + 24, big))
 
 
 def _idb_options(opts: bytes, endian: str) -> tuple[float, float]:
