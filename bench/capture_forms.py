@@ -3,14 +3,14 @@ pcapng against tshark's field extraction; a random-subdomain flood.
 
 Usage (from the repository root; numbers for the record need a quiet machine):
 
-    python bench/capture_forms.py [--repeat 3] [--corpus ../shared/corpus] [--flood 1000000]
-                                  [--no-model] [--skip-tshark]
+    python bench/capture_forms.py [--repeat 3] [--packets 1000000] [--corpus DIR]
+                                  [--flood 1000000] [--no-model] [--skip-tshark]
 
-1. **pcapng vs pcap.** ``bench/work/workload.pcap`` (``run_bench.py`` builds it; else the
-   corpus merged by time) rewritten as pcapng with the same frames and timestamps (one
-   section, one interface, enhanced packet blocks, microsecond timestamps: what dumpcap
-   writes). Reported: packets/s of ``dnsguard replay`` on each, and their ratio per round
-   (target: pcapng >= 0.9x pcap).
+1. **pcapng vs pcap.** ``bench/work/workload.pcap`` (built as ``run_bench.py`` builds it,
+   ``--packets`` frames, unless it exists) rewritten as pcapng with the same frames and
+   timestamps (one section, one interface, enhanced packet blocks, microsecond timestamps:
+   what dumpcap writes). Reported: packets/s of ``dnsguard replay`` on each, and their
+   ratio per round (target: pcapng >= 0.9x pcap).
 2. **The corpus as one pcapng vs tshark.** Every corpus capture merged in time order with
    ``mergecap -F pcapng`` (so each keeps its own link type: a fifth of the corpus is Linux
    cooked capture), then ``dnsguard replay`` against ``tshark -T fields`` (the same fields
@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_bench import (  # noqa: E402  (the sibling script's helpers)
     WORK,
     build_flood,
+    build_workload,
     dnsguard_run,
     machine,
     tshark_run,
@@ -94,6 +95,8 @@ def frames_in(path: Path) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--packets", type=int, default=1_000_000,
+                    help="workload size when bench/work/workload.pcap must be built")
     ap.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
     ap.add_argument("--corpus-x", type=int, default=10,
                     help="copies of the corpus in the merged pcapng")
@@ -108,10 +111,9 @@ def main() -> None:
 
     # 1. pcapng vs pcap, the same packets.
     pcap = WORK / "workload.pcap"
-    if not pcap.exists():
-        pcap = WORK / "corpus-once.pcap"
-        caps = sorted(str(p) for p in args.corpus.glob("*.pcap*"))
-        subprocess.run(["mergecap", "-F", "pcap", "-w", str(pcap), *caps], check=True)
+    if not pcap.exists():  # as run_bench.py builds it: every frame re-framed as Ethernet
+        sources = sorted(args.corpus.glob("*.pcap*")) + sorted((ROOT / "pcaps").glob("*.pcap"))
+        build_workload(sources, args.packets, pcap)
     ng = pcap.with_suffix(".pcapng")
     if not ng.exists() or ng.stat().st_mtime < pcap.stat().st_mtime:
         t = time.perf_counter()
