@@ -34,6 +34,7 @@ from dnsguard.train import collect, fit  # noqa: E402
 THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 MIN_QUERIES = (2, 3, 4, 6, 8)
 ANOMALY = (0.6, 0.7, 0.8, 0.9, 0.95)
+SUPPORT = (0, 1, 2, 4, None)  # most inputs outside the leaf's tunnel box (None: no check)
 
 
 def sources(corpus: Path) -> tuple[dict[str, str], list[str]]:
@@ -98,6 +99,18 @@ def _fold(args):
             p = det.proba(x)
             k = keys.setdefault((g, y), [])
             k.append((q, p))
+            if q >= _CTX["min_queries"] and p >= _CTX["threshold"]:
+                out = M.outside_box(bundle.get("support") or {},
+                                    M.leaf_path(det.tree, x)[0], x)
+                n_out = len(out) if out is not None else 0
+                for kk in SUPPORT:
+                    if kk is None or n_out <= kk:
+                        sk = sweep.setdefault(f"support{kk}", {"tunnel_caps": set(),
+                                                               "fp_keys": set()})
+                        if y:
+                            sk["tunnel_caps"].add(c.name)
+                        else:
+                            sk["fp_keys"].add((c.name, g))
             if q >= _CTX["min_queries"] and len(k) <= 48:
                 hk = hst.setdefault((g, y), 0.0)
                 hst[(g, y)] = max(hk, det.anomaly(x))
@@ -119,6 +132,8 @@ def _fold(args):
                         s["fp_keys"] += 1
     for s in sweep.values():
         s["tunnel_caps"] = sorted(s["tunnel_caps"])
+        if isinstance(s["fp_keys"], set):
+            s["fp_keys"] = len(s["fp_keys"])
     rules_full = load_dir(Settings().rules)
     empty = RuleSet(rules=[], allowlist=rules_full.allowlist)
     s = replace(Settings(), model=mpath)
@@ -126,11 +141,13 @@ def _fold(args):
         # Measure rules + model: the time-series volume detectors (docs/timeseries.md) are
         # another engineer's and are measured on their own.
         s.volume_alerts = False
-    res = {"alone": [], "product": []}
+    res = {"alone": [], "product": [], "rules": []}
+    s_rules = replace(s, use_model=False)
     for p in paths:
         if p.name in held:
             res["alone"].append(evaluate_capture(p, truth[p.name], s, empty))
             res["product"].append(evaluate_capture(p, truth[p.name], s, rules_full))
+            res["rules"].append(evaluate_capture(p, truth[p.name], s_rules, rules_full))
     return repo, held, res, sweep, fit_s
 
 
@@ -159,7 +176,8 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--extra", type=Path, action="append", default=[],
                     help="another directory of captures with its own truth.yaml, held out as "
-                    "one more source (e.g. the project's pcaps/)")
+                    "one more source (e.g. the project's pcaps/), or as the sources its "
+                    "MANIFEST.md names (the lab's sets: one per seed)")
     ap.add_argument("--out", type=Path, help="write the markdown table here")
     ap.add_argument("--json", type=Path, help="write everything as JSON here")
     a = ap.parse_args()
@@ -169,10 +187,11 @@ def main() -> int:
     paths = [p for p in expand([str(a.corpus)]) if p.name in truth]
     for d in a.extra:
         t = load_truth(d / "truth.yaml")
+        dsrc = sources(d)[0] if (d / "MANIFEST.md").exists() else {}
         for p in expand([str(d)]):
             if p.name in t and p.name not in truth:
                 truth[p.name] = t[p.name]
-                src[p.name] = f"{d.name}/ (this project)"
+                src[p.name] = dsrc.get(p.name) or f"{d.name}/ (this project)"
                 paths.append(p)
     settings = Settings()
     ruleset = load_dir(settings.rules)
@@ -232,6 +251,21 @@ def main() -> int:
                     f"{ta['queries_to_detect']}/{ta['tunnel_queries']} | {fa} | "
                     f"{'hit' if tp['hit'] else 'MISS'} | {tp['time_to_detect']} | "
                     f"{','.join(tp['detectors'])} | {fp} |")
+    lines += ["", "Model-only detections (held out: tunnels the product or the model alone hit "
+              "and the rules alone miss):", ""]
+    only = []
+    for repo, _held, res, _, _ in results:
+        for ra, rp, rr in zip(res["alone"], res["product"], res["rules"], strict=True):
+            for ta, tp, tr in zip(ra["tunnels"], rp["tunnels"], rr["tunnels"], strict=True):
+                if (ta["hit"] or tp["hit"]) and not tr["hit"]:
+                    only.append(f"- {repo}: {ra['file']}: {ta['tunnel']} (model alone "
+                                f"{'hit' if ta['hit'] else 'miss'}, TTD {ta['time_to_detect']} "
+                                f"s, {ta['queries_to_detect']}/{ta['tunnel_queries']} queries)")
+    lines += only or ["- none"]
+    sr = summarize([r for _, _, res, _, _ in results for r in res["rules"]])
+    lines += ["", f"Rules alone on the same held-out captures: {sr['detected']}/{sr['tunnels']} "
+              f"tunnels, {sr['fp_keys']} FP keys, benign captures alerting "
+              f"{sr['benign_alerting']}."]
     lines += ["", "Held-out snapshot sweep (threshold/min queries: tunnel captures with a "
               "firing tunnel key, benign-labelled keys firing):", "",
               "| threshold | " + " | ".join(f"q≥{m}" for m in MIN_QUERIES) + " |",
@@ -242,6 +276,14 @@ def main() -> int:
             s = sweep.get(f"{t}/{m}", {"tunnel_caps": 0, "fp_keys": 0})
             cells.append(f"{s['tunnel_caps']} / {s['fp_keys']}")
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    lines += ["", f"Support check (threshold {a.threshold}, ≥{a.min_queries} queries; a window "
+              "fires only if at most K of its inputs lie outside its leaf's box of tunnel "
+              "training windows): tunnel captures with a firing tunnel key / benign-labelled "
+              "keys firing:", ""]
+    for kk in SUPPORT:
+        s = sweep.get(f"support{kk}", {"tunnel_caps": 0, "fp_keys": 0})
+        lines.append(f"- K = {'no check' if kk is None else kk}: {s['tunnel_caps']} / "
+                     f"{s['fp_keys']}")
     lines += ["", "Half-Space-Trees alone on held-out keys (max anomaly score over snapshots "
               f"with ≥{a.min_queries} queries): tunnel captures with a key over the threshold "
               "/ benign-labelled keys over it:", ""]

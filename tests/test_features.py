@@ -40,11 +40,33 @@ def test_subdomain_part_is_left_of_registered_domain():
 
 def test_alphabet_fits():
     hexname = feats("0123456789abcdef0123456789abcdef.t.example.com")
-    assert hexname.hex_fit > 0.9 and hexname.encoded
+    # one MD5-length digest per name is an identifier as often as data (ad frames, hashes):
+    # not "encoded"; hex split over several labels is a stream
+    assert hexname.hex_fit > 0.9 and not hexname.encoded and hexname.id_shape == 2
+    stream = feats("0123456789abcdef0123456789abcdef.0123456789abcdef01234567.t.example.com")
+    assert stream.encoded and stream.id_shape == 0
     b64 = feats("aGVsbG8gd29ybGQgdGhpcyBpcyBhIHRlc3Q9PQ.example.com")
     assert b64.b64_fit == 1.0 and b64.upper_share > 0
     plain = feats("mail.example.com")
     assert not plain.encoded and plain.digit_share == 0
+
+
+def test_identifier_service_and_address_shapes():
+    u = feats("f81d4fae-7dec-41d0-a765-00a0c91e6bf6.events.vendor.com")
+    assert u.id_shape == 1 and not u.encoded
+    assert feats("android-5165a91db7f92d52.corp.example").id_shape == 2
+    assert feats("sep00155d0a1b2c.ad.example").id_shape == 2
+    dkim = feats("ov5dtimlwgnmp2g34j7vjodzgy2maqyt._domainkey.amazonses.com")
+    assert dkim.service and not dkim.encoded
+    assert feats("_netblocks2.google.com").service
+    assert not feats("_aGVsbG8gd29ybGQgdGhpcyBpcyBh.t.example.com").service
+    for n in ("24-48-150-22.city.isp.net", "c-73-22-1-5.hsd1.ca.comcast.net",
+              "22.150.48.24.static.isp.net", "ip-10-1-2-3.ec2.internal"):
+        assert feats(n).addr, n
+    assert not feats("build-2024-11-03.ci.example").addr
+    assert not feats("v1-256-300-4.example").addr  # 256, 300 are no octets
+    # a base32 label is data, not an id
+    assert feats("mzxw6ytboi4dsnzqgezdgnbvgy3tqojq.tunnel.example").encoded
 
 
 def test_words_are_not_encoded_but_random_labels_are():

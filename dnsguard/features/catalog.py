@@ -38,13 +38,15 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("nonprint", ("message",), "non-printable octets in the subdomain part"),
     Feature("non_ldh", ("message",), "octets other than letters, digits, '-' and '_'"),
     Feature("encoded", ("message",), "1 if the longest label looks like encoded data "
-            "(≥24 chars and ≥3.6 bits/char, or ≥4 non-LDH octets)"),
+            "(≥24 chars and ≥3.6 bits/char, or ≥4 non-LDH octets), not an identifier "
+            "(id_shape) or a service-label name (service)"),
     Feature("reg_label_len", ("message",), "length of the registered domain's own label"),
     Feature("reg_label_entropy", ("message",), "entropy of the registered domain's own label"),
     Feature("reg_encoded", ("message",), "1 if the registered domain's own label looks encoded"),
     Feature("tld_known", ("message",), "1 if the TLD is in the Public Suffix List"),
     Feature("id_shape", ("message",), "1 if the subdomain's one long label is a UUID/GUID, "
-            "2 if it is a hex digest of a hash length (MD5, SHA-1, SHA-2), else 0"),
+            "2 if it is a hex digest of a hash length (MD5, SHA-1, SHA-2) or a hex device id "
+            "after a short word (android-<16 hex>, sep<MAC>), else 0"),
     Feature("service", ("message",), "1 if the subdomain holds a registered underscored "
             "label (_domainkey, _dmarc, _tcp, _udp, _msdcs, _sites, …: RFC 8552)"),
     Feature("addr", ("message",), "1 if the subdomain holds an IPv4 address as four decimal "
@@ -84,7 +86,8 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("new_data_rate", W, "new_data per second over the window (at least 1 s)",
             volume=True),
     Feature("uuid_share", W, "share of queries whose subdomain is one UUID/GUID"),
-    Feature("digest_share", W, "share of queries whose subdomain is one hex digest"),
+    Feature("digest_share", W, "share of queries whose subdomain is one hex digest or "
+            "hex device id"),
     Feature("service_share", W, "share of queries naming a registered underscored label"),
     Feature("addr_share", W, "share of queries with an IPv4 address in the subdomain"),
     Feature("distinct_domains", ("client",), "distinct registered domains queried",

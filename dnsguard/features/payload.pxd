@@ -16,8 +16,10 @@ cdef double _h(bytes data) except? -1.0
 
 @cython.locals(x=bytes)
 cpdef bint _has_service(tuple sub) except -1
-@cython.locals(n=Py_ssize_t, long_labels=Py_ssize_t, x=bytes, low=bytes)
+@cython.locals(n=Py_ssize_t, low=bytes)
 cpdef int _id_shape(bytes longest, tuple sub) except -1
+@cython.locals(long_labels=Py_ssize_t, x=bytes)
+cpdef bint _single_long(tuple sub) except -1
 
 @cython.locals(low=bytes)
 cpdef bint _looks_encoded(bytes label, Py_ssize_t total, Py_ssize_t non_ldh) except -1

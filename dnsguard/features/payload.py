@@ -46,8 +46,9 @@ _HEXLOW = b"0123456789abcdef"
 # A name holding one is a service lookup (DKIM ``<selector>._domainkey.<domain>``, RFC 6376
 # 3.6.2.1; AD ``_ldap._tcp.<GUID>.domains._msdcs.<forest>``; SRV ``_svc._proto.<name>``, RFC
 # 2782); its other labels are identifiers the service chose (SES DKIM selectors are random
-# 32-character tokens), not data a client is sending. Only registered names count: a
-# Base64url label may start with "_" by chance.
+# 32-character tokens), not data a client is sending. Besides the registered names, a short
+# lower-case attribute label (``_netblocks2``, Google's SPF include chain) counts; a long or
+# mixed-case one (a Base64url label may start with "_" by chance) does not.
 SERVICE_LABELS = frozenset(x.encode() for x in (
     "_tcp", "_udp", "_sctp", "_dccp", "_tls", "_quic", "_domainkey", "_dmarc", "_report",
     "_bimi", "_adsp", "_vouch", "_spf", "_mta-sts", "_smtp", "_acme-challenge",
@@ -59,10 +60,15 @@ SERVICE_LABELS = frozenset(x.encode() for x in (
     "_443", "_853", "_validation-contactemail", "_validation-contactphone"))
 # A UUID/GUID label (RFC 9562 section 4: 8-4-4-4-12 hex digits): telemetry request ids, AD
 # domain GUIDs. One per name is an identifier (16 octets), not a stream of data.
+_ATTR_LEAF = re.compile(rb"_[a-z][a-z0-9-]{0,15}\Z")
 _UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 # Hex digests of the common hash lengths (MD5, SHA-1, SHA-224, SHA-256, SHA-384, SHA-512):
-# file-reputation lookups (allowlisted by name) and some exfiltration tools alike.
+# Google's ad frames (<32 hex>.safeframe.googlesyndication.com, one per ad:
+# https://support.google.com/admanager/answer/6023110), Microsoft's footprintdns probes,
+# file-reputation lookups; and hex ids after a short word, as DHCP-registered host names carry
+# them (``android-<16 hex>`` Android ID, ``sep<12 hex>`` a MAC address).
 _DIGEST_LENGTHS = frozenset({32, 40, 56, 64, 96, 128})
+_HEX_ID = re.compile(rb"[a-z]{2,12}[-_]?[0-9a-f]{12}(?:[0-9a-f]{4})?\Z")
 # An IPv4 address written into a host name, four decimal octets joined by one of "-", ".",
 # "_" (ISP and cloud host names: ``24-48-150-22.res.isp.net``, ``ec2-54-1-2-3``,
 # ``cpe-…``, ``pool-…``, reversed or not; RFC 1912 section 2.1 asks for such PTR/A pairs).
@@ -318,10 +324,11 @@ class NameAnalyzer:
             f.service = svc = _has_service(sub)
             f.addr = _ADDR.search(low_sub) is not None
             f.id_shape = shape = _id_shape(longest, sub)
-            # Identifiers a service chose (a UUID per request, a DKIM selector, an AD GUID)
-            # are not encoded data; raw octets always are.
+            # Identifiers (a UUID per request, a hex digest or device id, a DKIM selector or
+            # an AD GUID under a service label) are not counted as encoded data; raw octets
+            # always are. Many hex digests from one client fast: rule digest-labels-burst.
             f.encoded = _looks_encoded(longest, n, non_ldh) and (
-                non_ldh >= 4 or (not svc and shape != ID_UUID))
+                non_ldh >= 4 or (not svc and not shape))
             # Octets of information the subdomain can hold (length × bits per character / 8):
             # what a name adds to a channel when it is new.
             f.info_bytes = n * f.sub_entropy / 8.0
@@ -353,33 +360,36 @@ ID_DIGEST = 2
 def _has_service(sub: tuple[bytes, ...]) -> bool:
     """Does the subdomain hold a registered underscored label (``_domainkey``, ``_tcp``…)?
 
-    >>> _has_service((b"s1", b"_domainkey")), _has_service((b"_x7Gq", b"a"))
-    (True, False)
+    >>> _has_service((b"s1", b"_domainkey")), _has_service((b"_netblocks2",))
+    (True, True)
+    >>> _has_service((b"_x7Gq", b"a")), _has_service((b"_dGhpcyBpcyBkYXRhIGluIGI2NA",))
+    (False, False)
     """
     for x in sub:  # noqa: SIM110 - a C loop compiled (no generator object)
-        if x[:1] == b"_" and x.lower() in SERVICE_LABELS:
+        if x[:1] == b"_" and (x.lower() in SERVICE_LABELS or _ATTR_LEAF.match(x) is not None):
             return True
     return False
 
 
 def _id_shape(longest: bytes, sub: tuple[bytes, ...]) -> int:
     """ID_UUID if the subdomain's one long label is a UUID, ID_DIGEST if it is a hex digest
-    of a hash length, else 0. Several long labels are a stream, not an identifier.
+    of a hash length or a hex device id after a short word, else 0. Several long labels are
+    a stream, not an identifier.
 
     >>> u = b"f81d4fae-7dec-11d0-a765-00a0c91e6bf6"
     >>> _id_shape(u, (u,))
     1
     >>> _id_shape(b"d41d8cd98f00b204e9800998ecf8427e", (b"d41d8cd98f00b204e9800998ecf8427e", b"t"))
     2
+    >>> _id_shape(b"android-5165a91db7f92d52", (b"android-5165a91db7f92d52",))
+    2
     """
     n = len(longest)
     if n != 36 and n not in _DIGEST_LENGTHS:
+        if 14 <= n <= 29 and _HEX_ID.match(longest.lower()) is not None:
+            return ID_DIGEST if _single_long(sub) else 0
         return 0
-    long_labels = 0
-    for x in sub:
-        if len(x) >= 16:
-            long_labels += 1
-    if long_labels != 1:
+    if not _single_long(sub):
         return 0
     low = longest.lower()
     if n == 36:
@@ -387,6 +397,15 @@ def _id_shape(longest: bytes, sub: tuple[bytes, ...]) -> int:
     if not low.translate(None, _HEXLOW) and not low.isdigit():
         return ID_DIGEST
     return 0
+
+
+def _single_long(sub: tuple[bytes, ...]) -> bool:
+    """Exactly one label of 14 octets or more: an id, not a stream split over labels."""
+    long_labels = 0
+    for x in sub:
+        if len(x) >= 14:
+            long_labels += 1
+    return long_labels == 1
 
 
 def _looks_encoded(label: bytes, total: int, non_ldh: int) -> bool:
