@@ -178,6 +178,9 @@ def main() -> int:
                     help="another directory of captures with its own truth.yaml, held out as "
                     "one more source (e.g. the project's pcaps/), or as the sources its "
                     "MANIFEST.md names (the lab's sets: one per seed)")
+    ap.add_argument("--hold-out", default="",
+                    help="hold out only the sources whose name starts with this (e.g. "
+                    "'dnsguard-lab/': the lab's seeds), training each fold on all the rest")
     ap.add_argument("--out", type=Path, help="write the markdown table here")
     ap.add_argument("--json", type=Path, help="write everything as JSON here")
     a = ap.parse_args()
@@ -203,7 +206,8 @@ def main() -> int:
     tmp = tempfile.mkdtemp(prefix="loso-")
     _CTX.update(caps=caps, paths=paths, truth=truth, tmp=tmp, threshold=a.threshold,
                 min_queries=a.min_queries)
-    jobs = [(repo, held, a.classifier, {}) for repo, held in sorted(groups.items())]
+    jobs = [(repo, held, a.classifier, {}) for repo, held in sorted(groups.items())
+            if repo.startswith(a.hold_out)]
     results = []
     if a.jobs > 1:
         import multiprocessing as mp
@@ -222,7 +226,8 @@ def main() -> int:
             s["fp_keys"] += v["fp_keys"]
     lines = [f"# Leave-one-source-out, {a.classifier}, threshold {a.threshold}, "
              f"min queries {a.min_queries}", "",
-             f"{len(groups)} sources, {len(paths)} captures; wall time {elapsed:.0f} s "
+             f"{len(groups)} sources ({len(jobs)} held out in turn), {len(paths)} captures; "
+             f"wall time {elapsed:.0f} s "
              f"(snapshot collection {t_collect:.0f} s, {a.jobs} processes); "
              f"mean fit {sum(r[4] for r in results) / len(results):.1f} s per fold", ""]
     if notes:
