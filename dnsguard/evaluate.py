@@ -8,6 +8,13 @@ once per key (its domain, else its addresses).
 
 Time to detect runs from the tunnel's first query to the first alert that hits it, and so does
 the count of the tunnel's queries.
+
+Volume anomalies (``dns_volume_anomaly``, docs/timeseries.md) name no tunnel, so they never
+*detect* one, but a user sees them: each one that is not about a tunnel of its capture (a
+domain series related to the tunnel's domain, or a client series of a client that queried
+it) is a **volume false positive**, counted once per series key (``client:<ip>``,
+``domain:<d>``, ``client:other``) in ``volume_false_positive_keys``, apart from the tunnel
+alerts' ``false_positive_keys`` so each detector family's bar stays readable.
 """
 
 from __future__ import annotations
@@ -82,13 +89,20 @@ def load_truth(path: str | Path) -> dict[str, Truth]:
     return out
 
 
+EVENT_TUNNEL = "dns_tunnel"
+EVENT_VOLUME = "dns_volume_anomaly"  # dnsguard.series.monitor.EVENT_VOLUME (no scipy import here)
+MAX_TUNNEL_CLIENTS = 256  # clients remembered per tunnel (a volume alert on one is not false)
+
+
 class _Watcher:
-    """Counts each tunnel's queries and notes the first one, as the pipeline sees them."""
+    """Counts each tunnel's queries and notes the first one, as the pipeline sees them, and
+    which clients asked for it (bounded)."""
 
     def __init__(self, tunnels: list[Tunnel]) -> None:
         self.tunnels = tunnels
         self.first: list[float | None] = [None] * len(tunnels)
         self.count = [0] * len(tunnels)
+        self.clients: list[set[str]] = [set() for _ in tunnels]
 
     def __call__(self, ts: float, client: str, server: str, qname: str) -> None:
         for i, t in enumerate(self.tunnels):
@@ -98,6 +112,8 @@ class _Watcher:
                 hit = client == t.client or server == t.server
             if hit:
                 self.count[i] += 1
+                if len(self.clients[i]) < MAX_TUNNEL_CLIENTS:
+                    self.clients[i].add(client)
                 if self.first[i] is None:
                     self.first[i] = ts
 
@@ -110,9 +126,15 @@ def evaluate_capture(path: Path, truth: Truth, settings: Settings,
     watcher = _Watcher(truth.tunnels)
     found: list[dict | None] = [None] * len(truth.tunnels)
 
+    volume: list[dict] = []
+
     def emit(alert: dict) -> None:
-        if alert.get("event_type", "dns_tunnel") != "dns_tunnel":
-            return  # eval scores tunnel alerts only (volume anomalies claim no tunnel)
+        ev = alert.get("event_type", EVENT_TUNNEL)
+        if ev == EVENT_VOLUME:
+            volume.append(alert)  # claims no tunnel: scored as false or not below
+            return
+        if ev != EVENT_TUNNEL:
+            return
         alerts.append(alert)
         for i, t in enumerate(truth.tunnels):
             if found[i] is None and t.hit_by(alert):
@@ -142,8 +164,21 @@ def evaluate_capture(path: Path, truth: Truth, settings: Settings,
             for d in a["detectors"]:
                 if d not in fp_keys[key]:
                     fp_keys[key].append(d)
+    vfp_keys: dict[str, list[str]] = {}
+    for a in volume:
+        if any(t.hit_by(a) or (a.get("src_ip") is not None
+                               and a["src_ip"] in watcher.clients[i])
+               for i, t in enumerate(truth.tunnels)):
+            continue
+        key = (a.get("stats") or {}).get("series") or (
+            f"domain:{a['domain']}" if a.get("domain") else f"client:{a.get('src_ip')}")
+        seen = vfp_keys.setdefault(key, [])
+        for d in a["detectors"]:
+            if d not in seen:
+                seen.append(d)
     return {"file": path.name, "class": truth.cls, "tool": truth.tool, "tunnels": tunnels,
             "alerts": len(alerts), "false_positive_keys": fp_keys,
+            "volume_alerts": len(volume), "volume_false_positive_keys": vfp_keys,
             "packets": res.summary["packets"], "errors": res.errors}
 
 
@@ -169,18 +204,25 @@ def evaluate(paths: list[Path], truth: dict[str, Truth], settings: Settings,
             "benign_captures": len(benign),
             "benign_captures_alerting": sum(1 for r in benign if r["alerts"]),
             "false_positive_keys": sum(len(r["false_positive_keys"]) for r in results),
+            "benign_captures_volume_alerting": sum(1 for r in benign if r["volume_alerts"]),
+            "volume_false_positive_keys": sum(len(r["volume_false_positive_keys"])
+                                              for r in results),
             "median_time_to_detect": ttds[len(ttds) // 2] if ttds else None,
         },
     }
 
 
 def format_table(result: dict) -> str:
-    rows = [("capture", "class", "tunnel", "result", "ttd s", "queries", "detectors / FP keys")]
+    rows = [("capture", "class", "tunnel", "result", "ttd s", "queries", "volume FP",
+             "detectors / FP keys")]
     for r in result["captures"]:
-        fps = "; ".join(f"FP {k} ({','.join(v)})" for k, v in r["false_positive_keys"].items())
+        fps = "; ".join([f"FP {k} ({','.join(v)})" for k, v in r["false_positive_keys"].items()]
+                        + [f"FP volume {k} ({','.join(v)})"
+                           for k, v in r["volume_false_positive_keys"].items()])
+        nv = str(len(r["volume_false_positive_keys"]))
         if r["class"] == "benign" or not r["tunnels"]:
             rows.append((r["file"], r["class"], "-", "clean" if not r["alerts"] else "ALERTS",
-                         "", "", fps))
+                         "", "", nv, fps))
             continue
         for i, t in enumerate(r["tunnels"]):
             rows.append((r["file"] if i == 0 else "", r["class"] if i == 0 else "",
@@ -188,20 +230,25 @@ def format_table(result: dict) -> str:
                          "" if t["time_to_detect"] is None else f"{t['time_to_detect']:.1f}",
                          "" if t["queries_to_detect"] is None else
                          f"{t['queries_to_detect']}/{t['tunnel_queries']}",
-                         ",".join(t["detectors"]) + ("; " + fps if fps else "")))
-    widths = [max(len(str(row[i])) for row in rows) for i in range(6)]
+                         nv if i == 0 else "",
+                         ",".join(t["detectors"]) + ("; " + fps if fps and i == 0 else "")))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(7)]
     lines = []
     for j, row in enumerate(rows):
-        lines.append("  ".join(str(c).ljust(widths[i]) for i, c in enumerate(row[:6]))
-                     + "  " + row[6])
+        lines.append("  ".join(str(c).ljust(widths[i]) for i, c in enumerate(row[:7]))
+                     + "  " + row[7])
         if j == 0:
-            lines.append("-" * (sum(widths) + 12 + len(rows[0][6])))
+            lines.append("-" * (sum(widths) + 14 + len(rows[0][7])))
     t = result["totals"]
     lines.append("")
     lines.append(f"tunnels detected: {t['detected']}/{t['tunnels']}; benign captures with "
                  f"alerts: {t['benign_captures_alerting']}/{t['benign_captures']}; "
                  f"false-positive keys: {t['false_positive_keys']}; median time to detect: "
                  f"{t['median_time_to_detect']} s")
+    lines.append(f"volume anomalies (dns_volume_anomaly, not in the counts above): benign "
+                 f"captures with them: {t['benign_captures_volume_alerting']}/"
+                 f"{t['benign_captures']}; false-positive volume keys: "
+                 f"{t['volume_false_positive_keys']}")
     return "\n".join(lines)
 
 
