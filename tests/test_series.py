@@ -292,3 +292,36 @@ def test_series_off_costs_nothing(make_pipe):
     pipe, _ = make_pipe(s)
     assert pipe.series is None
     assert pipe.summary()["series"] is None
+
+
+def _feed(m: SeriesMonitor, step: int, n: int, size: int, client: bytes, domains: list[str],
+          qtype: int = 1, salt: int = 0) -> None:
+    for i in range(n):
+        ts = step * 60 + 1 + i * (50.0 / max(n, 1))
+        m.observe_query(ts, client, domains[i % len(domains)], hash((salt, step, i)), size,
+                        qtype)
+        m.observe_response(ts + 0.01, client, domains[i % len(domains)], size + 60, 0)
+
+
+def test_a_browsing_burst_after_quiet_spells_is_not_an_anomaly_but_a_channel_is():
+    """Issue #12: a desktop idling at a few queries a minute (with the odd page load) then
+    browsing for a few minutes (~150 short names a minute over many sites) is activity; the
+    same host then sending as many long-named queries (a data channel's bytes up) is not."""
+    rng = np.random.default_rng(7)
+    c = b"\x0a\x4d\x01\x11"
+    sites = [f"site{i}.example" for i in range(60)]
+    quiet = [int(v) for v in rng.poisson(6, 40)]
+    quiet[12] = quiet[27] = 60  # earlier page loads
+    r = Raised()
+    m = SeriesMonitor(raise_fn=r)
+    for step, n in enumerate(quiet + [150, 160, 140, 5, 5]):
+        _feed(m, step, n, 45, c, sites)
+    assert [call[0][2]["series"] for call in r.calls] == [], r.calls
+    r2 = Raised()
+    m = SeriesMonitor(raise_fn=r2)
+    for step, n in enumerate(quiet + [150, 160, 140, 5, 5]):
+        _feed(m, step, n, 45 if n < 100 else 220, c, sites if n < 100 else ["tun.example"],
+              salt=1)
+    series = {call[0][2]["series"] for call in r2.calls}
+    assert "client:10.77.1.17" in series, r2.calls
+    assert any("bytes_up" in call[0][2]["metrics"] for call in r2.calls)

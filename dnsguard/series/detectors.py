@@ -226,16 +226,37 @@ def ks(x: np.ndarray, recent: int = 10, reference: int = 50, alpha: float = 0.00
                    f"(fires at p < {alpha} and D > {min_d})", p)
 
 
+def carrier_shift(recent: np.ndarray, history: np.ndarray,
+                  toward: np.ndarray | None = None) -> float:
+    """How far the query-type mix moved *toward* the buckets flagged in ``toward``: the sum
+    of the increases of their shares (``Σ max(0, p_recent − p_history)`` over them); with
+    ``toward`` None, the total variation distance ``½·Σ|p_recent − p_history|``.
+
+    >>> carrier_shift(np.array([0.0, 10.0]), np.array([10.0, 0.0]), np.array([False, True]))
+    1.0
+    >>> carrier_shift(np.array([10.0, 0.0]), np.array([0.0, 10.0]), np.array([False, True]))
+    0.0
+    """
+    d = recent / recent.sum() - history / history.sum()
+    if toward is None:
+        return 0.5 * float(np.abs(d).sum())
+    return float(np.clip(d[toward], 0.0, None).sum())
+
+
 def chi2_qtypes(recent: np.ndarray, history: np.ndarray, alpha: float = 1e-6,
-                min_count: int = 50, min_shift: float = 0.25) -> Finding | None:
+                min_count: int = 50, min_shift: float = 0.25,
+                toward: np.ndarray | None = None) -> Finding | None:
     """Chi-square test of the query-type distribution against history.
 
     ``recent`` = counts per query-type bucket in the latest step; ``history`` = counts per
     bucket over the history steps. ``scipy.stats.chi2_contingency`` on the 2×k table (buckets
-    with no count on either side dropped). Fires when ``p < alpha`` (1e-6) *and* the
-    distributions differ by at least ``min_shift`` in total variation distance
-    (½·Σ|p_recent − p_history|): with thousands of queries a tiny mix change is
-    "significant", so the effect size is required too. Needs ``min_count`` queries on each side.
+    with no count on either side dropped). Fires when ``p < alpha`` (1e-6) *and* the mix
+    moved by at least ``min_shift`` (:func:`carrier_shift`): with thousands of queries a
+    tiny mix change is "significant", so the effect size is required too. ``toward`` (a
+    boolean mask of the buckets) counts only moves toward those types — the monitor passes
+    the data-carrying types (TXT, NULL, CNAME, MX, …): a browser's A/AAAA→HTTPS or a
+    monitoring host's PTR sweep changes the mix too, but carries no data down.
+    Needs ``min_count`` queries on each side.
     """
     recent = np.asarray(recent, dtype=float)
     history = np.asarray(history, dtype=float)
@@ -246,10 +267,11 @@ def chi2_qtypes(recent: np.ndarray, history: np.ndarray, alpha: float = 1e-6,
         return Finding("chi2", False, 0.0, alpha, "one query type only", 1.0)
     table = np.vstack([recent[keep], history[keep]])
     chi2, p, _, _ = stats.chi2_contingency(table)
-    tv = 0.5 * float(np.abs(recent / recent.sum() - history / history.sum()).sum())
+    tv = carrier_shift(recent, history, toward)
+    what = "total variation" if toward is None else "shift toward data-carrying types"
     fired = bool(p < alpha and tv >= min_shift)
     return Finding("chi2", fired, float(chi2), alpha,
-                   f"query-type mix chi2 {_f(chi2)} p {float(p):.3g}, total variation "
+                   f"query-type mix chi2 {_f(chi2)} p {float(p):.3g}, {what} "
                    f"{_f(tv)} (fires at p < {alpha} and shift >= {min_shift})", float(p))
 
 

@@ -18,12 +18,14 @@ names, 12 KiB up, 48 KiB down, 60 NXDOMAIN answers.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from dnsguard.dns import rdatatype
 from dnsguard.output.alerts import iso_time
 from dnsguard.series import detectors as det
 from dnsguard.series.store import METRICS, OTHER, QTYPE_NAMES, SeriesStore
@@ -35,7 +37,19 @@ EVENT_VOLUME = "dns_volume_anomaly"
 WINDOW = 70
 LAST_POINTS = 5  # newest points quoted in an alert's stats
 CHI2_MIN_SHIFT = 0.25  # total variation the query-type mix must move (checked before scipy)
-EXCESS = 1.0  # the newest point must exceed the baseline median by EXCESS × the floor
+EXCESS = 1.0  # the newest points must exceed the baseline median by EXCESS × the floor
+# Steps a rise must last (each over the floor and the excess) before it is tested: a browser
+# loading pages, a monitoring host's /24 reverse sweep or a mail burst fills one step after a
+# quiet spell; exfiltration at a volume worth reporting keeps going.
+SUSTAIN = 2
+# The volume tests run on log(1 + x): DNS volume driven by people and jobs is heavy-tailed
+# (a host idles at a few queries a minute and loads a page with 150), so a rise is judged
+# as a factor against the spread of the key's own factors, not as a count against a count
+# scale. The scale floor on that axis: a change of ~10 % is never more than one unit of noise.
+LOG_MIN_SCALE = 0.1
+# Query-type buckets whose answers can carry data down (rdatatype.CARRIER, and the types
+# outside the mix): the chi-square test alerts only on a move toward these.
+CARRIER_BUCKETS = np.array([rdatatype.is_carrier(t) for t in rdatatype.MIX_SERIES] + [True])
 
 
 @dataclass
@@ -47,6 +61,11 @@ class MonitorConfig:
         "nxdomain": 60.0})
     chi2: bool = True
     other: bool = True  # also test the "other" aggregates
+    log_scale: bool = True  # volume tests on log(1 + x) (LOG_MIN_SCALE); False: raw counts
+    # A volume anomaly needs one of these among its anomalous metrics: a data channel moves
+    # bytes; queries, distinct names or NXDOMAINs rising alone (a browsing session, a /24
+    # reverse sweep) are activity, reported only as corroboration. Empty: any metric.
+    data_metrics: tuple[str, ...] = ("bytes_up", "bytes_down")
 
 
 class SeriesMonitor:
@@ -66,6 +85,11 @@ class SeriesMonitor:
         scale = step / 60.0
         self.floors = {m: self.cfg.floors[m] * scale for m in METRICS}
         self._floor_row = np.array([self.floors[m] for m in METRICS])  # in METRICS order
+        # The volume tests in order, with the scale floor of the axis they run on.
+        self._tests: list[Callable] = [
+            fn if not self.cfg.log_scale or name in ("histogram", "ks")  # scale-free
+            else functools.partial(fn, min_scale=LOG_MIN_SCALE, rel_scale=0.0)
+            for name, fn in det.VOLUME_DETECTORS.items()]
         self.anomalies = 0  # alerts handed to the policy
         self.evaluated = 0  # series tested
         self.store.on_close = self._on_close
@@ -115,16 +139,18 @@ class SeriesMonitor:
             return out  # no established baseline (new, or back from idle): not a change
         for mi, metric in enumerate(METRICS):
             x = table.values(slot, mi, WINDOW)
-            if len(x) < det.MIN_HISTORY + 1:
+            if len(x) < det.MIN_HISTORY + SUSTAIN:
                 continue
             floor = self.floors[metric]
-            latest = x[-1]
-            if latest < floor or latest - float(np.median(x[:-1])) < floor * EXCESS:
+            low = float(x[-SUSTAIN:].min())  # the rise must hold over the last SUSTAIN steps
+            if low < floor or low - float(np.median(x[:-SUSTAIN])) < floor * EXCESS:
                 continue
             self.evaluated += 1
+            if self.cfg.log_scale:
+                x = np.log1p(x)
             fired = []
-            left = len(det.VOLUME_DETECTORS)
-            for fn in det.VOLUME_DETECTORS.values():  # cheapest first
+            left = len(self._tests)
+            for fn in self._tests:  # cheapest first
                 if len(fired) + left < self.cfg.consensus:
                     break  # consensus out of reach: spare the costlier tests
                 left -= 1
@@ -133,13 +159,17 @@ class SeriesMonitor:
                     fired.append(f)
             if len(fired) >= self.cfg.consensus:
                 out.append((metric, fired))
+        if out and self.cfg.data_metrics and not any(
+                m in self.cfg.data_metrics for m, _ in out):
+            out = []  # no evidence of data moving: activity, not a channel
         if self.cfg.chi2:
             q = table.values(slot, 0, 1)
             if len(q) and q[-1] >= self.floors["queries"]:
                 recent, hist = table.qtype_counts(slot)
-                if hist.sum() > 0 and 0.5 * float(np.abs(
-                        recent / recent.sum() - hist / hist.sum()).sum()) >= CHI2_MIN_SHIFT:
-                    f = det.chi2_qtypes(recent, hist, min_shift=CHI2_MIN_SHIFT)
+                if hist.sum() > 0 and det.carrier_shift(
+                        recent, hist, CARRIER_BUCKETS) >= CHI2_MIN_SHIFT:
+                    f = det.chi2_qtypes(recent, hist, min_shift=CHI2_MIN_SHIFT,
+                                        toward=CARRIER_BUCKETS)
                     if f is not None and f.fired:
                         out.append(("qtypes", [f]))
         return out
@@ -153,7 +183,8 @@ class SeriesMonitor:
         seen: dict[str, int] = {}
         for metric, fs in found:
             for f in fs:
-                reason = f"{metric}: {f.reason}"
+                axis = "log(1+x) " if self.cfg.log_scale and metric != "qtypes" else ""
+                reason = f"{metric}: {axis}{f.reason}"
                 d = f.as_dict()
                 d["metric"] = metric
                 tests.append(d)
