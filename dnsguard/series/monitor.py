@@ -2,18 +2,21 @@
 
 When a step closes (capture time; never per packet), every tracked series — and the
 ``other`` aggregate of each kind — that has at least ``MIN_HISTORY`` closed steps before the
-newest one (10 steps: 10 minutes at the default 60 s step) and whose newest point passes the
-volume floor of a metric is tested on that metric with every detector of
-:data:`dnsguard.series.detectors.VOLUME_DETECTORS`, and its query-type mix with the
-chi-square test. A metric is anomalous when at least ``consensus`` detectors (default 4 of 7)
-fire on it, as Skyline's consensus; the query-type test alerts on its own (its effect size
-is required as well as its p-value). The anomalies of one key at one step become one
-``dns_volume_anomaly`` alert through the pipeline's policy (suppression per key and kind,
-the overall rate limit), with the schema of tunnel alerts.
+newest one (10 steps: 10 minutes at the default 60 s step) and whose last ``SUSTAIN`` (2)
+points each pass the volume floor of a metric is tested on that metric, on log(1 + x), with
+every detector of :data:`dnsguard.series.detectors.VOLUME_DETECTORS`, and its query-type
+mix with the chi-square test. A metric is anomalous when at least ``consensus`` detectors
+(default 4 of 7) fire on it, as Skyline's consensus; a key alerts on volume only when a
+bytes metric (``data_metrics``) is among its anomalous ones. The query-type test alerts on
+its own, on a move toward data-carrying types (its effect size is required as well as its
+p-value). The anomalies of one key at one step become one ``dns_volume_anomaly`` alert
+through the pipeline's policy (suppression per key and kind, the overall rate limit), with
+the schema of tunnel alerts. Why each of these (issue #12: browsing sessions, reverse
+sweeps and mix changes on the lab's benign sets): docs/timeseries.md.
 
-Volume floor (per 60 s, scaled with the step): the newest point must be at least the floor,
-and at least the floor above the median of the baseline. Defaults: 120 queries, 60 distinct
-names, 12 KiB up, 48 KiB down, 60 NXDOMAIN answers.
+Volume floor (per 60 s, scaled with the step): each of the last two points must be at least
+the floor, and at least the floor above the median of the baseline before them. Defaults:
+120 queries, 60 distinct names, 12 KiB up, 48 KiB down, 60 NXDOMAIN answers.
 """
 
 from __future__ import annotations
