@@ -39,7 +39,7 @@ EVENT_VOLUME = "dns_volume_anomaly"
 # Points handed to the detectors: the longest baseline (60) plus the longest recent part (10).
 WINDOW = 70
 LAST_POINTS = 5  # newest points quoted in an alert's stats
-CHI2_MIN_SHIFT = 0.25  # total variation the query-type mix must move (checked before scipy)
+CHI2_MIN_SHIFT = 0.25  # how far the mix must move toward carrier types (checked before scipy)
 EXCESS = 1.0  # the newest points must exceed the baseline median by EXCESS × the floor
 # Steps a rise must last (each over the floor and the excess) before it is tested: a browser
 # loading pages, a monitoring host's /24 reverse sweep or a mail burst fills one step after a
