@@ -37,7 +37,7 @@ from dnsguard.settings import Settings
 
 N = int(os.environ.get("DNSGUARD_FLOOD_N", "200000"))
 CAPS = {"max_domains": 2000, "max_client_domains": 2000, "max_clients": 1000,
-        "max_flows": 500}
+        "max_flows": 500, "long_max_domains": 2000, "long_max_pairs": 2000}
 _ETH = b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02\x08\x00"
 _ALNUM = b"abcdefghijklmnopqrstuvwxyz0123456789-"
 _SUFFIXES = (b"\x03com", b"\x03net", b"\x03org", b"\x02co\x02uk", b"\x02de")
