@@ -106,8 +106,8 @@ def block_zone(shared: str, regdomain: str, names: int) -> str:
 
     ``shared`` is the presentation form of the suffix all the key's names share.
 
-    >>> block_zone("=auth.example.attack", "example.attack", 40)
-    'example.attack'
+    >>> block_zone("=auth.tunnel.example", "tunnel.example", 40)
+    'tunnel.example'
     >>> block_zone("t1.tunnel.example", "tunnel.example", 40)
     't1.tunnel.example'
     >>> block_zone("t1.tunnel.example", "tunnel.example", 3)  # too few names to say
