@@ -294,6 +294,13 @@ class _Sum:
             + getattr(self.funnel.policy, k, 0) for k in _POLICY_COUNTS})
 
     @property
+    def horizon(self):
+        """The judge's long-horizon tables: every ``long_domain`` key (the judge sees every
+        worker's queries). The workers' own ``long_client_domain`` tables are not in their
+        snapshots, so that scope's gauge reads the judge's (empty) table."""
+        return self.judge.horizon
+
+    @property
     def last_ts(self) -> float:
         return max([s["last_ts"] for s in list(self.snaps.values())] + [self.judge.last_ts])
 

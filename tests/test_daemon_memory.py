@@ -29,7 +29,8 @@ from dnsguard.pipeline import Pipeline
 from dnsguard.settings import Settings
 
 N = int(os.environ.get("DNSGUARD_MEMTEST_N", "200000"))
-CAPS = {"max_domains": 400, "max_client_domains": 400, "max_clients": 200, "max_flows": 100}
+CAPS = {"max_domains": 400, "max_client_domains": 400, "max_clients": 200, "max_flows": 100,
+        "long_max_domains": 400, "long_max_pairs": 400}
 _ETH = b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02\x08\x00"
 _ALPHA = b"abcdefghijklmnopqrstuvwxyz"
 
@@ -84,6 +85,11 @@ def test_state_caps_hold_and_memory_is_flat():
         assert n <= caps[scope], (scope, n)
     assert summary["evicted_keys"]["domain"] > N // 2  # the caps did the work
     assert summary["tracked_keys"]["domain"] == caps["domain"]
+    lh = summary["long_horizon"]  # the long-horizon tables are capped too
+    # eviction drops a batch at a time, so a full table sits at or a little under its cap
+    assert 0 < lh["long_domain"] <= CAPS["long_max_domains"], lh
+    assert lh["evicted"]["long_domain"] > 0, lh
+    assert lh["long_client_domain"] <= CAPS["long_max_pairs"], lh
     # A leak of one small object per query would be N/2 blocks; the bound is a fraction of it
     # (alerts, if any, are kept by this test and the policy's suppression map holds one entry
     # per alerting key: both bounded by the number of alerts).
