@@ -188,6 +188,20 @@ def _interface_exists(name: str) -> bool:
     return _ifindex(name) is not None
 
 
+def refuse_missing_interfaces(interfaces) -> bool:
+    """Log one line naming each configured interface that does not exist, and the host's;
+    True when any is missing (``run`` then exits 1 before any work: the model's load, the
+    alert file). One process or a supervisor of workers alike."""
+    from dnsguard.capture.live import interface_names
+
+    missing = [n for n in interfaces if not _interface_exists(n)]
+    if missing:
+        log.error("interface %s does not exist (this host has: %s): fix 'interfaces:' in "
+                  "the configuration or --interface", ", ".join(missing),
+                  ", ".join(interface_names()) or "none listed")
+    return bool(missing)
+
+
 def _log_opened(iface) -> None:
     """Log what a capture opened (the socket's granted buffer, the ring's shape)."""
     level, line = iface.describe()
@@ -334,7 +348,7 @@ class Daemon:
     def run(self) -> int:
         from prometheus_client import disable_created_metrics
 
-        from dnsguard.capture.live import CaptureOpenError, interface_names
+        from dnsguard.capture.live import CaptureOpenError
         from dnsguard.metrics import Metrics
 
         cfg = self.cfg
@@ -346,11 +360,7 @@ class Daemon:
             log.error("nothing to read: set 'interfaces:' (or --interface) to capture, and/or "
                       "'dnstap:' (or --dnstap) to receive dnstap from DNS servers")
             return 2
-        missing = [n for n in cfg.interfaces if not _interface_exists(n)]
-        if missing:  # before any work (the model's load, the alert file)
-            log.error("interface %s does not exist (this host has: %s): fix 'interfaces:' in "
-                      "the configuration or --interface", ", ".join(missing),
-                      ", ".join(interface_names()) or "none listed")
+        if refuse_missing_interfaces(cfg.interfaces):
             return 1
         settings = cfg.to_settings()
         try:

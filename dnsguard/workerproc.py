@@ -41,10 +41,10 @@ from dnsguard.daemon import (
     SELECT_TIMEOUT,
     Daemon,
     _ifindex,
-    _interface_exists,
     _log_opened,
     _preload,
     drop_privileges,
+    refuse_missing_interfaces,
     target_user,
 )
 from dnsguard.detect.rules import load_dir
@@ -359,13 +359,10 @@ class Supervisor(Daemon):
         except LookupError as e:
             log.error("%s (set 'user:' in the configuration)", e)
             return 2
-        missing = [n for n in cfg.interfaces if not _interface_exists(n)]
-        if missing:
-            log.error("interface %s does not exist (see 'ip link'): fix 'interfaces:' in the "
-                      "configuration or --interface", ", ".join(missing))
+        if refuse_missing_interfaces(cfg.interfaces):
             return 1
-        if not self._prepare_state_dir(pw) and hasattr(settings, "model_state"):
-            settings.model_state = None
+        if not self._prepare_state_dir(pw):  # no checkpoints (as one process)
+            settings.model_state = settings.long_state = None
         # Workers first: no thread and no output file exists yet to be inherited.
         self.children: list[tuple[int, socket.socket]] = []
         fanout = (os.getpid() * 7919) & 0xFFFF
