@@ -345,21 +345,11 @@ class Daemon:
             log.info("dnstap: listening on %s", ep)
         return True
 
-    def run(self) -> int:
-        from prometheus_client import disable_created_metrics
-
-        from dnsguard.capture.live import CaptureOpenError
-        from dnsguard.metrics import Metrics
-
+    def _prepare(self) -> tuple | int:
+        """What every run checks and loads before any work, one process or a supervisor of
+        workers: the interfaces exist, the rules load, the user exists, the state directory
+        (no checkpoints without one). Returns ``(settings, ruleset, pw)`` or the exit code."""
         cfg = self.cfg
-        if cfg.workers > 1:
-            from dnsguard.workerproc import Supervisor
-
-            return Supervisor(cfg).run()
-        if not cfg.interfaces and not cfg.dnstap:
-            log.error("nothing to read: set 'interfaces:' (or --interface) to capture, and/or "
-                      "'dnstap:' (or --dnstap) to receive dnstap from DNS servers")
-            return 2
         if refuse_missing_interfaces(cfg.interfaces):
             return 1
         settings = cfg.to_settings()
@@ -375,6 +365,27 @@ class Daemon:
             return 2
         if not self._prepare_state_dir(pw):
             settings.model_state = settings.long_state = None
+        return settings, ruleset, pw
+
+    def run(self) -> int:
+        from prometheus_client import disable_created_metrics
+
+        from dnsguard.capture.live import CaptureOpenError
+        from dnsguard.metrics import Metrics
+
+        cfg = self.cfg
+        if cfg.workers > 1:
+            from dnsguard.workerproc import Supervisor
+
+            return Supervisor(cfg).run()
+        if not cfg.interfaces and not cfg.dnstap:
+            log.error("nothing to read: set 'interfaces:' (or --interface) to capture, and/or "
+                      "'dnstap:' (or --dnstap) to receive dnstap from DNS servers")
+            return 2
+        ready = self._prepare()
+        if isinstance(ready, int):
+            return ready
+        settings, ruleset, pw = ready
         try:
             self.writer = self._open_alerts(pw)
         except OSError as e:

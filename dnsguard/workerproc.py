@@ -44,8 +44,6 @@ from dnsguard.daemon import (
     _log_opened,
     _preload,
     drop_privileges,
-    refuse_missing_interfaces,
-    target_user,
 )
 from dnsguard.detect.rules import load_dir
 from dnsguard.detect.yamlsrc import SourceError
@@ -348,21 +346,10 @@ class Supervisor(Daemon):
                 log.error("workers: %d: '%s:' runs in one process; set workers: 1 to use "
                           "it", cfg.workers, key)
                 return 2
-        settings = cfg.to_settings()
-        try:
-            ruleset = load_dir(cfg.rules)
-        except SourceError as e:
-            log.error("rules: %s", e)
-            return 2
-        try:
-            pw = target_user(cfg.user)
-        except LookupError as e:
-            log.error("%s (set 'user:' in the configuration)", e)
-            return 2
-        if refuse_missing_interfaces(cfg.interfaces):
-            return 1
-        if not self._prepare_state_dir(pw):  # no checkpoints (as one process)
-            settings.model_state = settings.long_state = None
+        ready = self._prepare()  # as one process: interfaces, rules, user, state dir
+        if isinstance(ready, int):
+            return ready
+        settings, ruleset, pw = ready
         # Workers first: no thread and no output file exists yet to be inherited.
         self.children: list[tuple[int, socket.socket]] = []
         fanout = (os.getpid() * 7919) & 0xFFFF
