@@ -423,44 +423,66 @@ class Daemon:
                     i.close()
             return 2
         self.metrics.interfaces = self.interfaces
+        self._track_captures()
+        if not self._serve_metrics():
+            for i in self.interfaces:
+                with contextlib.suppress(OSError):
+                    i.close()
+            if self.dnstap is not None:
+                self.dnstap.close()
+            return 1
+        if not self._become(pw):
+            return 2
+        return self._loop()
+
+    def _track_captures(self) -> None:
+        """Log what each capture opened and start watching it (link state, reopening)."""
         for i in self.interfaces:
             _log_opened(i)
             self._captures[i.name] = {"iface": i, "ifindex": _ifindex(i.name), "down": False,
                                       "retry_at": None, "attempt": 0, "errors": i.read_errors}
-        if cfg.metrics_port:
-            try:
-                host, port = self.metrics.serve(cfg.metrics_host, cfg.metrics_port)
-            except OSError as e:
-                for i in self.interfaces:
-                    with contextlib.suppress(OSError):
-                        i.close()
-                if self.dnstap is not None:
-                    self.dnstap.close()
-                what = ("another process (another dnsguard?) holds it: stop it, or set"
-                        if e.errno == errno.EADDRINUSE else "check the address, or set")
-                log.error("metrics: cannot listen on %s: %s; %s 'metrics_address:' / "
-                          "--metrics-address to a free port (0 turns the exporter off)",
-                          cfg.metrics_address, e.strerror or e, what)
-                return 1
-            log.info("metrics on http://%s/metrics",
-                     f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+
+    def _serve_metrics(self) -> bool:
+        """Start the Prometheus exporter if one is configured; False (logged, with what to
+        do) if its address cannot be bound."""
+        cfg = self.cfg
+        if not cfg.metrics_port:
+            return True
+        try:
+            host, port = self.metrics.serve(cfg.metrics_host, cfg.metrics_port)
+        except OSError as e:
+            what = ("another process (another dnsguard?) holds it: stop it, or set"
+                    if e.errno == errno.EADDRINUSE else "check the address, or set")
+            log.error("metrics: cannot listen on %s: %s; %s 'metrics_address:' / "
+                      "--metrics-address to a free port (0 turns the exporter off)",
+                      cfg.metrics_address, e.strerror or e, what)
+            return False
+        log.info("metrics on http://%s/metrics",
+                 f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        return True
+
+    def _become(self, pw) -> bool:
+        """The last step before work: load what the dropped user may not be able to read,
+        then become ``pw`` (False, logged, if that fails); warn about what it cannot do."""
+        cfg = self.cfg
         _preload()
-        if pw is not None:
-            try:
-                drop_privileges(pw)
-            except OSError as e:
-                log.error("cannot become user %s: %s", pw.pw_name, e)
-                return 2
-            log.info("running as user %s (uid %d)", pw.pw_name, pw.pw_uid)
-            if cfg.alerts != "-":
-                parent = Path(cfg.alerts).resolve().parent
-                if not os.access(parent, os.W_OK | os.X_OK):
-                    log.warning("%s is not writable by %s: reopening the alert file after "
-                                "rotation will fail unless the file already exists", parent,
-                                pw.pw_name)
-        elif os.geteuid() == 0:
-            log.warning("running as root (user: root); consider an unprivileged user")
-        return self._loop()
+        if pw is None:
+            if os.geteuid() == 0:
+                log.warning("running as root (user: root); consider an unprivileged user")
+            return True
+        try:
+            drop_privileges(pw)
+        except OSError as e:
+            log.error("cannot become user %s: %s", pw.pw_name, e)
+            return False
+        log.info("running as user %s (uid %d)", pw.pw_name, pw.pw_uid)
+        if cfg.alerts != "-":
+            parent = Path(cfg.alerts).resolve().parent
+            if not os.access(parent, os.W_OK | os.X_OK):
+                log.warning("%s is not writable by %s: reopening the alert file after "
+                            "rotation will fail unless the file already exists", parent,
+                            pw.pw_name)
+        return True
 
     def _capture_options(self):
         from dnsguard.capture.live import CaptureOptions

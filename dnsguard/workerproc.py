@@ -40,8 +40,6 @@ from dnsguard.daemon import (
     HOUSEKEEP_EVERY,
     SELECT_TIMEOUT,
     Daemon,
-    _ifindex,
-    _log_opened,
     _preload,
     drop_privileges,
 )
@@ -199,10 +197,7 @@ class WorkerDaemon(Daemon):
         except (SourceError, CaptureOpenError, OSError, ImportError) as e:
             log.error("worker %d: %s", self.index, e)
             return 2
-        for i in self.interfaces:
-            _log_opened(i)
-            self._captures[i.name] = {"iface": i, "ifindex": _ifindex(i.name), "down": False,
-                                      "retry_at": None, "attempt": 0, "errors": i.read_errors}
+        self._track_captures()
         _preload()
         if pw is not None:
             drop_privileges(pw)
@@ -395,25 +390,12 @@ class Supervisor(Daemon):
         self.metrics.pipeline = self.view
         self.metrics.interfaces = _Ifaces(self.view)
         self.metrics.writer = self.writer
-        if cfg.metrics_port:
-            try:
-                host, port = self.metrics.serve(cfg.metrics_host, cfg.metrics_port)
-            except OSError as e:
-                log.error("metrics: cannot listen on %s: %s", cfg.metrics_address,
-                          e.strerror or e)
-                self._stop_children()
-                return 1
-            log.info("metrics on http://%s/metrics",
-                     f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
-        _preload()
-        if pw is not None:
-            try:
-                drop_privileges(pw)
-            except OSError as e:
-                log.error("cannot become user %s: %s", pw.pw_name, e)
-                self._stop_children()
-                return 2
-            log.info("running as user %s (uid %d)", pw.pw_name, pw.pw_uid)
+        if not self._serve_metrics():
+            self._stop_children()
+            return 1
+        if not self._become(pw):
+            self._stop_children()
+            return 2
         return self._supervise()
 
     def _judged(self, alert: dict) -> None:
