@@ -7,7 +7,11 @@ Test modules import the helpers with ``from conftest import ...`` (pytest puts t
 
 from __future__ import annotations
 
+import os
+import signal
 import struct
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -163,3 +167,50 @@ def memory_now() -> tuple[int, int]:
     with open("/proc/self/statm") as f:
         rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     return sys.getallocatedblocks(), rss
+
+
+# --- processes in the end-to-end tests --------------------------------------------------------
+
+def wait_for(what: str, cond, timeout: float, diag=None, *, every: float = 0.2):
+    """Poll ``cond`` until it is true (and return it); fail after ``timeout`` seconds, naming
+    ``what`` and adding ``diag()`` (e.g. the sensor's log)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            extra = f"\n{diag()}" if diag else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{extra}")
+        time.sleep(every)
+
+
+class Proc:
+    """A background process in its own session, output to ``log``; ``stop`` signals it and
+    then kills the whole group, whatever happens."""
+
+    def __init__(self, cmd: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.log = log
+        self._f = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.p = subprocess.Popen(cmd, stdout=self._f, stderr=subprocess.STDOUT,
+                                  start_new_session=True, env=env)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGKILL, timeout: float = 20) -> int | None:
+        if self.p.poll() is None:
+            try:
+                os.killpg(self.p.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.p.pid, signal.SIGKILL)
+                self.p.wait(timeout=10)
+        self._f.close()
+        return self.p.returncode
+
+    def kill(self) -> None:
+        self.stop()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LIVE_TOOLS
+from conftest import LIVE_TOOLS, Proc, wait_for  # noqa: F401 - re-exported to other tests
 
 pytestmark = pytest.mark.netns
 
@@ -109,40 +109,6 @@ def workdir():
         yield d
     finally:
         shutil.rmtree(d, ignore_errors=True)
-
-
-class Proc:
-    """A background process, killed (whole group) at the end whatever happens."""
-
-    def __init__(self, cmd: list[str], log: Path) -> None:
-        self.log = log
-        self._f = open(log, "wb")  # noqa: SIM115
-        self.p = subprocess.Popen(cmd, stdout=self._f, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def kill(self) -> None:
-        if self.p.poll() is None:
-            try:
-                os.killpg(self.p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.p.wait(timeout=10)
-        self._f.close()
-
-
-def wait_for(what: str, cond, timeout: float, every: float = 0.2, diag=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() >= deadline:
-            extra = f"\n{diag()}" if diag else ""
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}{extra}")
-        time.sleep(every)
 
 
 def ns_get(ns: str, url: str) -> str | None:

@@ -34,14 +34,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
+from conftest import ROOT, Proc, wait_for
+
 pytestmark = pytest.mark.netns
 
-ROOT = Path(__file__).resolve().parents[1]
 NET = ROOT / "tests" / "dnstap_net.py"
 CLIENT, RES_IN, RES_OUT, SINK = "10.153.1.2", "10.153.1.1", "10.153.2.1", "10.153.2.2"
 ZONE = "exfil-sink.test"
@@ -103,43 +103,9 @@ def work():
         shutil.rmtree(d, ignore_errors=True)
 
 
-class Proc:
-    """A background process in a namespace, killed (whole group) at the end."""
-
-    def __init__(self, ns: str, cmd: list[str], log: Path) -> None:
-        self.log = log
-        self._f = open(log, "wb")  # noqa: SIM115
-        self.p = subprocess.Popen(["ip", "netns", "exec", ns, *cmd], stdout=self._f,
-                                  stderr=subprocess.STDOUT, start_new_session=True, env=ENV)
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGKILL, timeout: float = 20) -> int | None:
-        if self.p.poll() is None:
-            try:
-                os.killpg(self.p.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                self.p.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.p.pid, signal.SIGKILL)
-                self.p.wait(timeout=10)
-        self._f.close()
-        return self.p.returncode
-
-
-def wait_for(what: str, cond, timeout: float, diag=None):
-    end = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() >= end:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}"
-                                 + (f"\n{diag()}" if diag else ""))
-        time.sleep(0.2)
+def ns_proc(ns: str, cmd: list[str], log: Path) -> Proc:
+    """A background process in namespace ``ns``."""
+    return Proc(["ip", "netns", "exec", ns, *cmd], log, env=ENV)
 
 
 def exfil(ns: dict) -> int:
@@ -199,16 +165,16 @@ def test_unbound_dnstap_to_run_alerts_on_the_real_client(nets, work):
     alerts = work / "alerts.json"
     procs: list[Proc] = []
     try:
-        sensor = Proc(nets["r"], [sys.executable, "-m", "dnsguard", "run", "--no-model",
+        sensor = ns_proc(nets["r"], [sys.executable, "-m", "dnsguard", "run", "--no-model",
                                   "--dnstap", f"unix:{sock}", "--alerts", str(alerts),
                                   "--metrics-address", METRICS, "--state-dir",
                                   str(work / "state")], work / "sensor.log")
         procs.append(sensor)
         wait_for("the sensor to listen", lambda: "capturing on" in sensor.text(), 60,
                  sensor.text)
-        procs.append(Proc(nets["s"], [sys.executable, str(NET), "sink", SINK, "--seconds",
+        procs.append(ns_proc(nets["s"], [sys.executable, str(NET), "sink", SINK, "--seconds",
                                       "60"], work / "sink.log"))
-        unbound = Proc(nets["r"], ["unbound", "-d", "-c", str(conf)], work / "unbound.log")
+        unbound = ns_proc(nets["r"], ["unbound", "-d", "-c", str(conf)], work / "unbound.log")
         procs.append(unbound)
         wait_for("Unbound to connect to the dnstap socket",
                  lambda: "connected on unix:" in sensor.text(), 30,
@@ -249,16 +215,16 @@ def test_unbound_at_the_labs_highest_rate_loses_no_frame(nets, work):
                                         sock=sock))
     procs: list[Proc] = []
     try:
-        sensor = Proc(nets["r"], [sys.executable, "-m", "dnsguard", "run", "--no-model",
+        sensor = ns_proc(nets["r"], [sys.executable, "-m", "dnsguard", "run", "--no-model",
                                   "--dnstap", f"unix:{sock}", "--alerts", str(work / "a.json"),
                                   "--metrics-address", METRICS, "--state-dir",
                                   str(work / "state")], work / "sensor.log")
         procs.append(sensor)
         wait_for("the sensor to listen", lambda: "capturing on" in sensor.text(), 60,
                  sensor.text)
-        procs.append(Proc(nets["s"], [sys.executable, str(NET), "sink", SINK, "--seconds",
+        procs.append(ns_proc(nets["s"], [sys.executable, str(NET), "sink", SINK, "--seconds",
                                       "60"], work / "sink.log"))
-        unbound = Proc(nets["r"], ["unbound", "-d", "-c", str(conf)], work / "unbound.log")
+        unbound = ns_proc(nets["r"], ["unbound", "-d", "-c", str(conf)], work / "unbound.log")
         procs.append(unbound)
         wait_for("Unbound to connect to the dnstap socket",
                  lambda: "connected on unix:" in sensor.text(), 30,
@@ -314,9 +280,9 @@ def test_bind_dnstap_file_replay_and_eval_agree(nets, work):
                                       output=f'file "{tap}"'))
     procs: list[Proc] = []
     try:
-        procs.append(Proc(nets["s"], [sys.executable, str(NET), "sink", SINK, "--seconds",
+        procs.append(ns_proc(nets["s"], [sys.executable, str(NET), "sink", SINK, "--seconds",
                                       "60"], work / "sink.log"))
-        named = Proc(nets["r"], ["named", "-g", "-u", "root", "-c", str(conf)],
+        named = ns_proc(nets["r"], ["named", "-g", "-u", "root", "-c", str(conf)],
                      work / "named.log")
         procs.append(named)
         wait_for("named to start", lambda: "running" in named.text(), 30, named.text)
@@ -372,16 +338,16 @@ def test_bind_sends_dnstap_to_run_over_a_unix_socket(nets, work):
     alerts = work / "alerts.json"
     procs: list[Proc] = []
     try:
-        sensor = Proc(nets["r"], [sys.executable, "-m", "dnsguard", "run", "--no-model",
+        sensor = ns_proc(nets["r"], [sys.executable, "-m", "dnsguard", "run", "--no-model",
                                   "--dnstap", f"unix:{sock}", "--alerts", str(alerts),
                                   "--metrics-address", METRICS, "--state-dir",
                                   str(work / "state")], work / "sensor.log")
         procs.append(sensor)
         wait_for("the sensor to listen", lambda: "capturing on" in sensor.text(), 60,
                  sensor.text)
-        procs.append(Proc(nets["s"], [sys.executable, str(NET), "sink", SINK, "--seconds",
+        procs.append(ns_proc(nets["s"], [sys.executable, str(NET), "sink", SINK, "--seconds",
                                       "60"], work / "sink.log"))
-        named = Proc(nets["r"], ["named", "-g", "-u", "root", "-c", str(conf)],
+        named = ns_proc(nets["r"], ["named", "-g", "-u", "root", "-c", str(conf)],
                      work / "named.log")
         procs.append(named)
         wait_for("named to start", lambda: "running" in named.text(), 30, named.text)

@@ -42,6 +42,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_for
+
 pytestmark = pytest.mark.nspawn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,18 +95,6 @@ def _run(cmd: list[str], timeout: float, check: bool = True, **kw) -> subprocess
         raise AssertionError(f"{' '.join(cmd)} exited {r.returncode}:\n{r.stdout[-3000:]}\n"
                              f"{r.stderr[-3000:]}")
     return r
-
-
-def wait_for(what: str, cond, timeout: float, every: float = 0.3, diag=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() >= deadline:
-            extra = f"\n{diag()}" if diag else ""
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}{extra}")
-        time.sleep(every)
 
 
 def _need() -> None:
