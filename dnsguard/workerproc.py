@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gc
 import logging
 import os
 import pickle
@@ -396,7 +395,7 @@ class Supervisor(Daemon):
         if not self._become(pw):
             self._stop_children()
             return 2
-        return self._supervise()
+        return self._loop()  # Daemon's: signals, gc as in replay, then _capture_loop
 
     def _judged(self, alert: dict) -> None:
         self.funnel.offer(*self.judge.raised, alert)
@@ -416,18 +415,7 @@ class Supervisor(Daemon):
                 self.judge.malformed["internal_error"] += 1
                 log.exception("internal error while judging an observation")
 
-    def _supervise(self) -> int:
-        from dnsguard.pipeline import hot_loop_gc, restore_gc
-
-        self._install_signals()
-        gc.collect()
-        saved = hot_loop_gc()
-        try:
-            return self._loop_workers()
-        finally:
-            restore_gc(saved)
-
-    def _loop_workers(self) -> int:
+    def _capture_loop(self) -> int:  # the workers capture; this process judges their output
         n = len(self.children)
         merger = Merger(n)
         readers = [Reader(s) for _, s in self.children]
