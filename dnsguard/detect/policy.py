@@ -32,6 +32,8 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 
+from dnsguard.ratelimit import TokenBucket
+
 log = logging.getLogger(__name__)
 
 _SEV_RANK = {"low": 0, "medium": 1, "high": 2}
@@ -63,8 +65,7 @@ class Policy:
         self.escalated = 0
         self.escalates: str | None = None  # after admit(): the alert the admitted one escalates
         self.rate, self.burst = rate, burst
-        self._tokens = float(burst)
-        self._refilled: float | None = None
+        self.bucket = TokenBucket(rate, burst)
         self.rate_limited = 0
         self._logged_limited = 0
         self._next_log = 0.0
@@ -88,7 +89,7 @@ class Policy:
                 self.suppressed += 1
                 return False
             earlier = e
-        if not self._take(ts):
+        if not self.bucket.take(ts):
             self.rate_limited += 1
             if ts >= self._next_log:
                 log.warning("alert rate limit (%g/s, burst %d): %d alerts held back so far",
@@ -111,16 +112,6 @@ class Policy:
         e = self._until.get(ident)
         if e is not None:
             e[3] = alert_id
-
-    def _take(self, ts: float) -> bool:
-        if self._refilled is not None and ts > self._refilled:
-            self._tokens = min(self.burst, self._tokens + (ts - self._refilled) * self.rate)
-        if self._refilled is None or ts > self._refilled:
-            self._refilled = ts
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
 
 
 def combine(hits: list[tuple[str, str, float, list[str]]]) -> tuple[str, float, list[str],

@@ -34,6 +34,7 @@ from dnsguard.decode.packet import ip_text
 from dnsguard.dns import rdatatype
 from dnsguard.output.alerts import iso_time
 from dnsguard.output.communityid import PROTO_TCP, PROTO_UDP, community_id
+from dnsguard.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,7 @@ class DnsLog:
         self.rate, self.burst = rate, burst
         self.sensor = sensor
         self.written = self.dropped = self.errors = 0
-        self._tokens = float(burst)
-        self._refilled: float | None = None
+        self.bucket = TokenBucket(rate, burst)
         self._next_flush = 0.0
         self._fh = self._open() if path is not None else None
 
@@ -66,7 +66,7 @@ class DnsLog:
     def message(self, ts: float, src: bytes, dst: bytes, sport: int, dport: int, tcp: bool,
                 m) -> None:
         """One parsed DNS message (:class:`dnsguard.dns.message.Message`) from src to dst."""
-        if not self._take(ts):
+        if not self.bucket.take(ts):
             self.dropped += 1
             return
         proto = PROTO_TCP if tcp else PROTO_UDP
@@ -86,16 +86,6 @@ class DnsLog:
         if self.sensor:
             rec["sensor"] = self.sensor
         self._write(json.dumps(rec, ensure_ascii=True, separators=(", ", ": ")) + "\n")
-
-    def _take(self, ts: float) -> bool:
-        if self._refilled is not None and ts > self._refilled:
-            self._tokens = min(self.burst, self._tokens + (ts - self._refilled) * self.rate)
-        if self._refilled is None or ts > self._refilled:
-            self._refilled = ts
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
 
     def _write(self, line: str) -> None:
         out = self._fh if self._fh is not None else self.stream
