@@ -8,18 +8,30 @@ the minimum-evidence gate on the held-out snapshots.
 
     python bench/loso.py [--corpus ../shared/corpus] [--classifier hoeffding|adaptive]
                          [--jobs 2] [--out bench/loso-hoeffding.md] [--json PATH]
+                         [--extra DIR ...] [--hold-out PREFIX] [--folds DIR [--report-only]]
+
+The rules are read once, before any fold runs (a fold used to read them from disk: an edit
+to the rules during a long run made a fold raise, and the error, which then could not be
+unpickled, broke the process pool as "terminated abruptly"). A fold that fails is reported
+with its source and the run goes on. ``--folds DIR`` keeps each finished fold there, so an
+interrupted run resumes where it stopped and ``--report-only`` writes the table from the folds
+done so far, naming the ones missing (clear DIR when code, model settings or data change).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
+import pickle
 import re
+import resource
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 
@@ -134,7 +146,7 @@ def _fold(args):
         s["tunnel_caps"] = sorted(s["tunnel_caps"])
         if isinstance(s["fp_keys"], set):
             s["fp_keys"] = len(s["fp_keys"])
-    rules_full = load_dir(Settings().rules)
+    rules_full = _CTX["rules"]  # read once in the parent: the same rules in every fold
     empty = RuleSet(rules=[], allowlist=rules_full.allowlist)
     s = replace(Settings(), model=mpath)
     if hasattr(s, "volume_alerts"):
@@ -149,6 +161,25 @@ def _fold(args):
             res["product"].append(evaluate_capture(p, truth[p.name], s, rules_full))
             res["rules"].append(evaluate_capture(p, truth[p.name], s_rules, rules_full))
     return repo, held, res, sweep, fit_s
+
+
+def _fold_safe(args):
+    """_fold, with any failure returned as text (never raised through the pool) and the
+    worker's peak RSS so far (MB)."""
+    t0 = time.monotonic()
+    try:
+        out = _fold(args)
+        err = None
+    except Exception:  # noqa: BLE001 - reported per fold, the run goes on
+        out, err = None, traceback.format_exc()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return args[0], out, err, rss, time.monotonic() - t0
+
+
+def _fold_key(repo: str, held: set[str], kind: str, a) -> str:
+    h = hashlib.sha256(json.dumps([repo, sorted(held), kind, a.threshold, a.min_queries])
+                       .encode()).hexdigest()[:16]
+    return re.sub(r"[^A-Za-z0-9]+", "_", repo)[:60] + "-" + h
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -181,6 +212,10 @@ def main() -> int:
     ap.add_argument("--hold-out", default="",
                     help="hold out only the sources whose name starts with this (e.g. "
                     "'dnsguard-lab/': the lab's seeds), training each fold on all the rest")
+    ap.add_argument("--folds", type=Path,
+                    help="keep each finished fold here (pickle) and reuse it on the next run")
+    ap.add_argument("--report-only", action="store_true",
+                    help="with --folds: run no fold, write the table from the folds kept")
     ap.add_argument("--out", type=Path, help="write the markdown table here")
     ap.add_argument("--json", type=Path, help="write everything as JSON here")
     a = ap.parse_args()
@@ -198,23 +233,62 @@ def main() -> int:
                 paths.append(p)
     settings = Settings()
     ruleset = load_dir(settings.rules)
-    caps = [collect(p, truth[p.name], settings, ruleset) for p in paths]
-    t_collect = time.monotonic() - t0
     groups: dict[str, set[str]] = {}
     for p in paths:
         groups.setdefault(src.get(p.name, p.name.split("_", 1)[0]), set()).add(p.name)
-    tmp = tempfile.mkdtemp(prefix="loso-")
-    _CTX.update(caps=caps, paths=paths, truth=truth, tmp=tmp, threshold=a.threshold,
-                min_queries=a.min_queries)
     jobs = [(repo, held, a.classifier, {}) for repo, held in sorted(groups.items())
             if repo.startswith(a.hold_out)]
-    results = []
-    if a.jobs > 1:
+    done: dict[str, tuple] = {}
+    if a.folds:
+        a.folds.mkdir(parents=True, exist_ok=True)
+        for j in jobs:
+            f = a.folds / (_fold_key(j[0], j[1], a.classifier, a) + ".pkl")
+            if f.exists():
+                done[j[0]] = pickle.loads(f.read_bytes())
+    reused = len(done)
+    todo = [] if a.report_only else [j for j in jobs if j[0] not in done]
+    caps = []
+    if todo:
+        caps = [collect(p, truth[p.name], settings, ruleset) for p in paths]
+    t_collect = time.monotonic() - t0
+    print(f"loso: {len(jobs)} folds, {len(done)} kept in {a.folds}, {len(todo)} to run; "
+          f"snapshots {sum(len(c.samples) for c in caps)} collected in {t_collect:.0f} s, "
+          f"parent RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB",
+          file=sys.stderr, flush=True)
+    tmp = tempfile.mkdtemp(prefix="loso-")
+    _CTX.update(caps=caps, paths=paths, truth=truth, tmp=tmp, threshold=a.threshold,
+                min_queries=a.min_queries, rules=ruleset)
+    failed: dict[str, str] = {}
+
+    def finished(repo, out, err, rss, secs):
+        print(f"loso: fold {repo}: {'FAILED' if err else 'done'} in {secs:.0f} s, worker "
+              f"peak RSS {rss:.0f} MB", file=sys.stderr, flush=True)
+        if err:
+            failed[repo] = err
+            print(err, file=sys.stderr, flush=True)
+            return
+        done[repo] = out
+        if a.folds:
+            j = next(j for j in jobs if j[0] == repo)
+            f = a.folds / (_fold_key(repo, j[1], a.classifier, a) + ".pkl")
+            f.with_suffix(".tmp").write_bytes(pickle.dumps(out))
+            f.with_suffix(".tmp").replace(f)
+
+    if a.jobs > 1 and len(todo) > 1:
         import multiprocessing as mp
+        # forked workers share the parent's snapshots (copy-on-write) and are kept for all
+        # folds; the worker's peak RSS is reported per fold
         with ProcessPoolExecutor(a.jobs, mp_context=mp.get_context("fork")) as ex:
-            results = list(ex.map(_fold, jobs))
+            for fut in as_completed([ex.submit(_fold_safe, j) for j in todo]):
+                finished(*fut.result())
     else:
-        results = [_fold(j) for j in jobs]
+        for j in todo:
+            finished(*_fold_safe(j))
+    missing = [j[0] for j in jobs if j[0] not in done]
+    results = [done[j[0]] for j in jobs if j[0] in done]
+    if not results:
+        print("loso: no fold finished", file=sys.stderr)
+        return 1
     elapsed = time.monotonic() - t0
     alone = [r for _, _, res, _, _ in results for r in res["alone"]]
     prod = [r for _, _, res, _, _ in results for r in res["product"]]
@@ -232,6 +306,13 @@ def main() -> int:
              f"mean fit {sum(r[4] for r in results) / len(results):.1f} s per fold", ""]
     if notes:
         lines += ["Source grouping notes: " + "; ".join(notes), ""]
+    if reused:
+        lines += [f"{reused} folds were kept from an earlier invocation (`--folds`); the wall "
+                  "time above is this invocation's.", ""]
+    if missing:
+        lines += [f"**Incomplete: {len(missing)} of {len(jobs)} folds missing** "
+                  f"({', '.join(missing)}){': failed' if failed else ''}. "
+                  "Complete with the same command (it resumes from `--folds`).", ""]
     sa, sp = summarize(alone), summarize(prod)
     for name, s in (("model alone (rules off)", sa), ("product (rules + model)", sp)):
         lines.append(f"- {name}: {s['detected']}/{s['tunnels']} tunnels, {s['fp_keys']} FP "

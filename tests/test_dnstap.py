@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import json
 import os
+import pickle
 import select
 import signal
 import socket
@@ -111,6 +112,8 @@ def test_oversized_frame_is_refused_before_it_is_buffered():
     with pytest.raises(fs.FrameError) as e:
         list(d.frames())
     assert e.value.reason == "oversized" and d.buffered == 14
+    back = pickle.loads(pickle.dumps(e.value))  # e.g. re-raised from a worker process
+    assert (back.reason, str(back)) == ("oversized", str(e.value))
     d = fs.FrameDecoder()
     d.feed(b"\x00\x00\x00\x00\x00\x01\x00\x00")  # a 64 KiB control frame
     with pytest.raises(fs.FrameError):

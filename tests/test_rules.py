@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import textwrap
 from pathlib import Path
 
@@ -116,6 +117,11 @@ def test_errors_name_file_line_and_field(tmp_path, body, line, field, words):
     assert e.field == field
     assert words in str(e)
     assert str(e).startswith(f"{e.path}:{line}: ")
+    # it survives pickling with every field (a process pool re-raises a worker's error in the
+    # parent: bench/loso.py's folds load the rules)
+    back = pickle.loads(pickle.dumps(e))
+    assert (back.path, back.line, back.field, back.message, str(back)) == \
+        (e.path, e.line, e.field, e.message, str(e))
 
 
 def test_rule_match_reports_the_conditions_that_held():

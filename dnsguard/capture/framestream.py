@@ -63,6 +63,10 @@ class FrameError(ValueError):
         super().__init__(message)
         self.reason = reason
 
+    def __reduce__(self):
+        # both fields, so the error survives a trip through pickle (process pools, workers)
+        return (type(self), (self.reason, self.args[0]))
+
 
 @dataclass(slots=True)
 class Frame:

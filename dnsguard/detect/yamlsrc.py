@@ -62,6 +62,12 @@ class SourceError(Exception):
         where = f"{path}:{line}" if line else str(path)
         super().__init__(f"{where}: {field + ': ' if field else ''}{message}")
 
+    def __reduce__(self):
+        # Pickled as its four fields: a process pool re-raises a worker's exception in the
+        # parent, and the default (``self.args``: the one formatted message) could not
+        # rebuild it, which broke the pool and hid the error (bench/loso.py).
+        return (type(self), (self.path, self.line, self.field, self.message))
+
 
 def load(path: str | Path) -> object:
     """Parse a YAML file; syntax errors become :class:`SourceError` with the line."""
