@@ -210,8 +210,9 @@ def main() -> int:
                     "one more source (e.g. the project's pcaps/), or as the sources its "
                     "MANIFEST.md names (the lab's sets: one per seed)")
     ap.add_argument("--hold-out", default="",
-                    help="hold out only the sources whose name starts with this (e.g. "
-                    "'dnsguard-lab/': the lab's seeds), training each fold on all the rest")
+                    help="hold out only the sources whose name starts with one of these "
+                    "comma-separated prefixes (e.g. 'dnsguard-lab/,slow/': the lab's seeds and "
+                    "pcaps/slow), training each fold on all the rest; folds run in this order")
     ap.add_argument("--folds", type=Path,
                     help="keep each finished fold here (pickle) and reuse it on the next run")
     ap.add_argument("--report-only", action="store_true",
@@ -236,8 +237,10 @@ def main() -> int:
     groups: dict[str, set[str]] = {}
     for p in paths:
         groups.setdefault(src.get(p.name, p.name.split("_", 1)[0]), set()).add(p.name)
-    jobs = [(repo, held, a.classifier, {}) for repo, held in sorted(groups.items())
-            if repo.startswith(a.hold_out)]
+    prefixes = a.hold_out.split(",")
+    jobs = [(repo, held, a.classifier, {}) for pre in prefixes
+            for repo, held in sorted(groups.items()) if repo.startswith(pre)]
+    jobs = list({j[0]: j for j in jobs}.values())  # a source once, at its first prefix
     done: dict[str, tuple] = {}
     if a.folds:
         a.folds.mkdir(parents=True, exist_ok=True)
