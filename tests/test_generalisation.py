@@ -174,6 +174,64 @@ def ad_safeframes(rnd) -> list:
     return out
 
 
+def kubernetes_pods(rnd) -> list:
+    """Pods on a Kubernetes node behind the cluster DNS: every lookup walks the resolv.conf
+    search list under ndots:5 (``search <ns>.svc.cluster.local svc.cluster.local
+    cluster.local <node domain>``, https://kubernetes.io/docs/concepts/services-networking/dns-pod-service/),
+    A and AAAA per try, so ``keycloak.cert-manager`` is first asked as
+    ``keycloak.cert-manager.checkout.svc.cluster.local`` and an outside name under every
+    suffix; gRPC clients ask ``_grpclb._tcp.<host>`` SRV and ``_grpc_config.<host>`` TXT
+    (https://github.com/grpc/grpc/blob/master/doc/naming.md), others ``_<port>._tcp`` SRV.
+    Hundreds of distinct long names a window, made of a few dozen short labels."""
+    ns = ["default", "kube-system", "monitoring", "ingress-nginx", "cert-manager", "checkout",
+          "payments", "catalog", "identity", "notifications"]
+    svcs = ["keycloak", "mongodb", "redis-master", "postgres", "kafka", "zookeeper",
+            "grpc-gateway", "elasticsearch", "rabbitmq", "memcached", "prometheus-server",
+            "alertmanager", "vault", "minio", "user-service", "cart-service", "pricing",
+            "recommendations", "mailer", "envoy",
+            # Helm names services <release>-<chart>[-<component>]: long, word-like labels.
+            "prometheus-operated", "ingress-nginx-controller", "argocd-repo-server",
+            "cert-manager-webhook", "loki-gateway", "tempo-distributor"]
+    services = [(s, rnd.choice(ns)) for s in svcs for _ in range(2)]
+    outside = ["api.github.com", "registry-1.docker.io", "auth.docker.io", "files.pythonhosted.org",
+               "registry.npmjs.org", "hooks.slack.com", "oauth2.googleapis.com",
+               "http-intake.logs.datadoghq.com", "storage.googleapis.com",
+               "login.microsoftonline.com", "sts.us-east-1.amazonaws.com",
+               "sqs.us-east-1.amazonaws.com", "api.ecr.us-east-1.amazonaws.com"]
+    node = "us-east-1.compute.internal"
+    out, t = [], 1_700_000_000.0
+    for _ in range(500):
+        pod_ns = rnd.choice(ns[4:])
+        search = [f"{pod_ns}.svc.cluster.local", "svc.cluster.local", "cluster.local", node]
+        c = f"10.9.8.{rnd.randint(2, 4)}"  # three nodes' NodeLocal DNSCache
+        t += rnd.uniform(0.1, 0.8)
+        k = rnd.random()
+        if k < 0.75:
+            if k < 0.45:
+                svc, sns = rnd.choice(services)
+                short, real = (svc if sns == pod_ns else f"{svc}.{sns}",
+                               f"{svc}.{sns}.svc.cluster.local")
+            else:
+                short = real = rnd.choice(outside)
+            for name in [f"{short}.{s}" for s in search] + [short]:
+                hit = name == real
+                for qt in ("A", "AAAA"):
+                    out += _pair(c, name, qt, "10.96.12.7" if hit and qt == "A" else None,
+                                 t, rnd)
+                    t += 0.003
+                if hit:
+                    break
+        else:
+            svc, sns = rnd.choice(services)
+            host = f"{svc}.{sns}.svc.cluster.local"
+            port = rnd.choice(["http", "grpc", "metrics"])
+            for name, qt in ((f"_grpclb._tcp.{host}", "SRV"), (f"_grpc_config.{host}", "TXT"),
+                             (f"_{port}._tcp.{host}", "SRV")):
+                out += _pair(c, name, qt, None, t, rnd)
+                t += 0.003
+    return out
+
+
 def md5_label_burst(rnd) -> list:
     """Positive control: one client sending 30 hex-digest labels in a second (A and AAAA)."""
     out, t = [], 1_700_000_000.0
@@ -195,6 +253,19 @@ def txt_download_channel(rnd) -> list:
     return out
 
 
+def short_label_channel(rnd) -> list:
+    """Positive control for the volume rule: a channel under the 24-character bar of encoded
+    labels, Base32 split into three 12-character labels (36 octets a name), A queries only,
+    two a second: only unique-subdomain-volume's long-subdomain clause sees it."""
+    out, t = [], 1_700_000_000.0
+    for i in range(160):
+        data = "".join(rnd.choices("abcdefghijklmnopqrstuvwxyz234567", k=36))
+        name = f"{data[:12]}.{data[12:24]}.{data[24:]}.c{i % 10}.sync.example"
+        t += 0.5
+        out += _pair("10.9.7.9", name, "A", "192.0.2.9", t, rnd)
+    return out
+
+
 def alerts_for(frames: list, use_model: bool = True) -> list[dict]:
     alerts: list[dict] = []
     s = Settings()
@@ -208,7 +279,7 @@ def alerts_for(frames: list, use_model: bool = True) -> list[dict]:
 
 @pytest.mark.parametrize("workload", [mail_server, active_directory, isp_host_names,
                                       ad_dc_locator, ses_dkim, uuid_telemetry, udp53_app,
-                                      ad_safeframes])
+                                      ad_safeframes, kubernetes_pods])
 def test_benign_services_do_not_alert(workload):
     frames = workload(random.Random(5))
     bad = alerts_for(frames)
@@ -223,3 +294,13 @@ def test_positive_control_digest_burst_alerts():
 def test_positive_control_txt_download_channel_alerts():
     alerts = alerts_for(txt_download_channel(random.Random(5)))
     assert any(a["domain"] and a["domain"].endswith("stager.example") for a in alerts)
+
+
+def test_kubernetes_search_lists_are_not_a_channel_but_short_labels_are():
+    """The same rule on both sides: names recombining a few dozen labels stay quiet with
+    rules alone (they alerted before new_label_share: lab seed 9001 in CI), while a channel
+    of fresh short labels alerts from the long-subdomain clause alone."""
+    assert not alerts_for(kubernetes_pods(random.Random(5)), use_model=False)
+    alerts = alerts_for(short_label_channel(random.Random(5)), use_model=False)
+    hits = [a for a in alerts if a["domain"] and a["domain"].endswith("sync.example")]
+    assert hits and hits[0]["detectors"] == ["unique-subdomain-volume"], alerts

@@ -90,6 +90,10 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             "hex device id"),
     Feature("service_share", W, "share of queries naming a registered underscored label"),
     Feature("addr_share", W, "share of queries with an IPv4 address in the subdomain"),
+    Feature("new_label_share", ("domain",), "share of the names new to the window that hold "
+            "a label (left of the registered domain) no earlier name of the window held: "
+            "near 1 for a channel, whose names each carry fresh data; low for search-list "
+            "expansions and service discovery, which recombine a few labels"),
     Feature("distinct_domains", ("client",), "distinct registered domains queried",
             volume=True),
     Feature("encoded_domains", ("client",), "distinct registered domains whose own label "
@@ -193,6 +197,7 @@ PHRASES: dict[str, str] = {
     "digest_share": "{v} of queries name one hex digest or device id",
     "service_share": "{v} of queries name a registered underscored service label",
     "addr_share": "{v} of queries hold an IPv4 address in the name",
+    "new_label_share": "{v} of the new names bring a label not seen before in the window",
     "new_data": "{v} bytes of information in names new to the window",
     "new_data_rate": "{v} bytes of new information per second",
     "span": "seen for {v} seconds",

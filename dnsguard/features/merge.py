@@ -7,7 +7,8 @@ distinct counts (an exact set while the union fits the cap, else registers: the 
 HyperLogLog register arrays is the registers of the union, so the estimate is what one
 process would have computed), the longest label, the query-type mix, the shared suffix. What
 merges as a bound: ``clients`` (up to 32, as measured), ``samples`` (the first three), and
-``new_data`` (a name new on two workers counts twice: an upper bound). The allowlist factor
+``new_data`` and ``new_label_share``'s counts (a name new on two workers counts twice: an
+upper bound; the label bitmaps unite). The allowlist factor
 takes the maximum (the more lenient one, so a merge never alerts where a worker would not).
 Hashes are Python's per-process salted ``hash``: workers must share the parent's hash seed
 (forked workers do).
@@ -31,7 +32,7 @@ _M = 1 << P
 
 _ADD = ("queries", "responses", "bytes_up", "bytes_down", "sum_sub_len", "sum_entropy",
         "encoded", "non_ldh", "rare", "carrier", "txt", "nxdomain", "packets", "uuid",
-        "digest", "service", "addr", "new_data")
+        "digest", "service", "addr", "new_data", "label_names", "label_fresh")
 
 
 def _registers(d: DistinctCounter) -> bytearray:
@@ -75,6 +76,13 @@ def merge_stats(into: KeyStats, other: KeyStats) -> KeyStats:
                 setattr(into, f, merge_counter(DistinctCounter(theirs.cap), theirs))
             else:
                 merge_counter(mine, theirs)
+    if other.label_map is not None:
+        if into.label_map is None:
+            into.label_map = bytearray(other.label_map)
+        else:
+            mine = into.label_map
+            for i, b in enumerate(other.label_map):
+                mine[i] |= b
     into.max_label = max(into.max_label, other.max_label)
     for t, n in other.qtypes.items():
         into.qtypes[t] = into.qtypes.get(t, 0) + n

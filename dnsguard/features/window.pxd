@@ -14,10 +14,11 @@ cdef class KeyStats:
     cdef public double start, last, sum_entropy, factor
     cdef public long long queries, responses, bytes_up, bytes_down, sum_sub_len, max_label
     cdef public long long encoded, non_ldh, rare, carrier, txt, nxdomain, packets
-    cdef public long long evaluated_at, uuid, digest, service, addr
+    cdef public long long evaluated_at, uuid, digest, service, addr, label_names, label_fresh
     cdef public double new_data
     cdef public Py_hash_t last_hash
     cdef public DistinctCounter names
+    cdef public bytearray label_map
     cdef public dict qtypes
     cdef public set clients
     cdef public list samples
@@ -39,7 +40,8 @@ cdef class WindowTable:
 
 @cython.locals(s=set, names=DistinctCounter, qt=dict, clients=set, samples=list, lower=tuple,
                suf=tuple, info=tuple, sub_len=cython.longlong, i=Py_ssize_t, m=Py_ssize_t, rare=int,
-               carrier=int, txt=int, h=Py_hash_t, n0=Py_ssize_t, shape=int)
+               carrier=int, txt=int, h=Py_hash_t, n0=Py_ssize_t, shape=int, new=bint,
+               nsub=Py_ssize_t, lm=bytearray, fresh=int, b=Py_ssize_t, bit=int)
 cpdef void note_query(KeyStats st, NameFeatures nf, int qtype, object client, object server,
                       bint track_suffix=*)
 cpdef void note_client_domain(KeyStats st, NameFeatures nf)

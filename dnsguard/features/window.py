@@ -47,7 +47,8 @@ class KeyStats:
                  "carrier", "txt", "nxdomain", "qtypes", "clients", "servers", "domains",
                  "enc_domains", "unk_domains", "samples", "suffix", "last_client",
                  "last_server", "packets", "evaluated_at", "uuid", "digest", "service",
-                 "addr", "new_data", "last_hash", "factor")
+                 "addr", "new_data", "last_hash", "factor", "label_map", "label_names",
+                 "label_fresh")
 
     def __init__(self, ts: float, exact_cap: int, multi_client: bool = True) -> None:
         self.names = DistinctCounter(exact_cap)
@@ -69,6 +70,10 @@ class KeyStats:
         self.uuid = self.digest = self.service = self.addr = 0
         self.sum_entropy = self.new_data = 0.0
         self.last_hash = 0
+        # Labels the window's names held (domain keys only, made on the first new name):
+        # see note_query.
+        self.label_map = None
+        self.label_names = self.label_fresh = 0
         # The allowlist factor of the window's last packet (set by features.measure): the
         # window is judged with it, on a packet or when it closes.
         self.factor = 1.0
@@ -135,6 +140,12 @@ class WindowTable:
 # Bounded per-key sets: counts of clients/servers beyond these are "at least".
 MAX_TRACKED_PEERS = 32
 MAX_SAMPLES = 3
+# The labels a domain's names held in the window, as a bitmap indexed by the label's hash:
+# a label is "fresh" when its bit was clear. A bitmap has no false "fresh" (a label seen
+# before is always recognised: a reused vocabulary never reads as new data) and a fixed size
+# (512 octets per domain key); a channel's labels read as seen by collision only as the map
+# fills (under 10% of them by its 400th label; the rules decide long before).
+LABEL_MAP_BITS = 4096
 
 
 def _qtype_info(qtype: int) -> tuple[int, int, int, str]:
@@ -160,15 +171,33 @@ def note_query(st: KeyStats, nf, qtype: int, client: bytes, server: bytes,
     if s is not None and len(s) < names.cap:
         n0 = len(s)
         s.add(h)  # == names.add(name): the hash is cached with the name
-        if len(s) != n0:  # a name new in this window: what it holds is new data
-            st.new_data += nf.info_bytes
+        new = len(s) != n0  # a name new in this window: what it holds is new data
     else:
         names.add(name)
         # Past the exact cap membership is unknown: a name counts as new unless it repeats
         # the key's previous one (keys this busy are CDN pools or channels: mostly new).
-        if h != st.last_hash:
-            st.new_data += nf.info_bytes
+        new = h != st.last_hash
     st.last_hash = h
+    if new:
+        st.new_data += nf.info_bytes
+        nsub = nf.sub_labels
+        if nsub and st.clients is not None:  # a domain key (the one multi-client scope)
+            # Does the new name bring a label no earlier name of the window held? A channel's
+            # names each carry fresh data; search-list expansions (<svc>.<ns>.svc.cluster.local
+            # and <host>.<search suffix>) and service discovery recombine a few labels.
+            lm = st.label_map
+            if lm is None:
+                lm = st.label_map = bytearray(LABEL_MAP_BITS >> 3)
+            lower = nf.lower
+            fresh = 0
+            for i in range(nsub):
+                b = hash(lower[i]) & (LABEL_MAP_BITS - 1)
+                bit = 1 << (b & 7)
+                if not lm[b >> 3] & bit:
+                    lm[b >> 3] |= bit
+                    fresh = 1
+            st.label_names += 1
+            st.label_fresh += fresh
     shape = nf.id_shape
     if shape:
         if shape == 1:
@@ -289,6 +318,9 @@ def features(st: KeyStats, scope: str) -> dict[str, float]:
         "service_share": st.service / qd,
         "addr_share": st.addr / qd,
     })
+    if scope == "domain":
+        ln = st.label_names
+        f["new_label_share"] = st.label_fresh / ln if ln else 0.0
     if scope == "client":
         nd = len(st.domains) if st.domains is not None else 0
         ne = len(st.enc_domains) if st.enc_domains is not None else 0
