@@ -38,6 +38,7 @@ MODULES = (  # setup.py compiles these (it reads this list)
     "dnsguard.series.store",
     "dnsguard.series.monitor",
     "dnsguard.capture.pcapfile",
+    "dnsguard.capture.dnstapwire",
     "dnsguard.pipeline",
 )
 _PKG = Path(__file__).resolve().parent
@@ -91,6 +92,33 @@ def _has_extension(name: str) -> bool:
     return src.stem in _extensions_in(src.parent)
 
 
+def _cimports(name: str) -> set[str]:
+    """The hot-path modules ``name``'s ``.pxd`` cimports (its C-level dependencies)."""
+    try:
+        text = _source(name).with_suffix(".pxd").read_text()
+    except OSError:
+        return set()
+    return {m for m in MODULES if f"from {m} cimport" in text}
+
+
+def _cimporters(routed: set[str]) -> set[str]:
+    """The compiled modules that cimport a routed one, directly or not: they must run from
+    source too, since a compiled module refuses at import an extension type it cimports that
+    comes as a Python class ("DnstapScanner size changed ...")."""
+    deps = {m: _cimports(m) for m in MODULES if _has_extension(m)}
+    out: set[str] = set()
+    grew = True
+    while grew:
+        grew = False
+        for m, d in deps.items():
+            if m not in routed and m not in out and d & (routed | out):
+                out.add(m)
+                grew = True
+                log.warning("%s runs interpreted too: it uses a module that runs from source",
+                            _source(m))
+    return out
+
+
 def install() -> set[str]:
     """Route stale (or, with DNSGUARD_PURE=1, all) compiled modules to their source; return
     the names routed."""
@@ -111,6 +139,8 @@ def install() -> set[str]:
             names.add(name)
             log.warning("%s: the source changed since it was compiled; running it "
                         "interpreted (slower). Rebuild with: pip install -e .", _source(name))
+    if names and not pure:
+        names |= _cimporters(names)
     if names:
         sys.meta_path.insert(0, _FromSource(names))
     ROUTED.update(names)

@@ -2,6 +2,7 @@
 # they touch on every packet as C fields; everything else stays in the instance __dict__.
 cimport cython
 
+from dnsguard.capture.dnstapwire cimport DnstapScanner
 from dnsguard.decode.fastpath cimport FastScanner
 from dnsguard.detect.judge cimport Judge
 from dnsguard.features.measure cimport Measurements
@@ -37,6 +38,13 @@ cdef class Pipeline:
                    big=bint, unit=double, buf=bytes, pos=Py_ssize_t, stop=Py_ssize_t,
                    start=Py_ssize_t, hi=cython.ulonglong, tsoff=double, item=tuple)
     cpdef Py_ssize_t feed_frames(self, object frames, object tick=*) except -1
+
+    @cython.locals(n=Py_ssize_t, buf=bytes, pos=Py_ssize_t, stop=Py_ssize_t, start=Py_ssize_t)
+    cpdef Py_ssize_t feed_dnstap(self, object runs, DnstapScanner sc) except -1
+
+    @cython.locals(sc=FastScanner, skip=bint)
+    cdef str _feed_wire(self, double ts, bytes src, bytes dst, int sport, int dport, bytes data,
+                        Py_ssize_t start, Py_ssize_t stop, bint tcp)
 
     @cython.locals(sc=FastScanner, buf=cython.p_uchar, q=Py_ssize_t, key=bytes,
                    names=NameAnalyzer, nf=NameFeatures)

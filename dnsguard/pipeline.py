@@ -304,6 +304,30 @@ class Pipeline:
         judged exactly as a message decoded from a frame; returns its outcome, counted in
         :attr:`counters` like a frame's (``dns_query``, ``dns_response``, ``not_dns`` or
         ``malformed``)."""
+        if wire.__class__ is not bytes:
+            wire = bytes(wire)
+        return self._feed_wire(ts, src, dst, sport, dport, wire, 0, len(wire), tcp)
+
+    def feed_dnstap(self, runs, sc) -> int:
+        """Feed the dnstap messages of ``runs`` (``framestream.read_file_runs``: runs of whole
+        Frame Streams data frames, ``buf[pos:stop]``), each payload read in place by ``sc``
+        (a :class:`~dnsguard.capture.dnstapwire.DnstapScanner`, which counts what it does not
+        hand on) and its DNS message fed where it lies: no payload, tuple or message object
+        per frame. Returns the number of data frames read."""
+        n = 0
+        for buf, pos, stop in runs:
+            while pos < stop:
+                start = pos + 4
+                pos = start + _u32(buf, pos, True)
+                n += 1
+                if sc.message(buf, start, pos):
+                    self._feed_wire(sc.ts, sc.src, sc.dst, sc.sport, sc.dport, buf, sc.ws,
+                                    sc.we, sc.tcp)
+        return n
+
+    def _feed_wire(self, ts: float, src: bytes, dst: bytes, sport: int, dport: int,
+                   data: bytes, start: int, stop: int, tcp: bool) -> str:
+        """:meth:`feed_message` of the DNS message at ``data[start:stop]``."""
         self._psrc = src
         self._pdst = dst
         self._psport = sport
@@ -313,17 +337,19 @@ class Pipeline:
             self.first_ts = ts
         self.last_ts = ts
         skip = self._exempt(sport, dport)
-        if self.fast_path and not skip and wire.__class__ is bytes:
+        if self.fast_path and not skip:
             # The compiled scanner first, as for a frame (one uncompressed question: nearly
             # every message; ~25% of a dnstap replay was the general parser); it refuses
             # anything else, which the general parser then takes.
             sc = self.scan
-            if sc.message(wire, 0, len(wire)):
+            if sc.message(data, start, stop):
                 sc.src, sc.dst = src, dst
-                o = self._fast_message(ts, wire)
+                o = self._fast_message(ts, data)
                 self.counters[o] += 1
                 return o
-        o = self._message(ts, src, dst, sport, dport, wire, False, skip)
+        if start or stop != len(data):
+            data = data[start:stop]
+        o = self._message(ts, src, dst, sport, dport, data, False, skip)
         self.counters[o] += 1
         return o
 

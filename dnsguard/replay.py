@@ -160,7 +160,7 @@ def _feed_mixed(pipe: Pipeline, readers: list[CaptureReader], taps: list[DnstapF
     if len(taps) == 1 and not readers:
         t = taps[0]
         pipe.source = t.name
-        return t.feed(pipe.feed_message)
+        return t.feed(pipe)
     streams = [_tagged(i, r.name, False, r) for i, r in enumerate(readers)]
     streams += [_tagged(len(readers) + i, t.name, True, t.messages())
                 for i, t in enumerate(taps)]

@@ -66,15 +66,28 @@ def test_a_changed_source_is_loaded_from_source(monkeypatch) -> None:
     before = list(sys.meta_path)
     routed = set(_compiled.ROUTED)
     try:
-        assert _compiled.install() == {name}
+        # and the modules that cimport it (directly or not): compiled, they would refuse
+        # its Python class at import ("Window size changed")
+        users = {"dnsguard.features.measure", "dnsguard.detect.judge", "dnsguard.pipeline"}
+        assert _compiled.install() == {name} | users
         finder = sys.meta_path[0]
         spec = finder.find_spec(name)
         assert spec.origin.endswith("features/window.py")
-        assert finder.find_spec("dnsguard.pipeline") is None
+        assert finder.find_spec("dnsguard.pipeline").origin.endswith("dnsguard/pipeline.py")
+        assert finder.find_spec("dnsguard.decode.fastpath") is None
     finally:
         sys.meta_path[:] = before
         _compiled.ROUTED.clear()
         _compiled.ROUTED.update(routed)
+
+
+def test_a_stale_module_takes_its_cimporters_to_source_with_it() -> None:
+    """Every cimport is seen (a stale dnstapwire.py made the compiled pipeline fail to
+    import: "DnstapScanner size changed")."""
+    assert _compiled._cimporters({"dnsguard.capture.dnstapwire"}) <= {"dnsguard.pipeline"}
+    assert "dnsguard.capture.dnstapwire" in _compiled._cimports("dnsguard.pipeline")
+    assert _compiled._cimports("dnsguard.features.measure") >= {
+        "dnsguard.features.window", "dnsguard.features.horizon"}
 
 
 def _replay(paths: list[Path], tmp: Path, tag: str, pure: bool) -> tuple[list[dict], dict]:
@@ -113,6 +126,18 @@ def test_compiled_and_interpreted_agree_over_hours(tmp_path) -> None:
     """The long-horizon state (decay, new names, beacon scores) on the lab's slow captures."""
     alerts, s = _equivalent(sorted((ROOT / "pcaps" / "slow").glob("*.pcap")), tmp_path)
     assert any(a["scope"].startswith("long_") for a in alerts)
+
+
+def test_compiled_and_interpreted_agree_on_a_dnstap_file(tmp_path) -> None:
+    """Compiled, a dnstap file is read in place (dnstapwire + Pipeline.feed_dnstap);
+    interpreted, by the protobuf runtime and feed_message."""
+    from test_dnstap import dnstap_file, exfil_payloads
+    from test_dnstapwire import resolver_log
+
+    tap = tmp_path / "resolver.dnstap"
+    tap.write_bytes(dnstap_file(resolver_log() + exfil_payloads(80, upstream=False)))
+    alerts, s = _equivalent([tap], tmp_path)
+    assert alerts and s["dnstap"]["messages"]["client_query"] > 100
 
 
 @pytest.mark.corpus

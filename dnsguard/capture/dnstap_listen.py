@@ -5,8 +5,8 @@ dnstap over Frame Streams, for ``dnsguard run --dnstap``.
 ``select()`` loop asks it for its descriptors (:meth:`DnstapServer.fds`) and hands it the
 readable ones (:meth:`DnstapServer.handle`). Each connection is a
 :class:`~dnsguard.capture.framestream.ReceiverSession` (the bidirectional handshake) and a
-:class:`~dnsguard.capture.dnstap.DnstapMapper`; each decoded message ``m`` goes to
-``sink(*m)`` (the pipeline's ``feed_message``).
+:func:`~dnsguard.capture.dnstap.payload_reader` (the compiled in-place scanner, or the protobuf
+runtime); each decoded message ``m`` goes to ``sink(*m)`` (the pipeline's ``feed_message``).
 
 Bounded: at most ``max_senders`` connections (more are accepted and closed at once, counted),
 at most one frame (``MAX_FRAME``) buffered per connection, at most ``READS_PER_WAKE`` reads of
@@ -53,7 +53,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dnsguard.capture.dnstap import DnstapCounters, DnstapMapper
+from dnsguard.capture.dnstap import DnstapCounters, DnstapMapper, DnstapScanner, payload_reader
 from dnsguard.capture.framestream import MAX_FRAME, ReceiverSession
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class _Conn:
     __slots__ = ("sock", "sender", "session", "mapper", "bytes")
 
     def __init__(self, sock: socket.socket, sender: str, session: ReceiverSession,
-                 mapper: DnstapMapper) -> None:
+                 mapper: DnstapMapper | DnstapScanner) -> None:
         self.sock = sock
         self.sender = sender
         self.session = session
@@ -253,7 +253,7 @@ class DnstapServer:
                 continue
             s.setblocking(False)
             self.conns[s.fileno()] = _Conn(s, sender, ReceiverSession(max_frame=self.max_frame),
-                                           DnstapMapper(self.c, time.time))
+                                           payload_reader(self.c, time.time))
             self.c.connections += 1
             self.c.senders = len(self.conns)
             log.info("dnstap: %s connected on %s", sender, ep)

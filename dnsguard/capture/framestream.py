@@ -14,7 +14,7 @@ The library on PyPI for this (``fstrm`` 0.6) concatenates its whole buffer on ev
 bounds no frame and raises bare ``Exception``; a sensor must bound what one sender can make it
 hold and say what was wrong, so the framing is here: :class:`FrameDecoder` (sans-IO: bytes in,
 frames out, never more than one frame buffered), :class:`ReceiverSession` (the receiver's side
-of the handshake) and :func:`read_file_frames` (the file format).
+of the handshake) and :func:`read_file_runs` / :func:`read_file_frames` (the file format).
 
 Example:
     >>> d = FrameDecoder()
@@ -32,6 +32,8 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
+
+from dnsguard.capture.dnstapwire import frames_end
 
 #: The content type dnstap senders offer (``fstrm`` content type string).
 CONTENT_TYPE = b"protobuf:dnstap.Dnstap"
@@ -281,13 +283,9 @@ def looks_like_framestream(head: bytes) -> bool:
 
 def read_file_frames(f: BinaryIO, stats: FileStats, content_type: bytes = CONTENT_TYPE,
                      chunk: int = 1 << 20, max_frame: int = MAX_FRAME) -> Iterator[bytes]:
-    """The data frames of a Frame Streams file (``START`` … ``STOP``), in order.
-
-    Damage (a truncated frame, an oversized length, a bad control frame, another content
-    type) stops the iteration with ``stats.damaged`` saying where and why; everything before
-    it has been yielded. ``f`` is a binary stream (a gzip stream works: only ``read``).
-    One loop over each chunk read, not :class:`FrameDecoder` (a file has no handshake, and
-    a frame object per message cost a tenth of a replay); the same limits apply.
+    """The data frames of a Frame Streams file (``START`` … ``STOP``), in order: the
+    payloads of :func:`read_file_runs` (where damage and limits are told), each counted in
+    ``stats.frames``.
 
     >>> import io
     >>> st = FileStats()
@@ -299,6 +297,34 @@ def read_file_frames(f: BinaryIO, stats: FileStats, content_type: bytes = CONTEN
     ([b'a'], 'truncated: a frame cut short at octet 47')
     """
     unpack = _U32.unpack_from
+    for buf, pos, stop in read_file_runs(f, stats, content_type, chunk, max_frame):
+        while pos < stop:
+            (ln,) = unpack(buf, pos)
+            stats.frames += 1
+            yield buf[pos + 4:pos + 4 + ln]
+            pos += 4 + ln
+
+
+def read_file_runs(f: BinaryIO, stats: FileStats, content_type: bytes = CONTENT_TYPE,
+                   chunk: int = 1 << 20,
+                   max_frame: int = MAX_FRAME) -> Iterator[tuple[bytes, int, int]]:
+    """The data frames of a Frame Streams file as runs read in place: ``(buf, pos, stop)``
+    where ``buf[pos:stop]`` is a run of whole data frames (each a 32-bit length, at most
+    ``max_frame``, and its payload), in file order; frames are not counted here.
+
+    Damage (a truncated frame, an oversized length, a bad control frame, another content
+    type) stops the iteration with ``stats.damaged`` saying where and why; every frame
+    before it has been yielded. ``f`` is a binary stream (a gzip stream works: only
+    ``read``). The file is read in chunks; the run ends are found by
+    :func:`~dnsguard.capture.dnstapwire.frames_end` (compiled), control frames (START, STOP)
+    here. The limits are those of :class:`FrameDecoder`.
+
+    >>> import io
+    >>> body = encode_control(START, [CONTENT_TYPE]) + encode_data(b"a") + encode_data(b"bc")
+    >>> [(len(b), p, e) for b, p, e in read_file_runs(io.BytesIO(body), FileStats())]
+    [(53, 42, 53)]
+    """
+    unpack = _U32.unpack_from
     buf = b""
     pos = 0  # next frame in buf
     base = 0  # file offset of buf[0]
@@ -306,22 +332,21 @@ def read_file_frames(f: BinaryIO, stats: FileStats, content_type: bytes = CONTEN
     while True:
         n = len(buf)
         while pos + 4 <= n:
+            end = frames_end(buf, pos, n, max_frame)
+            if end != pos:
+                if not started:
+                    stats.damaged = f"data frame before START at octet {base + pos}"
+                    return
+                yield buf, pos, end
+                pos = end
+                continue
             (ln,) = unpack(buf, pos)
             if ln:
                 if ln > max_frame:
                     stats.damaged = (f"data frame of {ln} octets (more than {max_frame}) at "
                                      f"octet {base + pos}")
                     return
-                end = pos + 4 + ln
-                if end > n:
-                    break
-                if not started:
-                    stats.damaged = f"data frame before START at octet {base + pos}"
-                    return
-                stats.frames += 1
-                yield buf[pos + 4:end]
-                pos = end
-                continue
+                break  # cut by the chunk's end: read on
             if pos + 8 > n:
                 break
             (cl,) = unpack(buf, pos + 4)
