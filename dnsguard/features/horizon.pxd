@@ -25,6 +25,20 @@ cdef class LongStats:
 
 cpdef double worth(LongStats r, double now, double tau) except? -1.0
 
+# Feature helpers (what the judge reads when a key is due) and per-query helpers as C calls.
+@cython.locals(scale=double, y=double, r=double, frac=double, eps=double, m=double)
+cpdef double _round(double x, int n) except? -1.0
+@cython.locals(den=double)
+cdef double _bowley(double q1, double q2, double q3) except? -2.0
+@cython.locals(n=Py_ssize_t)
+cdef tuple _quartiles(list xs)
+@cython.locals(d=list, devs=list, s=list, sdevs=list, i=Py_ssize_t, best=Py_ssize_t,
+               run=Py_ssize_t, out=dict, ts_skew=double, ds_skew=double)
+cpdef dict beacon_score(list intervals, list sizes, object count, double span)
+@cython.locals(i=Py_ssize_t, m=Py_ssize_t)
+cdef tuple _common_suffix(tuple suf, tuple lower)
+cdef bint _due(long long n) noexcept
+
 
 cdef class Horizon:
     cdef public double tau, idle
@@ -41,4 +55,11 @@ cdef class Horizon:
 
     @cython.locals(r=LongStats, p=LongStats)
     cpdef void observe_response(self, double ts, bytes client, str rd, Py_ssize_t down,
-                                bint per_client)
+                                bint per_client, tuple key=*)
+
+    @cython.locals(q=double, new=double)
+    cdef dict _common(self, LongStats r, double now)
+    @cython.locals(r=LongStats, f=dict)
+    cpdef dict domain_features(self, str rd, object now=*)
+    @cython.locals(p=LongStats, f=dict, n=Py_ssize_t)
+    cpdef dict pair_features(self, tuple key, object now=*)

@@ -81,6 +81,40 @@ REVIEW = 1024  # keys scored per eviction round (the less informative half leave
 DECAY_STEP = 10.0  # seconds between applications of the decay (error < 0.05% at tau = 6 h)
 
 
+_SCALE = (1.0, 10.0, 100.0, 1000.0, 10000.0)
+_TIE = 2.0 ** -50  # relative margin around a rounding tie (the product's error is < 2**-53)
+
+
+def _round(x: float, n: int) -> float:
+    """``round(x, n)`` (0 <= n <= 4) to the bit, without CPython's decimal conversion
+    (``_Py_dg_dtoa`` and a ``printf`` per call) where the result is unambiguous. Python
+    rounds the exact binary value of ``x`` to ``n`` decimals and returns the double nearest
+    that decimal; ``x * 10**n`` is within 2**-53 (relative) of the exact product, so unless
+    its fraction is within ``_TIE`` of one half its floor plus 0 or 1 is the decimal's digits
+    ``m``, and ``m / 10**n`` (two exact doubles, one correctly rounded division) is the
+    nearest double. Ties, huge values, NaN and infinities go to ``round``.
+
+    >>> [_round(v, k) == round(v, k) for v, k in ((2.675, 2), (0.125, 2), (-1e-9, 4), (7.0, 1))]
+    [True, True, True, True]
+    """
+    scale = _SCALE[n]
+    y = x * scale
+    if -4.0e15 < y < 4.0e15:
+        r = math.floor(y)
+        frac = y - r
+        eps = (abs(y) + 1.0) * _TIE
+        if frac < 0.5 - eps:
+            m = r
+        elif frac > 0.5 + eps:
+            m = r + 1.0
+        else:
+            return round(x, n)
+        if m == 0.0:
+            return math.copysign(0.0, x)  # as round: -0.0 for a small negative x
+        return m / scale
+    return round(x, n)
+
+
 def _bowley(q1: float, q2: float, q3: float) -> float:
     """Bowley's quartile skewness, 0 where it is unreliable (RITA: Q2 = Q1 or Q2 = Q3)."""
     den = q3 - q1
@@ -126,12 +160,12 @@ def beacon_score(intervals: list, sizes: list, count: int, span: float) -> dict:
     d = sorted(intervals)
     lo, mid, hi = _quartiles(d)
     ts_skew = _bowley(lo, mid, hi)
-    devs = sorted(abs(x - mid) for x in d)
+    devs = sorted([abs(x - mid) for x in d])
     ts_madm = devs[int(0.5 * (len(devs) - 1) + 0.5)]
     s = sorted(sizes)
     slo, smid, shi = _quartiles(s)
     ds_skew = _bowley(slo, smid, shi)
-    sdevs = sorted(abs(x - smid) for x in s)
+    sdevs = sorted([abs(x - smid) for x in s])
     ds_madm = sdevs[int(0.5 * (len(sdevs) - 1) + 0.5)]
     # The mode of the sizes (smallest on ties, as RITA's count map walks sorted values).
     mode, best, run = s[0], 0, 0
@@ -146,8 +180,8 @@ def beacon_score(intervals: list, sizes: list, count: int, span: float) -> dict:
     out.update({"beacon_score": math.ceil((ts_sum + ds_sum) / 6.0 * 1000) / 1000,
                 "timing_score": math.ceil(ts_sum / 3.0 * 1000) / 1000,
                 "interval_median": mid, "interval_madm": ts_madm,
-                "interval_skew": round(ts_skew, 4), "size_madm": ds_madm,
-                "size_skew": round(ds_skew, 4), "count_score": round(count_score, 4)})
+                "interval_skew": _round(ts_skew, 4), "size_madm": ds_madm,
+                "size_skew": _round(ds_skew, 4), "count_score": _round(count_score, 4)})
     return out
 
 
@@ -386,15 +420,16 @@ class Horizon:
         return due
 
     def observe_response(self, ts: float, client: bytes, rd: str, down: int,
-                         per_client: bool) -> None:
-        """Answer bytes down (only for keys a query created: a response alone makes none)."""
+                         per_client: bool, key: tuple | None = None) -> None:
+        """Answer bytes down (only for keys a query created: a response alone makes none).
+        ``key`` is ``(client, rd)`` if the caller has it."""
         r = self.domains.get(rd)
         if r is None:
             return
         r.down += down
         r.down_total += down
         if per_client:
-            p = self.pairs.get((client, rd))
+            p = self.pairs.get((client, rd) if key is None else key)
             if p is not None:
                 p.down += down
                 p.down_total += down
@@ -428,15 +463,15 @@ class Horizon:
         new = r.new or 1.0
         return {
             "span": r.last - r.first,
-            "long_queries": round(r.q, 2),
-            "new_names": round(r.new, 2),
-            "new_name_share": round(min(1.0, r.new / q), 4),
-            "new_bytes_up": round(r.up, 1),
-            "long_bytes_down": round(r.down, 1),
-            "new_encoded_share": round(r.enc / new, 4),
-            "new_mean_sub_len": round(r.sub / new, 2),
-            "new_mean_sub_entropy": round(r.ent / new, 4),
-            "long_carrier_share": round(min(1.0, r.carrier / q), 4),
+            "long_queries": _round(r.q, 2),
+            "new_names": _round(r.new, 2),
+            "new_name_share": _round(min(1.0, r.new / q), 4),
+            "new_bytes_up": _round(r.up, 1),
+            "long_bytes_down": _round(r.down, 1),
+            "new_encoded_share": _round(r.enc / new, 4),
+            "new_mean_sub_len": _round(r.sub / new, 2),
+            "new_mean_sub_entropy": _round(r.ent / new, 4),
+            "long_carrier_share": _round(min(1.0, r.carrier / q), 4),
         }
 
     def domain_features(self, rd: str, now: float | None = None) -> dict:

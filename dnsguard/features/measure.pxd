@@ -4,7 +4,10 @@ cimport cython
 
 from dnsguard.features.horizon cimport Horizon
 from dnsguard.features.payload cimport NameFeatures
-from dnsguard.features.window cimport KeyStats, WindowTable
+# The window's per-message accounting as C calls (a cimported function; the .py imports it by
+# name, which the interpreted module uses).
+from dnsguard.features.window cimport (KeyStats, WindowTable, note_client_domain, note_query,
+                                       note_response)
 from dnsguard.series.store cimport SeriesStore
 
 
@@ -32,12 +35,13 @@ cdef class Measurements:
     cdef public Horizon horizon
 
     @cython.locals(factor=double, st=KeyStats, t_dom=WindowTable, t_cd=WindowTable,
-                   t_cl=WindowTable, need=tuple, j=Observer, lh=Horizon, d=int)
+                   t_cl=WindowTable, need=tuple, j=Observer, lh=Horizon, d=int,
+                   per_client=bint, key=tuple)
     cpdef bint query(self, double ts, NameFeatures nf, int qtype, Py_ssize_t size,
                      bytes client, bytes server) except -1
 
     @cython.locals(factor=double, st=KeyStats, t_dom=WindowTable, t_cd=WindowTable,
-                   t_cl=WindowTable, need=tuple, j=Observer)
+                   t_cl=WindowTable, need=tuple, j=Observer, per_client=bint, key=tuple)
     cpdef void response(self, double ts, NameFeatures nf, int rcode, Py_ssize_t down,
                         Py_ssize_t size, bytes client, bytes server)
 

@@ -44,7 +44,7 @@ from dnsguard.dns import rdatatype
 from dnsguard.features import horizon as hz
 from dnsguard.features import window as win
 from dnsguard.features.sketch import DistinctCounter
-from dnsguard.features.window import note_query, note_response
+from dnsguard.features.window import note_client_domain, note_query, note_response
 from dnsguard.settings import Settings
 
 #: The scopes with window tables, in the order keys of one query are measured.
@@ -171,10 +171,13 @@ class Measurements:
             return False
         if self._store is not None:
             self._store.observe_query(ts, client, rd, nf.name_hash, size, qtype)
+        # Whether the client gets client/domain and client keys (the vantage), and the
+        # client/domain key, made once for the windows and the long horizon.
+        per_client = not self._vantage_filter or self._per_client(client)
+        key = (client, rd) if per_client else None
         lh = self.horizon
         if lh is not None:
-            d = lh.observe_query(ts, client, nf, qtype, size,
-                                 not self._vantage_filter or self._per_client(client))
+            d = lh.observe_query(ts, client, nf, qtype, size, per_client, key)
             if d:
                 j.on_long_due(d, client, server, rd, factor, ts)
         pd = self.pair_domain
@@ -194,15 +197,14 @@ class Measurements:
         if j.message_rules:
             j.on_query(ts, nf, qtype, factor, st, client, server)
         self._due(t_dom, rd, st, need[0], ts)
-        if self._vantage_filter and not self._per_client(client):
+        if not per_client:
             return True
-        key = (client, rd)
         st = self._window(t_cd, key, ts, factor)
         note_query(st, nf, qtype, client, server)
         self._due(t_cd, key, st, need[1], ts)
         st = self._window(t_cl, client, ts, 1.0)
         note_query(st, nf, qtype, client, server, False)
-        win.note_client_domain(st, nf)
+        note_client_domain(st, nf)
         self._due(t_cl, client, st, need[2], ts)
         return True
 
@@ -216,17 +218,17 @@ class Measurements:
             return
         if self._store is not None:
             self._store.observe_response(ts, client, rd, size, rcode)
+        per_client = not self._vantage_filter or self._per_client(client)
+        key = (client, rd) if per_client else None
         if self.horizon is not None:
-            self.horizon.observe_response(ts, client, rd, down, not self._vantage_filter
-                                          or self._per_client(client))
+            self.horizon.observe_response(ts, client, rd, down, per_client, key)
         t_dom, t_cd, t_cl = self._tables3
         need = j.evidence_need()
         st = self._window(t_dom, rd, ts, factor)
         note_response(st, down, rcode)
         self._due(t_dom, rd, st, need[0], ts)
-        if self._vantage_filter and not self._per_client(client):
+        if not per_client:
             return
-        key = (client, rd)
         st = self._window(t_cd, key, ts, factor)
         note_response(st, down, rcode)
         self._due(t_cd, key, st, need[1], ts)

@@ -46,3 +46,8 @@ cpdef void note_query(KeyStats st, NameFeatures nf, int qtype, object client, ob
                       bint track_suffix=*)
 cpdef void note_client_domain(KeyStats st, NameFeatures nf)
 cpdef void note_response(KeyStats st, long long answer_bytes, int rcode)
+
+@cython.locals(q=cython.longlong, qd=cython.longlong, resp=cython.longlong, dur=double,
+               distinct=Py_ssize_t, nd=Py_ssize_t, ne=Py_ssize_t, nu=Py_ssize_t, f=dict,
+               ln=cython.longlong)
+cpdef dict features(KeyStats st, str scope)
