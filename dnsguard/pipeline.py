@@ -31,6 +31,10 @@ from dnsguard.features.payload import NameAnalyzer
 from dnsguard.settings import Settings
 
 log = logging.getLogger(__name__)
+# The fast path's outcomes as module globals (compiled, a cached global read; ``pk.X`` is a
+# module attribute lookup per packet).
+_QUERY = pk.DNS_QUERY
+_RESPONSE = pk.DNS_RESPONSE
 
 
 def _u32(p: bytes, i: int, big: bool) -> int:
@@ -260,12 +264,12 @@ class Pipeline:
             self.counters["responses"] += 1
             self.response_types[sc.qtype] += 1
             self.measure.response(ts, nf, sc.rcode, sc.down, sc.size, sc.dst, sc.src)
-            return pk.DNS_RESPONSE
+            return _RESPONSE
         self.counters["queries"] += 1
         self.query_types[sc.qtype] += 1
         if not self.measure.query(ts, nf, sc.qtype, sc.size, sc.src, sc.dst):
             self.counters["allowlisted"] += 1
-        return pk.DNS_QUERY
+        return _QUERY
 
     def _feed_general(self, ts: float, linktype: int, data: bytes, wirelen: int) -> str:
         d = decode_frame(linktype, data, wirelen, self.ports)
