@@ -32,10 +32,11 @@ cpdef double _round(double x, int n) except? -1.0
 cdef double _bowley(double q1, double q2, double q3) except? -2.0
 @cython.locals(n=Py_ssize_t)
 cdef tuple _quartiles(list xs)
-@cython.locals(d=list, devs=list, s=list, sdevs=list, i=Py_ssize_t, best=Py_ssize_t,
-               run=Py_ssize_t, out=dict, ts_skew=double, ds_skew=double)
-cpdef dict beacon_score(list intervals, list sizes, object count, double span)
-@cython.locals(i=Py_ssize_t, m=Py_ssize_t)
+@cython.locals(d=list, devs=list, s=list, sdevs=list, best=Py_ssize_t, run=Py_ssize_t,
+               out=dict, ts_skew=double, ds_skew=double, lo=long, mid=long, hi=long, slo=long,
+               smid=long, shi=long, x=long, prev=long, mode=long, count_score=double)
+cpdef dict beacon_score(list intervals, list sizes, long long count, double span)
+@cython.locals(i=Py_ssize_t, m=Py_ssize_t, n=Py_ssize_t, k=Py_ssize_t)
 cdef tuple _common_suffix(tuple suf, tuple lower)
 cdef bint _due(long long n) noexcept
 

@@ -168,11 +168,13 @@ def beacon_score(intervals: list, sizes: list, count: int, span: float) -> dict:
     sdevs = sorted([abs(x - smid) for x in s])
     ds_madm = sdevs[int(0.5 * (len(sdevs) - 1) + 0.5)]
     # The mode of the sizes (smallest on ties, as RITA's count map walks sorted values).
-    mode, best, run = s[0], 0, 0
-    for i, x in enumerate(s):
-        run = run + 1 if i and x == s[i - 1] else 1
+    mode = prev = s[0]
+    best = run = 0
+    for x in s:
+        run = run + 1 if run and x == prev else 1
         if run > best:
             best, mode = run, x
+        prev = x
     count_score = min(1.0, count * mid / span) if span > 0 and mid > 0 else 0.0
     ts_sum = (1.0 - abs(ts_skew)) + max(0.0, 1.0 - ts_madm / 30.0) + count_score
     ds_sum = (1.0 - abs(ds_skew)) + max(0.0, 1.0 - ds_madm / 32.0) + max(0.0, 1.0 - mode
@@ -250,15 +252,19 @@ def worth(r: LongStats, now: float, tau: float) -> float:
 
 
 def _common_suffix(suf: tuple | None, lower: tuple) -> tuple:
+    """The labels ``suf`` and ``lower`` end with (``suf`` itself when ``lower`` ends with
+    it: compared label by label from the end, no slice)."""
     if suf is None:
         return lower
-    if suf is lower or lower[len(lower) - len(suf):] == suf:
+    if suf is lower:
         return suf
+    n = len(suf)
+    k = len(lower)
+    m = min(n, k)
     i = 0
-    m = min(len(suf), len(lower))
-    while i < m and suf[-1 - i] == lower[-1 - i]:
+    while i < m and suf[n - 1 - i] == lower[k - 1 - i]:
         i += 1
-    return suf[len(suf) - i:]
+    return suf if i == n else suf[n - i:]
 
 
 DUE_DOMAIN = 1
