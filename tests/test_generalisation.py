@@ -189,9 +189,11 @@ def kubernetes_pods(rnd) -> list:
             "grpc-gateway", "elasticsearch", "rabbitmq", "memcached", "prometheus-server",
             "alertmanager", "vault", "minio", "user-service", "cart-service", "pricing",
             "recommendations", "mailer", "envoy",
-            # Helm names services <release>-<chart>[-<component>]: long, word-like labels.
+            # Helm names services <release>-<chart>[-<component>]: long, word-like labels
+            # (kube-prometheus-stack, ingress-nginx charts: over 24 characters at 3.6 bits).
             "prometheus-operated", "ingress-nginx-controller", "argocd-repo-server",
-            "cert-manager-webhook", "loki-gateway", "tempo-distributor"]
+            "cert-manager-webhook", "loki-gateway", "tempo-distributor",
+            "kube-prometheus-stack-prometheus", "ingress-nginx-controller-admission"]
     services = [(s, rnd.choice(ns)) for s in svcs for _ in range(2)]
     outside = ["api.github.com", "registry-1.docker.io", "auth.docker.io", "files.pythonhosted.org",
                "registry.npmjs.org", "hooks.slack.com", "oauth2.googleapis.com",
@@ -253,6 +255,35 @@ def txt_download_channel(rnd) -> list:
     return out
 
 
+def helm_monitoring(rnd) -> list:
+    """Pods reaching a Prometheus stack installed by its Helm chart under the release name of
+    its docs (https://github.com/prometheus-community/helm-charts/tree/main/charts/kube-prometheus-stack):
+    services ``kube-prometheus-stack-prometheus``, ``…-alertmanager``, ``…-grafana``,
+    ``…-kube-state-metrics``, ``…-prometheus-node-exporter`` in ``monitoring``, each over the
+    24-character, 3.6-bit bar of an "encoded" label, through the search list (ndots:5)."""
+    svcs = ["kube-prometheus-stack-prometheus", "kube-prometheus-stack-alertmanager",
+            "kube-prometheus-stack-operator", "kube-prometheus-stack-kube-state-metrics",
+            "kube-prometheus-stack-prometheus-node-exporter", "kube-prometheus-stack-grafana"]
+    out, t = [], 1_700_000_000.0
+    for _ in range(400):
+        pod_ns = rnd.choice(["monitoring", "observability", "default", "keda"])
+        search = [f"{pod_ns}.svc.cluster.local", "svc.cluster.local", "cluster.local",
+                  "ec2.internal"]
+        svc = rnd.choice(svcs)
+        short = svc if pod_ns == "monitoring" else f"{svc}.monitoring"
+        real = f"{svc}.monitoring.svc.cluster.local"
+        t += rnd.uniform(0.2, 1.2)
+        for name in [f"{short}.{s}" for s in search] + [short]:
+            hit = name == real
+            for qt in ("A", "AAAA"):
+                out += _pair("10.9.8.7", name, qt, "10.96.1.2" if hit and qt == "A" else None,
+                             t, rnd)
+                t += 0.003
+            if hit:
+                break
+    return out
+
+
 def short_label_channel(rnd) -> list:
     """Positive control for the volume rule: a channel under the 24-character bar of encoded
     labels, Base32 split into three 12-character labels (36 octets a name), A queries only,
@@ -279,7 +310,7 @@ def alerts_for(frames: list, use_model: bool = True) -> list[dict]:
 
 @pytest.mark.parametrize("workload", [mail_server, active_directory, isp_host_names,
                                       ad_dc_locator, ses_dkim, uuid_telemetry, udp53_app,
-                                      ad_safeframes, kubernetes_pods])
+                                      ad_safeframes, kubernetes_pods, helm_monitoring])
 def test_benign_services_do_not_alert(workload):
     frames = workload(random.Random(5))
     bad = alerts_for(frames)
