@@ -141,4 +141,6 @@ def test_learn_from_rules_only_when_configured(trained):
     assert on.learned == 1  # high-severity hits only
     g = dict(f)
     on.observe("domain", g, ("d", "r.test"), hits=hits)
-    assert "model_p" in g and "model_anomaly" in g  # context for the rule's alert
+    assert "model_p" not in g  # computed only for an alert the policy raises …
+    on.annotate("domain", g, ("d", "r.test"), hits)
+    assert "model_p" in g and "model_anomaly" in g  # … as context for the rule's alert

@@ -5,7 +5,14 @@ methods directly, with no ``getattr`` probes, and a subclass overrides what it n
 At each evaluation of a key the judge calls :meth:`Detector.observe` (what the detector may
 learn from: the rules' verdicts, the allowlist factor, the addresses), then
 :meth:`Detector.score` on the same feature vector (river's ``learn_one``/``score_one``
-pair, with what the sensor knows about the evaluation passed along).
+pair, with what the sensor knows about the evaluation passed along). When the policy
+raises an alert from that evaluation (not suppressed), :meth:`Detector.annotate` adds what
+the alert's ``stats`` show from the detector; a hit's reasons may be deferred until then
+(a callable), since most hits on a busy tunnel are repeats the policy suppresses.
+
+On a key in its suppression window, when no rule's hit escalates (detect/policy.py), the
+judge does not consult a detector whose hit could not escalate either: one with a
+``detector_id`` that already alerted on the key at ``max_severity``.
 
 Example:
     >>> class Big(Detector):
@@ -20,8 +27,22 @@ Example:
 
 from __future__ import annotations
 
-#: What :meth:`Detector.score` returns when it fires: (detector id, severity, score, reasons).
-Hit = tuple[str, str, float, list[str]]
+from collections.abc import Callable
+
+#: What :meth:`Detector.score` returns when it fires: (detector id, severity, score,
+#: reasons). The reasons are a list of texts, or a callable returning it: built only for an
+#: alert the policy raises (:func:`reasons_of`).
+Hit = tuple[str, str, float, list[str] | Callable[[], list[str]]]
+
+
+def reasons_of(hit: tuple) -> list[str]:
+    """A hit's reasons, built now if they were deferred.
+
+    >>> reasons_of(("r", "low", 0.4, ["x"])), reasons_of(("r", "low", 0.4, lambda: ["y"]))
+    (['x'], ['y'])
+    """
+    r = hit[3]
+    return r() if callable(r) else r
 
 
 class Detector:
@@ -37,6 +58,9 @@ class Detector:
     detector_id: str = ""
     description: str = ""
     mitre: tuple[str, ...] = ()
+    #: The highest severity its hits carry (with ``detector_id``: when it may be skipped on
+    #: a key in its suppression window; see the module docstring).
+    max_severity: str = "high"
 
     def observe(self, scope: str, f: dict, ident: tuple, *, factor: float = 1.0,
                 hits: list | None = None, ts: float = 0.0, client: bytes | None = None,
@@ -48,6 +72,11 @@ class Detector:
     def score(self, scope: str, f: dict, ident: tuple) -> Hit | None:
         """A hit, or None (the default: never fires)."""
         return None
+
+    def annotate(self, scope: str, f: dict, ident: tuple, hits: list) -> None:
+        """Called when the policy raises an alert from the evaluation just observed and
+        scored (``hits``: all of them), before its record is built: add to ``f`` what the
+        alert's ``stats`` should show from this detector. Nothing by default."""
 
     def close(self) -> None:
         """Before exit: persist what was learned. Nothing by default."""

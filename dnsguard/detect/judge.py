@@ -19,11 +19,11 @@ back. It owns
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from dnsguard.decode.packet import ip_text
 from dnsguard.detect.base import Detector
-from dnsguard.detect.policy import Policy, combine
+from dnsguard.detect.policy import Policy, combine, escalates_past, severity_of
 from dnsguard.detect.rules import RuleSet
 from dnsguard.dns import rdatatype
 from dnsguard.dns.name import to_text
@@ -236,37 +236,59 @@ class Judge(Observer):
         return rd
 
     def _rule_hits(self, scope: str, f: dict, factor: float) -> list:
+        """The hits of the scope's rules on ``f``; their reasons (texts) deferred to an
+        alert the policy raises: most hits on a tunnel are repeats it suppresses."""
         hits = []
         for r in self.rules[scope]:
-            reasons = r.match(f, factor)
-            if reasons is not None:
-                hits.append((r.id, r.severity, r.score, reasons))
+            if r.fires(f, factor):
+                hits.append((r.id, r.severity, r.score, partial(r.reasons, f, factor)))
         return hits
 
     def _evaluate(self, scope: str, ident: tuple, f: dict, factor: float, ts: float,
                   client: bytes, server: bytes, domain: str | None, st, samples) -> None:
         """Rules, then the extra detectors (windowed scopes only), then policy."""
         hits = self._rule_hits(scope, f, factor)
-        for det in self.extra_detectors:
+        dets = self.extra_detectors
+        consult = True
+        if dets:
+            held = self.policy.held(ident, ts)
+            if held is not None and not any(escalates_past(held, h[1], h[0]) for h in hits):
+                # A key in its suppression window that no rule escalates: a detector whose
+                # hit could not escalate either (it alerted on the key at its highest
+                # severity) is not consulted: its hit could only be suppressed. The model
+                # on a busy tunnel's keys was most of the judge's time. All or none, so an
+                # alert that escalates carries every detector's hit.
+                consult = any(not d.detector_id
+                              or escalates_past(held, d.max_severity, d.detector_id)
+                              for d in dets)
+        for det in dets:
             # What the detector may learn from: rule verdicts, allowlist factor, addresses.
             det.observe(scope, f, ident, factor=factor, hits=hits, ts=ts, client=client,
                         server=server, domain=domain)
+            if not consult:
+                continue
             h = det.score(scope, f, ident)
             if h is not None:
                 hits.append(h)
         if hits:
-            self.raise_alert(scope, ident, f, hits, ts, client, server, domain, st, samples)
+            self.raise_alert(scope, ident, f, hits, ts, client, server, domain, st, samples,
+                             annotate=consult)
 
     def raise_alert(self, scope: str, ident: tuple, f: dict, hits: list, ts: float,
                     client: bytes, server: bytes, domain: str | None, st, samples,
-                    event_type: str = EVENT_TUNNEL) -> None:
+                    event_type: str = EVENT_TUNNEL, annotate: bool = False) -> None:
         """Policy: one alert per key per suppression window unless it escalates (a higher
         severity, a new detector: ``escalates`` names the earlier alert), detectors
-        combined."""
-        sev, score, detectors, reasons = combine(hits)
+        combined. Only an admitted alert costs more than the policy's check: the
+        detectors' annotations (``annotate``: an evaluation they observed and scored),
+        reasons in words, rounded stats."""
         policy = self.policy
-        if not policy.admit(ident, ts, sev, detectors):
+        if not policy.admit(ident, ts, severity_of(hits), [h[0] for h in hits]):
             return
+        if annotate:
+            for det in self.extra_detectors:
+                det.annotate(scope, f, ident, hits)
+        sev, score, detectors, reasons = combine(hits)
         if scope == "message":
             # The window's traffic features stay the record's `stats`; the one name's
             # features that fired go beside them.

@@ -26,6 +26,7 @@ import platform
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 from dnsguard.detect.base import Detector
@@ -463,6 +464,11 @@ class ModelDetector(Detector):
         self.dirty = False
         self._factor = 1.0
         self._label: tuple[str, str] | None = None
+        # The evaluation just observed and scored, for annotate(): whether an alert from it
+        # shows the model's view (the rules hit, or the model fired), its input, its P.
+        self._show = False
+        self._x: dict | None = None
+        self._p: float | None = None
 
     # -- verdict source lookups --
     def _feedback(self, scope: str, ident: tuple) -> tuple[str, str] | None:
@@ -571,6 +577,8 @@ class ModelDetector(Detector):
         verdicts (analyst feedback, allowlist entries, optionally high-severity rule hits)."""
         self._factor = factor
         self._label = None
+        self._show = False
+        self._x = self._p = None
         if scope not in MODEL_SCOPES:
             return
         x = None
@@ -585,11 +593,10 @@ class ModelDetector(Detector):
         elif self.learn_from_rules and hits and any(h[1] == "high" for h in hits):
             x = vectorize(scope, f)
             self.learn_one(x, True)
-        if hits:
-            if x is None:
-                x = vectorize(scope, f)
-            f["model_p"] = round(self.proba(x), 4)
-            f["model_anomaly"] = round(self.anomaly(x), 4)
+        # An alert the rules raise shows the model's view too (annotate(): computed only
+        # for an alert the policy lets through).
+        self._show = bool(hits)
+        self._x = x
         if self.state is not None and self.dirty and time.monotonic() >= self._next_checkpoint:
             self.checkpoint()
 
@@ -613,8 +620,8 @@ class ModelDetector(Detector):
             # domain itself): its evidence is many domains. A tunnel under one domain is the
             # domain scope's to report (an alert naming only the client would not name it).
             return None
-        x = vectorize(scope, f)
-        p = self.proba(x)
+        x = self._x = vectorize(scope, f)
+        p = self._p = self.proba(x)
         a = None
         if p >= self.threshold and self.support_max_outside is not None:
             out = outside_box(self.bundle.get("support") or {}, leaf_path(self.tree, x)[0], x)
@@ -628,17 +635,31 @@ class ModelDetector(Detector):
             a = self.anomaly(x)
             if a < self.anomaly_threshold:
                 return None
-        if a is None:
-            a = self.anomaly(x)
-        f["model_p"] = round(p, 4)
-        f["model_anomaly"] = round(a, 4)
+        self._show = True
+        sev = "high" if p >= 0.99 else "medium"
+        # The texts and the anomaly score (HST) only for an alert the policy raises.
+        return (DETECTOR_ID, sev, round(p, 4), partial(self._reasons, x, p, a))
+
+    def _reasons(self, x: dict, p: float, a: float | None) -> list[str]:
         reasons = self.explain(x)
         reasons.append(f"model: P(tunnel) {p:.3f} >= {self.threshold}")
+        if a is None:
+            a = self.anomaly(x)
         if a >= self.anomaly_threshold:
             reasons.append(f"model: anomaly score {a:.3f} >= {self.anomaly_threshold} "
                            f"(unlike the benign traffic it learned)")
-        sev = "high" if p >= 0.99 else "medium"
-        return (DETECTOR_ID, sev, round(p, 4), reasons)
+        return reasons
+
+    def annotate(self, scope: str, f: dict, ident: tuple, hits: list) -> None:
+        """An alert from the evaluation just scored shows the model's P(tunnel) and anomaly
+        score in its ``stats`` when the rules hit or the model fired (not for an analyst's
+        verdict alone)."""
+        if not self._show or scope not in MODEL_SCOPES:
+            return
+        x = self._x if self._x is not None else vectorize(scope, f)
+        p = self._p if self._p is not None else self.proba(x)
+        f["model_p"] = round(p, 4)
+        f["model_anomaly"] = round(self.anomaly(x), 4)
 
     def reload_feedback(self) -> None:
         """Re-read the feedback file (the daemon calls this on SIGHUP)."""

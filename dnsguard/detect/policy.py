@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 
+from dnsguard.detect.base import reasons_of
 from dnsguard.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,35 @@ def family(detector: str) -> str:
     """What counts as one detector for escalation: each rule, the model, the series tests
     (``series:mad`` and ``series:cusum`` are one family: each firing is not news)."""
     return detector.split(":", 1)[0] if ":" in detector else detector
+
+
+def escalates_past(held: list, severity: str, detector: str) -> bool:
+    """Whether a hit of ``severity`` from ``detector`` would escalate past a key's
+    suppression entry (:meth:`Policy.held`): a higher severity, or a detector family that
+    has not alerted on the key yet. An alert escalates if any of its hits does.
+
+    >>> p = Policy(suppress=60)
+    >>> p.admit(("d", "t.example"), 0.0, "medium", ["model:hoeffding"])
+    True
+    >>> held = p.held(("d", "t.example"), 1.0)
+    >>> escalates_past(held, "medium", "model:hoeffding"), escalates_past(held, "high", "model:x")
+    (False, True)
+    >>> escalates_past(held, "low", "encoded-subdomains")
+    True
+    """
+    return _SEV_RANK.get(severity, -1) > held[1] or family(detector) not in held[2]
+
+
+def severity_of(hits: list) -> str:
+    """The highest severity among hits (``(detector, severity, score, reasons)``); the
+    first of equals."""
+    best = hits[0][1]
+    top = _SEV_RANK.get(best, 0)
+    for h in hits:
+        r = _SEV_RANK.get(h[1], 0)
+        if r > top:
+            best, top = h[1], r
+    return best
 
 
 class Policy:
@@ -74,6 +104,13 @@ class Policy:
         """Whether ``ident`` is in its suppression window (an escalation would still pass)."""
         e = self._until.get(ident)
         return e is not None and ts < e[0]
+
+    def held(self, ident: tuple, ts: float) -> list | None:
+        """``ident``'s suppression entry while it is in its window, else None: what an
+        alert on it must beat to escalate (:func:`escalates_past`). The judge asks this
+        before consulting a costly detector whose hit could only be suppressed."""
+        e = self._until.get(ident)
+        return e if e is not None and ts < e[0] else None
 
     def admit(self, ident: tuple, ts: float, severity: str | None = None,
               detectors=()) -> bool:
@@ -114,19 +151,19 @@ class Policy:
             e[3] = alert_id
 
 
-def combine(hits: list[tuple[str, str, float, list[str]]]) -> tuple[str, float, list[str],
-                                                                    list[str]]:
+def combine(hits: list[tuple]) -> tuple[str, float, list[str], list[str]]:
     """Severity (highest), score (noisy-or), detectors, reasons of hits fired together.
 
-    Each hit is ``(detector id, severity, score, reasons)``.
+    Each hit is ``(detector id, severity, score, reasons)``; reasons may be deferred (a
+    callable: ``detect.base.reasons_of``), built here, for an alert that is raised.
     """
-    sev = max((h[1] for h in hits), key=lambda s: _SEV_RANK.get(s, 0))
+    sev = severity_of(hits)
     miss = 1.0
     for h in hits:
         miss *= 1.0 - h[2]
     reasons: list[str] = []
     for h in hits:
-        for r in h[3]:
+        for r in reasons_of(h):
             if r not in reasons:
                 reasons.append(r)
     return sev, round(1.0 - miss, 4), [h[0] for h in hits], reasons

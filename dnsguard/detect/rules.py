@@ -157,14 +157,21 @@ class Rule:
             self._compiled[factor] = fn = (fn, when, anyc)
         return fn
 
-    def match(self, f: dict, factor: float = 1.0) -> list[str] | None:
-        """Reasons (one per condition that held) if the rule fires on features ``f``."""
-        fn, when, anyc = self._fn(factor)
-        if not fn(f):
-            return None
+    def fires(self, f: dict, factor: float = 1.0) -> bool:
+        """Whether the rule fires on features ``f`` (the judge's test on every evaluation;
+        the reasons are built only for an alert the policy raises: :meth:`reasons`)."""
+        return bool(self._fn(factor)[0](f))
+
+    def reasons(self, f: dict, factor: float = 1.0) -> list[str]:
+        """One reason per condition that held, in words (features/catalog.py)."""
+        _fn, when, anyc = self._fn(factor)
         reasons = [c.text(f) for c in when]
         reasons += [c.text(f) for c in anyc if _holds(c, f)]
         return reasons
+
+    def match(self, f: dict, factor: float = 1.0) -> list[str] | None:
+        """Reasons (one per condition that held) if the rule fires on features ``f``."""
+        return self.reasons(f, factor) if self.fires(f, factor) else None
 
 
 def _holds(c: Condition, f: dict) -> bool:
