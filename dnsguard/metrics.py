@@ -84,7 +84,9 @@ class PipelineCollector(Collector):
                                       labels=["scope"])
         suppressed = CounterMetricFamily("dnsguard_suppressed_alerts", "Alerts not raised "
                                          "because the key already alerted in its suppression "
-                                         "window (counted after the detectors ran).")
+                                         "window (counted after the rules ran; the model's "
+                                         "repeats where it already alerted at high severity "
+                                         "are not: it is not consulted there).")
         escalated = CounterMetricFamily("dnsguard_alerts_escalated", "Alerts raised inside "
                                         "their key's suppression window because they "
                                         "escalate: a higher severity or a new detector.")

@@ -92,6 +92,10 @@ class Judge(Observer):
             self.allow.cache_size = self.s.allow_cache
         self._allow_nets = ruleset.allowlist.has_networks
         self.message_rules = bool(self.rules["message"])
+        # The name features the message rules read (the rest only for an alert).
+        self._msg_feats = tuple(sorted({c.feature for r in self.rules["message"]
+                                        for c in (*r.when, *r.any)}
+                                       - {"qtype", "qtype_rare"}))
         self._rule_by_id = {r.id: r for r in ruleset.rules}
         # Per scope, the fewest queries a key needs before any rule could fire: keys below it
         # are not evaluated (most keys on a busy network never get there). Extra detectors
@@ -151,15 +155,32 @@ class Judge(Observer):
             vkey = (qtype, factor)
         cached = nf.verdicts.get(vkey)
         if cached is None:
-            f = nf.fdict()
+            # The rules see the features they read (a tunnel asks a new name per query, so
+            # this runs per query on a tunnel); a name that fires gets them all, for the
+            # alert it may become.
+            f = {}
+            for k in self._msg_feats:
+                v = getattr(nf, k)
+                if v.__class__ is bool:
+                    f[k] = float(v)
+                elif isinstance(v, int | float):
+                    f[k] = v
             f["qtype"] = qtype
             f["qtype_rare"] = 0 if qtype in _ORDINARY else 1
             hits = self._rule_hits("message", f, factor)
-            # The feature dict is kept only for the alert it may become: most names fire
-            # nothing, and ~1 KB per cached name was most of the name cache.
+            if hits:
+                # The feature dict is kept only for the alert it may become: most names fire
+                # nothing, and ~1 KB per cached name was most of the name cache.
+                f = nf.fdict()
+                f["qtype"] = qtype
+                f["qtype_rare"] = 0 if qtype in _ORDINARY else 1
+                hits = self._rule_hits("message", f, factor)
             cached = nf.verdicts[vkey] = (tuple(hits), f) if hits else _NO_HITS
         if cached[0]:
-            self.raise_alert("message", ("d", rd), cached[1], list(cached[0]), ts, client,
+            ident = ("d", rd)
+            if self.policy.repeat(ident, ts, cached[0]):
+                return  # counted; the alert's zone and samples only for one raised
+            self.raise_alert("message", ident, cached[1], list(cached[0]), ts, client,
                              server, self._base_domain(st, rd),
                              st, [nf.name] + [x for x in st.samples if x != nf.name])
 

@@ -112,6 +112,19 @@ class Policy:
         e = self._until.get(ident)
         return e if e is not None and ts < e[0] else None
 
+    def repeat(self, ident: tuple, ts: float, hits) -> bool:
+        """Whether an alert from ``hits`` on ``ident`` now is a repeat its window holds back
+        (no hit escalates); counted in ``suppressed`` if so, as :meth:`admit` would. The
+        judge asks before it builds what only a raised alert needs."""
+        e = self.held(ident, ts)
+        if e is None:
+            return False
+        for h in hits:
+            if escalates_past(e, h[1], h[0]):
+                return False
+        self.suppressed += 1
+        return True
+
     def admit(self, ident: tuple, ts: float, severity: str | None = None,
               detectors=()) -> bool:
         """True if an alert for ``ident`` with this severity and these detectors may be
