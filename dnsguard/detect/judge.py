@@ -92,6 +92,12 @@ class Judge(Observer):
             self.allow.cache_size = self.s.allow_cache
         self._allow_nets = ruleset.allowlist.has_networks
         self.message_rules = bool(self.rules["message"])
+        # Fewest check-ins (a pair's queries: features.horizon.pair_features) before a
+        # long_client_domain rule could fire: below it the pair's features (the beacon
+        # score sorts its interval ring) are not computed. An allowlist factor only raises
+        # the bars.
+        self._min_checkins = min((r.min_of("checkins") for r in self.rules["long_client_domain"]),
+                                 default=0.0)
         # The name features the message rules read (the rest only for an alert).
         self._msg_feats = tuple(sorted({c.feature for r in self.rules["message"]
                                         for c in (*r.when, *r.any)}
@@ -208,6 +214,8 @@ class Judge(Observer):
                 f = lh.domain_features(rd, ts)
             else:
                 r = lh.pairs[(client, rd)]
+                if r.q_total < self._min_checkins:
+                    continue  # no rule could fire yet: spare the beacon score
                 f = lh.pair_features((client, rd), ts)
             hits = self._rule_hits(scope, f, factor)
             if not hits:

@@ -145,6 +145,21 @@ class Rule:
                 n = max(n, v)
         return n
 
+    def min_of(self, feature: str) -> float:
+        """The least value of ``feature`` the rule can fire at (its ``when`` conditions on it
+        from below; 0 when it has none).
+
+        >>> Rule.parse({"id": "b", "description": "d", "severity": "low",
+        ...             "scope": "long_client_domain", "when": ["checkins >= 30"]},
+        ...            "f.yaml").min_of("checkins")
+        30.0
+        """
+        n = 0.0
+        for c in self.when:
+            if c.feature == feature and c.op in (">=", ">"):
+                n = max(n, c.value)
+        return n
+
     def _fn(self, factor: float):
         fn = self._compiled.get(factor)
         if fn is None:
