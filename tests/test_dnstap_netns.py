@@ -37,8 +37,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from test_dnstapwire import assert_same
 
 from conftest import ROOT, Proc, wait_for
+from dnsguard.capture.framestream import FileStats, read_file_frames
 
 pytestmark = pytest.mark.netns
 
@@ -291,6 +293,12 @@ def test_bind_dnstap_file_replay_and_eval_agree(nets, work):
     finally:
         for p in reversed(procs):
             p.stop()
+    # The in-place reader and the protobuf runtime read BIND's own output the same way.
+    st = FileStats()
+    with open(tap, "rb") as f:
+        c = assert_same(list(read_file_frames(f, st)))
+    assert st.stopped and st.damaged is None and not c.errors.get("protobuf"), c.summary()
+    assert c.messages["client_query"] == QUERIES
     gz = work / "resolver.dnstap.gz"
     gz.write_bytes(gzip.compress(tap.read_bytes()))
     caps = work / "caps"

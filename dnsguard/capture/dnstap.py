@@ -20,12 +20,17 @@ packet that carried it, so a tunnel gives the same alert whichever way it was se
 * A response without its query (or the reverse) is one message like any other; a message
   with no DNS bytes, no time or broken addresses is counted under a reason, never fatal.
 
-Decoding uses the ``protobuf`` runtime (upb, C) with a module generated from the dnstap schema
-(``dnstap.proto`` beside this file; how to regenerate is written there). Chosen over the
-``dnstap-pb`` package, which is the same runtime with a module generated from an older schema
-(no DoQ-era fields) registering ``dnstap.proto`` in the process-wide descriptor pool, and
-over a hand-written protobuf reader, which would be slower in Python than upb
-(``bench/dnstap_bench.py`` measures the decode rate alone and end to end).
+Two decoders give the same result for every payload (tests/test_dnstapwire.py):
+:class:`DnstapMapper` over the ``protobuf`` runtime (upb, C) with a module generated from the
+dnstap schema (``dnstap.proto`` beside this file; how to regenerate is written there), the
+reference; and :class:`~dnsguard.capture.dnstapwire.DnstapScanner`, which walks the wire
+format in place for the fields used. Compiled, the scanner reads files and live payloads
+(:func:`payload_reader`): the runtime makes a Python object per field read, and those reads,
+the message tuple and the payload object cost more than the whole pipeline's share of a
+message (bench/README.md, "dnstap input"); interpreted, the runtime is the faster one. The
+runtime was chosen over the ``dnstap-pb`` package, which is the same runtime with a module
+generated from an older schema (no DoQ-era fields) registering ``dnstap.proto`` in the
+process-wide descriptor pool.
 
 Example:
     >>> from dnsguard.capture import dnstap_pb2 as pb
