@@ -13,11 +13,14 @@ encoded names under one zone.
 Then, per round (medians reported):
 
 1. **decode**: Frame Streams framing + protobuf decode + mapping alone
-   (``DnstapFile.messages()``), messages/s: the ceiling for the input;
+   (``DnstapFile.messages()``), messages per CPU second: the ceiling for the input; with
+   the decoder replay uses (compiled: ``capture.dnstapwire``, in place) and, as
+   **decode_ref**, with the protobuf runtime (``DnstapMapper``, the reference);
 2. **replay**: ``dnsguard replay FILE`` as a fresh process, end to end (start-up, model
    load unless ``--no-model``, framing, decode, DNS parse, features, rules, series, alerts
    to /dev/null), messages/s of wall time; and the in-process rate the run summary reports
-   (``packets_per_second``: the feed loop only); then the same messages as a raw-IP pcap
+   (``packets_per_second``: the feed loop only) and per CPU second of the process
+   (**replay_cpu**, start-up included); then the same messages as a raw-IP pcap
    (``bench/work/dnstap-same-messages.pcap``) replayed the same way: the ratio of the two
    in the same round is what dnstap input costs over packets, whatever the machine's load;
 3. **live**: a sender process streams the same messages over a unix socket with the
@@ -35,6 +38,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import statistics
 import struct
 import subprocess
@@ -49,7 +53,12 @@ sys.path.insert(0, str(ROOT))
 
 from dnsguard.capture import dnstap_pb2 as pb  # noqa: E402
 from dnsguard.capture import framestream as fs  # noqa: E402
-from dnsguard.capture.dnstap import DnstapCounters, DnstapFile, encode_message  # noqa: E402
+from dnsguard.capture.dnstap import (  # noqa: E402
+    DnstapCounters,
+    DnstapFile,
+    DnstapMapper,
+    encode_message,
+)
 
 WORK = ROOT / "bench" / "work"
 T0 = 1_760_000_000.0
@@ -152,25 +161,38 @@ def write_file(path: Path, payloads: Iterator[bytes]) -> None:
         f.write(fs.encode_control(fs.STOP))
 
 
-def bench_decode(path: Path) -> float:
-    t = time.perf_counter()
+def bench_decode(path: Path, reader=None) -> float:
+    """Framing + decode + mapping, messages per CPU second: with ``reader`` None what replay
+    uses (compiled: the in-place scanner), else that decoder class (``DnstapMapper``: the
+    protobuf runtime, the reference)."""
+    t = time.process_time()
     df = DnstapFile(path, DnstapCounters())
+    if reader is not None:
+        df.mapper = reader(df.counters)
     n = sum(1 for _ in df.messages())
     df.close()
-    return n / (time.perf_counter() - t)
+    return n / (time.process_time() - t)
 
 
-def bench_replay(path: Path, n: int | None, no_model: bool) -> tuple[float, float]:
+def _child_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def bench_replay(path: Path, n: int | None, no_model: bool) -> tuple[float, float, float]:
+    """Messages per second of wall time, of the feed loop (the run summary) and per CPU
+    second of the whole process (start-up included: what one core would give; less
+    sensitive to other work on the machine than wall time)."""
     with tempfile.NamedTemporaryFile(suffix=".json") as sj:
         cmd = [sys.executable, "-m", "dnsguard", "replay", "-q", "--alerts", os.devnull,
                "--summary-json", sj.name, *(["--no-model"] if no_model else []), str(path)]
-        t = time.perf_counter()
+        t, c = time.perf_counter(), _child_cpu()
         subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-        wall = time.perf_counter() - t
+        wall, cpu = time.perf_counter() - t, _child_cpu() - c
         s = json.loads(Path(sj.name).read_text())
     if n is not None:
         assert s["packets"] == n, (s["packets"], n)
-    return s["packets"] / wall, s["packets_per_second"]
+    return s["packets"] / wall, s["packets_per_second"], s["packets"] / cpu
 
 
 _SENDER = r"""
@@ -231,30 +253,39 @@ def main() -> int:
     if not (a.reuse and ref.exists()):
         print(f"wrote {ref}: {write_pcap_of(path, ref):,} datagrams")
     n = sum(1 for _ in DnstapFile(path, DnstapCounters()).messages())
-    rows: dict[str, list[float]] = {"decode": [], "replay_wall": [], "replay_loop": [],
-                                    "pcap_wall": [], "live": []}
+    rows: dict[str, list[float]] = {"decode": [], "decode_ref": [], "replay_wall": [],
+                                    "replay_loop": [], "replay_cpu": [], "pcap_wall": [],
+                                    "pcap_cpu": [], "live": []}
     ratio: list[float] = []
+    ratio_cpu: list[float] = []
     lost = 0
     for r in range(a.repeat):
         rows["decode"].append(bench_decode(path))
-        w, loop = bench_replay(path, n, a.no_model)
+        rows["decode_ref"].append(bench_decode(path, DnstapMapper))
+        w, loop, cpu = bench_replay(path, n, a.no_model)
         rows["replay_wall"].append(w)
         rows["replay_loop"].append(loop)
-        pw, _ = bench_replay(ref, None, a.no_model)
+        rows["replay_cpu"].append(cpu)
+        pw, _, pcpu = bench_replay(ref, None, a.no_model)
         rows["pcap_wall"].append(pw)
+        rows["pcap_cpu"].append(pcpu)
         ratio.append(w / pw)
+        ratio_cpu.append(cpu / pcpu)
         rate, got = bench_live(path, n)
         rows["live"].append(rate)
         lost += n - got
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in rows.items())
-              + f"; dnstap/pcap {ratio[-1]:.2f}; live frames received {got:,} of {n:,}",
+              + f"; dnstap/pcap {ratio[-1]:.2f} (CPU {ratio_cpu[-1]:.2f}); live frames "
+              f"received {got:,} of {n:,}",
               flush=True)
     print(f"\n{n:,} messages, median of {a.repeat} rounds (messages/s):")
     for k, v in rows.items():
         print(f"  {k:12s} {statistics.median(v):>10,.0f}")
-    print(f"  dnstap replay / pcap replay of the same messages: {statistics.median(ratio):.2f}")
+    print(f"  dnstap replay / pcap replay of the same messages: {statistics.median(ratio):.2f}"
+          f" (wall), {statistics.median(ratio_cpu):.2f} (CPU)")
     print(f"  live frames lost: {lost}")
-    print("target: replay_wall >= 100,000/s on one core")
+    print("target: replay_wall >= 100,000/s on one core (replay_cpu: the same on a loaded "
+          "machine, as long as the process is not waiting on the disk)")
     return 0
 
 

@@ -34,6 +34,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -209,8 +210,12 @@ def test_unbound_dnstap_to_run_alerts_on_the_real_client(nets, work):
 def test_unbound_at_the_labs_highest_rate_loses_no_frame(nets, work):
     """The lab's resolver keeps up to ~300 queries/s (lab/README.md); at that rate for 8 s
     every query Unbound counts arrives over dnstap as a CLIENT_QUERY, and every answer as a
-    CLIENT_RESPONSE (counted on both sides: unbound-control against dnsguard's metrics)."""
+    CLIENT_RESPONSE (counted on both sides: unbound-control against dnsguard's metrics).
+    ``DNSGUARD_DNSTAP_RATE=N`` runs it at N queries/s instead, at most 5,000 (the load
+    client's bound), as a benchmark (bench/README.md, "dnstap input"; run with ``-s``: the
+    counts are printed; the client's answers are then reported, not required)."""
     _need("unbound", "--enable-dnstap")
+    rate = int(os.environ.get("DNSGUARD_DNSTAP_RATE", "300"))
     sock = work / "tap" / "dnstap.sock"
     conf = work / "unbound.conf"
     conf.write_text(UNBOUND_CONF.format(res_in=RES_IN, res_out=RES_OUT, sink=SINK, work=work,
@@ -231,10 +236,14 @@ def test_unbound_at_the_labs_highest_rate_loses_no_frame(nets, work):
         wait_for("Unbound to connect to the dnstap socket",
                  lambda: "connected on unix:" in sensor.text(), 30,
                  lambda: sensor.text() + unbound.text())
+        t0 = time.monotonic()
         r = _run("ip", "netns", "exec", nets["c"], sys.executable, str(NET), "load", RES_IN,
-                 "300", "8", timeout=40)
+                 str(rate), "8", timeout=40)
+        took = time.monotonic() - t0
         sent, answered = map(int, r.stdout.split())
-        assert sent == 2400 and answered >= sent * 0.99, r.stdout
+        if rate == 300:
+            assert sent == 2400 and answered >= sent * 0.99, r.stdout
+        # (above a few thousand a second the one-socket Python client sends fewer)
         stats = _run("ip", "netns", "exec", nets["r"], "unbound-control", "-c", str(conf),
                      "stats_noreset").stdout
         queries = int(re.search(r"^total\.num\.queries=(\d+)$", stats, re.M).group(1))
@@ -248,6 +257,11 @@ def test_unbound_at_the_labs_highest_rate_loses_no_frame(nets, work):
             nets["r"], key.format("client_response")) == queries, 20, sensor.text)
         assert answered <= queries
         assert ns_metric(nets["r"], "dnsguard_dnstap_senders") == 1
+        print(f"rate {rate}/s: sent {sent} in {took:.1f} s, answered {answered}, Unbound "
+              f"counted {queries}; "
+              f"dnsguard received {ns_metric(nets['r'], key.format('client_query')):.0f} "
+              f"client queries, {ns_metric(nets['r'], key.format('client_response')):.0f} "
+              "responses")
         assert sensor.stop(signal.SIGTERM, timeout=30) == 0, sensor.text()
         assert "errors {}" in sensor.text(), sensor.text()
     finally:
