@@ -280,12 +280,31 @@ def save(bundle: dict, meta: dict, path: str | Path) -> dict:
     return meta
 
 
+def _private_group(st: os.stat_result) -> bool:
+    """Whether the file's group is its owner's alone: the owner's primary group, no other
+    member, no other user's primary group. Systems with user-private groups and umask 002
+    (Ubuntu, Fedora: login.defs USERGROUPS_ENAB) create every file group-writable; write
+    access is then the owner's only, and refusing it would turn a fresh install into a
+    rules-only sensor."""
+    import grp
+    import pwd
+
+    try:
+        owner = pwd.getpwuid(st.st_uid)
+        group = grp.getgrgid(st.st_gid)
+    except KeyError:
+        return False
+    if owner.pw_gid != st.st_gid or set(group.gr_mem) - {owner.pw_name}:
+        return False
+    return all(u.pw_gid != st.st_gid or u.pw_uid == st.st_uid for u in pwd.getpwall())
+
+
 def _check_file(p: Path) -> None:
     try:
         st = os.stat(p)
     except OSError as e:
         raise ModelError(f"{p}: cannot read model file: {e.strerror}") from None
-    if st.st_mode & 0o022:
+    if st.st_mode & 0o002 or (st.st_mode & 0o020 and not _private_group(st)):
         raise ModelError(
             f"{p}: refusing to load: the file is writable by group or others (mode "
             f"{st.st_mode & 0o777:o}); a model file is a pickle and runs code when loaded. "
