@@ -26,7 +26,7 @@ cdef class LongStats:
 cpdef double worth(LongStats r, double now, double tau) except? -1.0
 
 # Feature helpers (what the judge reads when a key is due) and per-query helpers as C calls.
-@cython.locals(scale=double, y=double, r=double, frac=double, eps=double, m=double)
+@cython.locals(scale=double, y=double, m=double, d=double, _=int)
 cpdef double _round(double x, int n) except? -1.0
 @cython.locals(den=double)
 cdef double _bowley(double q1, double q2, double q3) except? -2.0

@@ -81,37 +81,38 @@ REVIEW = 1024  # keys scored per eviction round (the less informative half leave
 DECAY_STEP = 10.0  # seconds between applications of the decay (error < 0.05% at tau = 6 h)
 
 
-_SCALE = (1.0, 10.0, 100.0, 1000.0, 10000.0)
-_TIE = 2.0 ** -50  # relative margin around a rounding tie (the product's error is < 2**-53)
+
+
+_NEAREST = 6755399441055744.0  # 1.5 * 2**52: y + _NEAREST - _NEAREST is y's nearest integer
 
 
 def _round(x: float, n: int) -> float:
     """``round(x, n)`` (0 <= n <= 4) to the bit, without CPython's decimal conversion
     (``_Py_dg_dtoa`` and a ``printf`` per call) where the result is unambiguous. Python
     rounds the exact binary value of ``x`` to ``n`` decimals and returns the double nearest
-    that decimal; ``x * 10**n`` is within 2**-53 (relative) of the exact product, so unless
-    its fraction is within ``_TIE`` of one half its floor plus 0 or 1 is the decimal's digits
-    ``m``, and ``m / 10**n`` (two exact doubles, one correctly rounded division) is the
-    nearest double. Ties, huge values, NaN and infinities go to ``round``.
+    that decimal; ``y = x * 10**n`` is within 2**-53 (relative) of the exact product, so unless
+    ``y`` is within 2**-50 (relative) of a half its nearest integer ``m`` (found by adding and
+    subtracting 1.5 * 2**52, exact for |y| < 2**50; no call) is the decimal's digits, and
+    ``m / 10**n`` (two exact doubles, one correctly rounded division) is the nearest double.
+    Ties, huge values, NaN and infinities go to ``round``. Plain arithmetic: the same in the
+    compiled module (no ``math`` call).
 
     >>> [_round(v, k) == round(v, k) for v, k in ((2.675, 2), (0.125, 2), (-1e-9, 4), (7.0, 1))]
     [True, True, True, True]
     """
-    scale = _SCALE[n]
+    scale = 1.0
+    for _ in range(n):
+        scale *= 10.0  # exact
     y = x * scale
-    if -4.0e15 < y < 4.0e15:
-        r = math.floor(y)
-        frac = y - r
-        eps = (abs(y) + 1.0) * _TIE
-        if frac < 0.5 - eps:
-            m = r
-        elif frac > 0.5 + eps:
-            m = r + 1.0
-        else:
-            return round(x, n)
-        if m == 0.0:
-            return math.copysign(0.0, x)  # as round: -0.0 for a small negative x
-        return m / scale
+    if -1.0e15 < y < 1.0e15:
+        m = (y + _NEAREST) - _NEAREST
+        d = y - m  # exact, in [-0.5, 0.5]
+        if d < 0.0:
+            d = -d
+        if 0.5 - d > (abs(y) + 1.0) * 8.881784197001252e-16:  # not within 2**-50 of a tie
+            if m == 0.0:
+                return x * 0.0  # as round: -0.0 for a small negative x
+            return m / scale
     return round(x, n)
 
 
