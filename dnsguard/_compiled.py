@@ -107,6 +107,7 @@ def _cimporters(routed: set[str]) -> set[str]:
     comes as a Python class ("DnstapScanner size changed ...")."""
     deps = {m: _cimports(m) for m in MODULES if _has_extension(m)}
     out: set[str] = set()
+    routed = routed & set(MODULES)
     grew = True
     while grew:
         grew = False
@@ -139,8 +140,11 @@ def install() -> set[str]:
             names.add(name)
             log.warning("%s: the source changed since it was compiled; running it "
                         "interpreted (slower). Rebuild with: pip install -e .", _source(name))
-    if names and not pure:
-        names |= _cimporters(names)
+    if not pure:
+        # a module not compiled at all (its optional build failed) counts as from source too
+        uncompiled = {m for m in MODULES if not _has_extension(m)}
+        if names or uncompiled:
+            names |= _cimporters(names | uncompiled)
     if names:
         sys.meta_path.insert(0, _FromSource(names))
     ROUTED.update(names)

@@ -90,6 +90,27 @@ def test_a_stale_module_takes_its_cimporters_to_source_with_it() -> None:
         "dnsguard.features.window", "dnsguard.features.horizon"}
 
 
+def test_a_module_left_uncompiled_takes_its_cimporters_to_source(monkeypatch) -> None:
+    """An optional extension whose build failed (dnstapwire) while the pipeline compiled:
+    the pipeline runs from source too, instead of failing at import."""
+    if not _compiled._has_extension("dnsguard.pipeline"):
+        pytest.skip("not compiled here")
+    monkeypatch.delenv("DNSGUARD_PURE", raising=False)
+    has = _compiled._has_extension
+    monkeypatch.setattr(_compiled, "_has_extension",
+                        lambda m: m != "dnsguard.capture.dnstapwire" and has(m))
+    monkeypatch.setattr(_compiled, "_built", lambda: {m: _compiled._digest(m)
+                                                      for m in _compiled.MODULES})
+    before = list(sys.meta_path)
+    routed = set(_compiled.ROUTED)
+    try:
+        assert _compiled.install() == {"dnsguard.pipeline"}
+    finally:
+        sys.meta_path[:] = before
+        _compiled.ROUTED.clear()
+        _compiled.ROUTED.update(routed)
+
+
 def _replay(paths: list[Path], tmp: Path, tag: str, pure: bool) -> tuple[list[dict], dict]:
     env = dict(os.environ, PYTHONHASHSEED="0")  # HyperLogLog hashes names with hash()
     env.pop("DNSGUARD_PURE", None)
