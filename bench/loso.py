@@ -213,6 +213,10 @@ def main() -> int:
                     help="hold out only the sources whose name starts with one of these "
                     "comma-separated prefixes (e.g. 'dnsguard-lab/,slow/': the lab's seeds and "
                     "pcaps/slow), training each fold on all the rest; folds run in this order")
+    ap.add_argument("--group", action="append", default=[], metavar="REGEX=SOURCE",
+                    help="captures whose file name matches REGEX form one source SOURCE (e.g. "
+                    "'benign_lab_s[0-9]+[.]pcap[.]gz=dnsguard-lab/benign': every seed of a "
+                    "generator held out at once, the model never seeing that generator)")
     ap.add_argument("--folds", type=Path,
                     help="keep each finished fold here (pickle) and reuse it on the next run")
     ap.add_argument("--report-only", action="store_true",
@@ -234,6 +238,17 @@ def main() -> int:
                 paths.append(p)
     settings = Settings()
     ruleset = load_dir(settings.rules)
+    regroup = []
+    for g in a.group:
+        pat, sep, name = g.rpartition("=")
+        if not sep or not pat or not name:
+            ap.error(f"--group {g!r}: REGEX=SOURCE")
+        regroup.append((re.compile(pat), name))
+    for p in paths:
+        for rx, name in regroup:
+            if rx.fullmatch(p.name):
+                src[p.name] = name
+                break
     groups: dict[str, set[str]] = {}
     for p in paths:
         groups.setdefault(src.get(p.name, p.name.split("_", 1)[0]), set()).add(p.name)

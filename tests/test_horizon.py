@@ -156,6 +156,23 @@ def test_beacon_score_follows_rita():
     assert beacon_score([60], [70], 2, 60.0)["beacon_score"] == 0.0  # too few intervals
 
 
+def test_interval_jitter_tells_poisson_from_a_sleeper():
+    """RITA's MADM/30 s calls any seconds-scale process regular: Poisson arrivals with a
+    14 s mean (a mail server's DNSBL lookups, one per inbound message) score a timing score
+    near the beacon rule's bar. The unit-free jitter (MADM / median) does not depend on the
+    rate: ~0.69 for Poisson (over the 64-interval ring: 99.5% of draws above 0.45), under
+    0.35 for a sleeper with 50% jitter (at 80%: about half)."""
+    rng = random.Random(5)
+    for mean in (14, 60, 600):
+        poisson = [round(rng.expovariate(1 / mean)) for _ in range(RING)]
+        assert 0.4 <= beacon_score(poisson, [60] * RING, RING, sum(poisson))[
+            "interval_jitter"] <= 0.9, mean
+        # Cobalt Strike-style jitter: the sleep cut by up to 50% at random
+        cut = [round(mean * (1 - 0.5 * rng.random())) for _ in range(RING)]
+        assert beacon_score(cut, [60] * RING, RING, sum(cut))["interval_jitter"] <= 0.35, mean
+    assert beacon_score([0] * 10, [60] * 10, 10, 1.0)["interval_jitter"] == 1.0  # no median
+
+
 def test_pair_features_use_the_ring_of_intervals(analyze):
     h = Horizon(tau=1e12)
     for i in range(200):  # more check-ins than the ring holds

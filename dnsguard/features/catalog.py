@@ -126,6 +126,9 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("interval_median", ("long_client_domain",), "median seconds between queries"),
     Feature("interval_madm", ("long_client_domain",), "median absolute deviation of the "
             "intervals about their median, seconds"),
+    Feature("interval_jitter", ("long_client_domain",), "interval_madm / interval_median "
+            "(1 when the median is 0): about 0.69 for memoryless (Poisson) arrivals, about "
+            "0.17 for a sleeping beacon with 50% jitter"),
     Feature("interval_skew", ("long_client_domain",), "Bowley skewness of the intervals"),
     Feature("size_madm", ("long_client_domain",), "median absolute deviation of the query "
             "sizes, bytes"),
@@ -216,6 +219,7 @@ PHRASES: dict[str, str] = {
     "timing_score": "timing score {v} (RITA's: interval regularity and count)",
     "interval_median": "one check-in every {v} seconds (median)",
     "interval_madm": "intervals vary by {v} seconds (median absolute deviation)",
+    "interval_jitter": "intervals vary by {v} of their median",
     "interval_skew": "interval skew {v}",
     "size_madm": "query sizes vary by {v} bytes (median absolute deviation)",
     "size_skew": "query size skew {v}",

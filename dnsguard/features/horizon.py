@@ -150,12 +150,22 @@ def beacon_score(intervals: list, sizes: list, count: int, span: float) -> dict:
     queries are all small and alike in size, so the size half of the score says little here
     and a rule should ask for regular timing on its own as well.
 
+    ``interval_jitter`` is MADM / median, the dispersion without a unit. RITA's 30 s cut-off
+    scores any process with a median interval of seconds as regular, even a memoryless one
+    (Poisson arrivals: a mail server's DNSBL lookups per inbound message, a monitoring host's
+    paced-by-load reverse lookups), whose exponential intervals have MADM / median =
+    asinh(1/2) / ln 2 ≈ 0.69 at every rate (over the 64 intervals kept, 99.5% of draws
+    above 0.45, none of 6000 under 0.29). A sleeping implant with jitter J (the sleep cut by
+    up to J at random, as Cobalt Strike's ``jitter``) has (J/4) / (1 − J/2): 0.17 at J = 50%
+    (never over 0.24 in 64 intervals), 0.33 at J = 80%; fixed-interval beacons 0.
+
     >>> s = beacon_score([60] * 30, [70] * 31, 31, 1800.0)
-    >>> s["beacon_score"], s["interval_median"]
-    (1.0, 60)
+    >>> s["beacon_score"], s["interval_median"], s["interval_jitter"]
+    (1.0, 60, 0.0)
     """
     out = {"beacon_score": 0.0, "timing_score": 0.0, "interval_median": 0, "interval_madm": 0,
-           "interval_skew": 0.0, "size_madm": 0, "size_skew": 0.0, "count_score": 0.0}
+           "interval_jitter": 1.0, "interval_skew": 0.0, "size_madm": 0, "size_skew": 0.0,
+           "count_score": 0.0}
     if len(intervals) < 3 or len(sizes) < 3:
         return out
     d = sorted(intervals)
@@ -183,6 +193,7 @@ def beacon_score(intervals: list, sizes: list, count: int, span: float) -> dict:
     out.update({"beacon_score": math.ceil((ts_sum + ds_sum) / 6.0 * 1000) / 1000,
                 "timing_score": math.ceil(ts_sum / 3.0 * 1000) / 1000,
                 "interval_median": mid, "interval_madm": ts_madm,
+                "interval_jitter": _round(ts_madm / mid, 4) if mid > 0 else 1.0,
                 "interval_skew": _round(ts_skew, 4), "size_madm": ds_madm,
                 "size_skew": _round(ds_skew, 4), "count_score": _round(count_score, 4)})
     return out
