@@ -17,8 +17,9 @@ Usage (from the repository root):
    over the file's records as the ceiling. Prints each round, then the medians and the
    median of the per-round ratios (results: bench/README.md).
 3. With ``--flood N`` (default 5,000,000; 0 to skip), replays a hostile workload of N queries
-   with random subdomains under random registered domains from random clients, and reports
-   peak RSS with the state caps and evictions from the summary.
+   with random subdomains under random registered domains from random clients (or, with
+   ``--flood-shape torture``, under a few victim domains from a pool of clients), and reports
+   packets/s and peak RSS with the state caps and evictions from the summary.
 
 Everything is written under bench/work/ (ignored by git).
 """
@@ -122,27 +123,53 @@ def build_workload(sources: list[Path], target: int, out: Path) -> int:
     return n
 
 
-def build_flood(count: int, out: Path, seed: int = 7) -> int:
-    """Random subdomains under random registered domains from random clients."""
+FLOOD_SHAPES = ("random", "torture")
+VICTIMS = 4  # registered domains a water-torture flood aims at
+TORTURE_CLIENTS = 2000  # the bots (or open resolvers) it comes from
+
+
+def flood_frames(count: int, shape: str = "random", seed: int = 7):
+    """``(ts, raw IPv4 frame)`` of ``count`` flood queries, 0.1 ms apart. Every name is new.
+
+    ``random``: random subdomains (8-40 characters) under random registered domains (5-12
+    characters, five TLDs) from random clients in 10.0.0.0/8: every name, domain and most
+    clients new (the worst case for key creation). ``torture``: "water torture" as resolvers
+    see it, random subdomains under a few victim domains (``VICTIMS``) from a bounded pool of
+    clients (``TORTURE_CLIENTS``): every name new, hardly any new key.
+    """
     rnd = random.Random(seed)
     alpha = b"abcdefghijklmnopqrstuvwxyz0123456789"
     tlds = [b"com", b"net", b"org", b"io", b"de"]
-    with open(out, "wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 101))
-        ts = 1_700_000_000.0
-        for i in range(count):
-            sub = bytes(rnd.choices(alpha, k=rnd.randint(8, 40)))
+    other = random.Random(seed + 1)  # the random shape stays the file it always was
+    victims = [bytes(other.choices(alpha[:26], k=other.randint(6, 10))) for _ in range(VICTIMS)]
+    pool = [0x0A000000 | other.getrandbits(24) for _ in range(TORTURE_CLIENTS)]
+    ts = 1_700_000_000.0
+    for i in range(count):
+        sub = bytes(rnd.choices(alpha, k=rnd.randint(8, 40)))
+        if shape == "random":
             dom = bytes(rnd.choices(alpha, k=rnd.randint(5, 12)))
             tld = rnd.choice(tlds)
-            qname = (bytes([len(sub)]) + sub + bytes([len(dom)]) + dom
-                     + bytes([len(tld)]) + tld + b"\x00")
-            dns = (struct.pack("!HHHHHH", i & 0xFFFF, 0x0100, 1, 0, 0, 0) + qname
-                   + b"\x00\x01\x00\x01")
-            udp = struct.pack("!HHHH", 1024 + (i % 60000), 53, 8 + len(dns), 0) + dns
-            src = struct.pack("!I", 0x0A000000 | rnd.getrandbits(24))
-            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, src,
-                             b"\x0a\x00\x00\x35") + udp
-            ts += 0.0001
+            client = 0x0A000000 | rnd.getrandbits(24)
+        else:
+            k = rnd.randrange(VICTIMS)
+            dom, tld = victims[k], tlds[k % len(tlds)]
+            client = pool[rnd.randrange(TORTURE_CLIENTS)]
+        qname = (bytes([len(sub)]) + sub + bytes([len(dom)]) + dom
+                 + bytes([len(tld)]) + tld + b"\x00")
+        dns = (struct.pack("!HHHHHH", i & 0xFFFF, 0x0100, 1, 0, 0, 0) + qname
+               + b"\x00\x01\x00\x01")
+        udp = struct.pack("!HHHH", 1024 + (i % 60000), 53, 8 + len(dns), 0) + dns
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                         struct.pack("!I", client), b"\x0a\x00\x00\x35") + udp
+        ts += 0.0001
+        yield ts, ip
+
+
+def build_flood(count: int, out: Path, seed: int = 7, shape: str = "random") -> int:
+    """A pcap (raw IPv4 link type) of :func:`flood_frames`."""
+    with open(out, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 101))
+        for ts, ip in flood_frames(count, shape, seed):
             sec = int(ts)
             f.write(struct.pack("<IIII", sec, int((ts - sec) * 1e6), len(ip), len(ip)))
             f.write(ip)
@@ -211,6 +238,9 @@ def main() -> None:
     ap.add_argument("--packets", type=int, default=1_000_000)
     ap.add_argument("--flood", type=int, default=5_000_000,
                     help="queries of the random flood (0: skip it)")
+    ap.add_argument("--flood-shape", choices=FLOOD_SHAPES, default="random",
+                    help="random: every name under a new domain from a new client; torture: "
+                         "random subdomains under a few victim domains (flood_frames)")
     ap.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
     ap.add_argument("--repeat", type=int, default=3,
                     help="rounds of (iteration, tshark, dnsguard); medians are reported")
@@ -273,12 +303,13 @@ def main() -> None:
           f"{s.get('caches', {})}")
 
     if args.flood:
-        flood = WORK / "flood.pcap"
+        flood = WORK / ("flood.pcap" if args.flood_shape == "random" else
+                        f"flood-{args.flood_shape}.pcap")
         if not (args.reuse and flood.exists()):
-            build_flood(args.flood, flood)
+            build_flood(args.flood, flood, shape=args.flood_shape)
         wall, rss, s = dnsguard_run(flood, WORK / "flood.json", extra)
         n = s["packets"]
-        print(f"flood: {n:,} random names, {n / wall:,.0f} packets/s, "
+        print(f"flood ({args.flood_shape}): {n:,} new names, {n / wall:,.0f} packets/s, "
               f"peak RSS {rss / 1024:.0f} MB; tracked {s['tracked_keys']}; evicted "
               f"{s['evicted_keys']}; caches {s.get('caches', {})}")
 
