@@ -19,6 +19,8 @@ cdef class Judge(Observer):
     cpdef double factor(self, NameFeatures nf, bytes client, bytes server) except? -2.0
     cpdef void on_query(self, double ts, NameFeatures nf, int qtype, double factor,
                         KeyStats st, bytes client, bytes server)
+    cpdef bint message_hit(self, NameFeatures nf, int qtype, double factor) except -1
+    cdef tuple _verdict(self, NameFeatures nf, int qtype, double factor)
     cpdef void on_due(self, str scope, object key, KeyStats st, double ts)
     cpdef void on_close(self, str scope, object key, KeyStats st)
     cpdef void on_long_due(self, int due, bytes client, bytes server, str rd, double factor,

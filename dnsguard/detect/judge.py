@@ -156,6 +156,20 @@ class Judge(Observer):
         """The per-message rules. They see only the name and its type: their verdict is
         cached with the name, so a name seen again costs a dict lookup."""
         rd = nf.regdomain
+        cached = self._verdict(nf, qtype, factor)
+        if cached[0]:
+            ident = ("d", rd)
+            if self.policy.repeat(ident, ts, cached[0]):
+                return  # counted; the alert's zone and samples only for one raised
+            self.raise_alert("message", ident, cached[1], list(cached[0]), ts, client,
+                             server, self._base_domain(st, rd),
+                             st, [nf.name] + [x for x in st.samples if x != nf.name])
+
+    def message_hit(self, nf, qtype: int, factor: float) -> bool:
+        return bool(self._verdict(nf, qtype, factor)[0])
+
+    def _verdict(self, nf, qtype: int, factor: float) -> tuple:
+        """The message rules' ``(hits, features)`` on a query, cached with its name."""
         vkey: object = qtype
         if factor != 1.0:
             vkey = (qtype, factor)
@@ -182,13 +196,7 @@ class Judge(Observer):
                 f["qtype_rare"] = 0 if qtype in _ORDINARY else 1
                 hits = self._rule_hits("message", f, factor)
             cached = nf.verdicts[vkey] = (tuple(hits), f) if hits else _NO_HITS
-        if cached[0]:
-            ident = ("d", rd)
-            if self.policy.repeat(ident, ts, cached[0]):
-                return  # counted; the alert's zone and samples only for one raised
-            self.raise_alert("message", ident, cached[1], list(cached[0]), ts, client,
-                             server, self._base_domain(st, rd),
-                             st, [nf.name] + [x for x in st.samples if x != nf.name])
+        return cached
 
     def on_due(self, scope: str, key, st: win.KeyStats, ts: float) -> None:
         self._check(scope, key, st, ts)

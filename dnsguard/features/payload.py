@@ -327,9 +327,9 @@ class NameAnalyzer:
             f.b32_fit = b32 / n
             f.b64_fit = b64 / n
             f.b64url_fit = b64u / n
-            low_sub = b".".join(sub).lower()
             f.service = svc = _has_service(sub)
-            f.addr = _ADDR.search(low_sub) is not None
+            # An address needs four decimal octets: fewer digits, no regular expression.
+            f.addr = dig >= 4 and _ADDR.search(b".".join(sub).lower()) is not None
             f.id_shape = shape = _id_shape(longest, sub)
             # Identifiers (a UUID per request, a hex digest or device id, a DKIM selector or
             # an AD GUID under a service label) are not counted as encoded data; raw octets
