@@ -462,6 +462,8 @@ class Pipeline:
             "rate_limited_alerts": j["rate_limited_alerts"],
             "tracked_keys": m["tracked_keys"],
             "evicted_keys": m["evicted_keys"],
+            "held_keys": m["held_keys"],
+            "forgotten_keys": m["forgotten_keys"],
             "tcp": dict(self.tcp.counters),
             "caches": {
                 "names": len(self.names), "names_cap": self.names._cache_size,

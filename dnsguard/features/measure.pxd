@@ -18,6 +18,7 @@ cdef class Observer:
     cpdef double factor(self, NameFeatures nf, bytes client, bytes server) except? -2.0
     cpdef void on_query(self, double ts, NameFeatures nf, int qtype, double factor,
                         KeyStats st, bytes client, bytes server)
+    cpdef bint message_hit(self, NameFeatures nf, int qtype, double factor) except -1
     cpdef void on_due(self, str scope, object key, KeyStats st, double ts)
     cpdef void on_close(self, str scope, object key, KeyStats st)
     cpdef void on_long_due(self, int due, bytes client, bytes server, str rd, double factor,
@@ -36,17 +37,21 @@ cdef class Measurements:
 
     @cython.locals(factor=double, st=KeyStats, t_dom=WindowTable, t_cd=WindowTable,
                    t_cl=WindowTable, need=tuple, j=Observer, lh=Horizon, d=int,
-                   per_client=bint, key=tuple)
+                   per_client=bint, key=tuple, rec=tuple)
     cpdef bint query(self, double ts, NameFeatures nf, int qtype, Py_ssize_t size,
                      bytes client, bytes server) except -1
 
     @cython.locals(factor=double, st=KeyStats, t_dom=WindowTable, t_cd=WindowTable,
-                   t_cl=WindowTable, need=tuple, j=Observer, per_client=bint, key=tuple)
+                   t_cl=WindowTable, need=tuple, j=Observer, per_client=bint, key=tuple,
+                   rec=tuple)
     cpdef void response(self, double ts, NameFeatures nf, int rcode, Py_ssize_t down,
                         Py_ssize_t size, bytes client, bytes server)
 
-    @cython.locals(st=KeyStats)
-    cdef KeyStats _window(self, WindowTable table, object key, double ts, double factor)
+    @cython.locals(st=KeyStats, held=tuple, p=tuple)
+    cdef KeyStats _window(self, WindowTable table, object key, double ts, double factor,
+                          bint hold=*, int kind=*, tuple rec=*)
+    @cython.locals(nf=NameFeatures, a=int, b=cython.longlong)
+    cdef void _replay(self, KeyStats st, tuple p, int kind)
 
     @cython.locals(n=cython.longlong)
     cdef void _due(self, WindowTable table, object key, KeyStats st, long long need, double ts)

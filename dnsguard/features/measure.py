@@ -51,6 +51,7 @@ from dnsguard.settings import Settings
 WINDOW_SCOPES = ("domain", "client_domain", "client", "flow")
 _ORDINARY = rdatatype.ORDINARY
 PAIR_MEMORY = 4096  # (client, server) pairs and clients whose last domain is remembered
+MAX_HELD = 4  # packets of a key held before admission (its first query and responses)
 log = logging.getLogger(__name__)
 
 
@@ -80,6 +81,11 @@ class Observer:
     def on_query(self, ts: float, nf, qtype: int, factor: float, st: win.KeyStats,
                  client: bytes, server: bytes) -> None:
         """A query was measured into its domain's window ``st`` (per-message rules)."""
+
+    def message_hit(self, nf, qtype: int, factor: float) -> bool:
+        """Could :meth:`on_query` raise an alert for this query? (If not, a domain seen for
+        the first time need not be tracked yet: ``WindowTable``'s admission.)"""
+        return True
 
     def on_due(self, scope: str, key, st: win.KeyStats, ts: float) -> None:
         """Key ``key`` of ``scope`` has new evidence (by :func:`due`'s schedule)."""
@@ -192,20 +198,39 @@ class Measurements:
                 cs.popitem(last=False)
         t_dom, t_cd, t_cl = self._tables3
         need = j.evidence_need()
-        st = self._window(t_dom, rd, ts, factor)
-        note_query(st, nf, qtype, client, server)
-        if j.message_rules:
-            j.on_query(ts, nf, qtype, factor, st, client, server)
-        self._due(t_dom, rd, st, need[0], ts)
+        # A key no rule or detector of its scope can judge on one query is tracked from its
+        # second (WindowTable's admission): until then its first query is held as ``rec``.
+        rec = None
+        st = self._window(t_dom, rd, ts, factor, need[0] > 1, 0, None)
+        if st is None and j.message_rules and j.message_hit(nf, qtype, factor):
+            st = self._window(t_dom, rd, ts, factor, False, 0, None)  # a message alert
+        if st is None:
+            rec = (ts, nf, qtype, -1, client, server)
+            t_dom.hold(rd, (rec,))
+        else:
+            note_query(st, nf, qtype, client, server)
+            if j.message_rules:
+                j.on_query(ts, nf, qtype, factor, st, client, server)
+            self._due(t_dom, rd, st, need[0], ts)
         if not per_client:
             return True
-        st = self._window(t_cd, key, ts, factor)
-        note_query(st, nf, qtype, client, server)
-        self._due(t_cd, key, st, need[1], ts)
-        st = self._window(t_cl, client, ts, 1.0)
-        note_query(st, nf, qtype, client, server, False)
-        note_client_domain(st, nf)
-        self._due(t_cl, client, st, need[2], ts)
+        st = self._window(t_cd, key, ts, factor, need[1] > 1, 1, None)
+        if st is None:
+            if rec is None:
+                rec = (ts, nf, qtype, -1, client, server)
+            t_cd.hold(key, (rec,))
+        else:
+            note_query(st, nf, qtype, client, server)
+            self._due(t_cd, key, st, need[1], ts)
+        st = self._window(t_cl, client, ts, 1.0, need[2] > 1, 2, None)
+        if st is None:
+            if rec is None:
+                rec = (ts, nf, qtype, -1, client, server)
+            t_cl.hold(client, (rec,))
+        else:
+            note_query(st, nf, qtype, client, server, False)
+            note_client_domain(st, nf)
+            self._due(t_cl, client, st, need[2], ts)
         return True
 
     def response(self, ts: float, nf, rcode: int, down: int, size: int, client: bytes,
@@ -224,17 +249,21 @@ class Measurements:
             self.horizon.observe_response(ts, client, rd, down, per_client, key)
         t_dom, t_cd, t_cl = self._tables3
         need = j.evidence_need()
-        st = self._window(t_dom, rd, ts, factor)
-        note_response(st, down, rcode)
-        self._due(t_dom, rd, st, need[0], ts)
+        rec = (ts, nf, rcode, down, client, server)  # held with the key's query (admission)
+        st = self._window(t_dom, rd, ts, factor, need[0] > 1, 0, rec)
+        if st is not None:
+            note_response(st, down, rcode)
+            self._due(t_dom, rd, st, need[0], ts)
         if not per_client:
             return
-        st = self._window(t_cd, key, ts, factor)
-        note_response(st, down, rcode)
-        self._due(t_cd, key, st, need[1], ts)
-        st = self._window(t_cl, client, ts, 1.0)
-        note_response(st, down, rcode)
-        self._due(t_cl, client, st, need[2], ts)
+        st = self._window(t_cd, key, ts, factor, need[1] > 1, 1, rec)
+        if st is not None:
+            note_response(st, down, rcode)
+            self._due(t_cd, key, st, need[1], ts)
+        st = self._window(t_cl, client, ts, 1.0, need[2] > 1, 2, rec)
+        if st is not None:
+            note_response(st, down, rcode)
+            self._due(t_cl, client, st, need[2], ts)
 
     def non_dns(self, ts: float, src: bytes, dst: bytes, dport: int, size: int) -> None:
         """Non-DNS or broken payload on a DNS port: account it to the (client, server) flow."""
@@ -258,13 +287,37 @@ class Measurements:
         """The domain a flow's pair (else its client) last used in DNS, if remembered."""
         return self.pair_domain.get(key) or self.client_suspect.get(key[0])
 
-    def _window(self, table: win.WindowTable, key, ts: float, factor: float) -> win.KeyStats:
+    def _window(self, table: win.WindowTable, key, ts: float, factor: float,
+                hold: bool = False, kind: int = 0,
+                rec: tuple | None = None) -> win.KeyStats | None:
         """The key's stats for the window holding ``ts`` (its factor now ``factor``); a
         window that just closed gets its last evaluation. The common case (open window) is
-        WindowTable.get inlined."""
+        WindowTable.get inlined.
+
+        ``hold``: admission (``WindowTable.hold``) for a key not in the table. None if the
+        key is not tracked yet: a query (``rec`` None) the caller must hold, or a response
+        ``rec`` held here. A query of a held key (or a response past ``MAX_HELD``) admits it:
+        new stats from its first held packet, the held packets replayed into them (``kind``:
+        0 domain, 1 client/domain, 2 client, as ``query`` notes them)."""
         st = table.lookup(key)
         if st is not None and ts - st.start <= table.window:
             table.touch(key)
+            if ts > st.last:
+                st.last = ts
+            st.factor = factor
+            return st
+        if st is None and hold:
+            held = table.take(key)
+            if held is not None and ts - held[0][0] > table.window:
+                held = None  # its window ended, below any rule's evidence: nothing to judge
+            if rec is not None and (held is None or len(held) < MAX_HELD):
+                table.hold(key, (rec,) if held is None else held + (rec,))
+                return None
+            if held is None:
+                return None
+            st = table.get(key, held[0][0])[0]  # not in the table: no window closed
+            for p in held:
+                self._replay(st, p, kind)
             if ts > st.last:
                 st.last = ts
             st.factor = factor
@@ -274,6 +327,18 @@ class Measurements:
             self.judge.on_close(table.scope, key, old)
         st.factor = factor
         return st
+
+    def _replay(self, st: win.KeyStats, p: tuple, kind: int) -> None:
+        """Note a held packet ``p`` (``(ts, nf, qtype, -1, client, server)`` for a query,
+        ``(ts, nf, rcode, down, client, server)`` for a response) as ``query``/``response``
+        would have for a key of ``kind``."""
+        nf, a, b = p[1], p[2], p[3]
+        if b < 0:
+            note_query(st, nf, a, p[4], p[5], kind != 2)
+            if kind == 2:
+                note_client_domain(st, nf)
+        else:
+            note_response(st, b, a)
 
     def _due(self, table: win.WindowTable, key, st: win.KeyStats, need: int,
              ts: float) -> None:
@@ -349,5 +414,8 @@ class Measurements:
             "registered_domains": len(self.regdomains),
             "tracked_keys": {k: len(t) for k, t in self.tables.items()},
             "evicted_keys": {k: t.evicted for k, t in self.tables.items()},
+            # Keys seen once, not tracked yet (admission), and those forgotten so.
+            "held_keys": {k: t.holding() for k, t in self.tables.items()},
+            "forgotten_keys": {k: t.forgotten for k, t in self.tables.items()},
             "long_horizon": self.horizon.summary() if self.horizon is not None else None,
         }

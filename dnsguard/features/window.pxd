@@ -31,8 +31,12 @@ cdef class KeyStats:
 cdef class WindowTable:
     cdef public object scope, keys, lookup, touch
     cdef public double window
-    cdef public Py_ssize_t max_keys, exact_cap, evicted
+    cdef public Py_ssize_t max_keys, exact_cap, evicted, hold_cap, forgotten
     cdef public bint _multi_client
+    cdef public dict held, held_old
+
+    cpdef void hold(self, object key, tuple packets)
+    cpdef tuple take(self, object key)
 
     @cython.locals(st=KeyStats, old=KeyStats)
     cpdef tuple get(self, object key, double ts)

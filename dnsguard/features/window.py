@@ -91,7 +91,22 @@ class KeyStats:
 
 
 class WindowTable:
-    """One scope's keys → :class:`KeyStats`, LRU-bounded, tumbling windows."""
+    """One scope's keys → :class:`KeyStats`, LRU-bounded, tumbling windows.
+
+    Admission (``features.measure`` uses it when no rule or detector of the scope can fire on
+    one query): a key not in the table is not given stats on its first packet; its packets
+    are held (:meth:`hold`, a few tuples) until its second query, which replays them into new
+    stats (:meth:`take`) — the same window as if it had been tracked from the start. Under a
+    random-name flood almost every key is seen once: it then costs a dict entry, not stats
+    reset, counted and evicted. Held keys live in two generations of ``hold_cap`` each (the
+    older one is dropped when the newer fills, like the name cache): a key whose second query
+    comes after 1-2 × ``hold_cap`` other new keys starts from that query (``forgotten``
+    counts dropped keys).
+
+    >>> t = WindowTable("domain", window=60.0, max_keys=2)
+    >>> t.hold("a.com", (0.0,)); t.take("a.com"), t.take("a.com"), len(t)
+    ((0.0,), None, 0)
+    """
 
     def __init__(self, scope: str, window: float, max_keys: int, exact_cap: int = 128) -> None:
         self.scope = scope
@@ -105,9 +120,32 @@ class WindowTable:
         self.touch = self.keys.move_to_end
         self._multi_client = scope not in ("client", "client_domain")
         self.evicted = 0
+        self.held: dict = {}  # key → its packets so far (admission), young generation
+        self.held_old: dict = {}
+        self.hold_cap = max_keys if max_keys > 0 else 65_536
+        self.forgotten = 0  # held keys dropped with their generation
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def hold(self, key: object, packets: tuple) -> None:
+        """Remember a key's packets (not yet tracked) until :meth:`take`."""
+        h = self.held
+        if len(h) >= self.hold_cap:
+            self.forgotten += len(self.held_old)
+            self.held_old = h
+            h = self.held = {}
+        h[key] = packets
+
+    def take(self, key: object) -> tuple | None:
+        """The packets held for ``key`` (forgetting them), or None."""
+        p = self.held.pop(key, None)
+        if p is None and self.held_old:
+            p = self.held_old.pop(key, None)
+        return p
+
+    def holding(self) -> int:
+        return len(self.held) + len(self.held_old)
 
     def get(self, key: object, ts: float) -> tuple[KeyStats, KeyStats | None]:
         """The key's stats for the window holding ``ts``, and the stats of the window that
