@@ -7,7 +7,7 @@ Usage (root; from the repository root):
                                     [--capture ring,socket] [--ring-block-size BYTES]
                                     [--ring-block-count N] [--ring-frame-timeout MS]
                                     [--socket-buffer BYTES[,BYTES...]] [--no-model]
-                                    [--pcap FILE ...]
+                                    [--pcap FILE ...] [--flood N [--flood-shape torture]]
                                     [--tree DIR] [--pure] [--pps-multi N] [--stop-after N]
                                     [--json results.json]
 
@@ -179,25 +179,45 @@ def rewrite(frame: bytes, port: int = DNS_PORT) -> bytes | None:
     return bytes(b)
 
 
-def build_traffic(pcaps: list[Path], out: Path) -> dict:
-    """Write the DNS frames of ``pcaps`` as one Ethernet pcap; return counts."""
+def _flooded(pcaps: list[Path], flood: int, shape: str):
+    """(linktype, frame) of ``pcaps`` spread evenly among ``flood`` flood queries
+    (run_bench.flood_frames), or of ``pcaps`` alone when ``flood`` is 0."""
+    own = [x for p in pcaps for x in read_pcap(p)]
+    if not flood:
+        yield from own
+        return
+    from run_bench import flood_frames
+
+    every = max(flood // max(len(own), 1), 1)
+    k = 0
+    for i, (_, ip) in enumerate(flood_frames(flood, shape)):
+        if i % every == 0 and k < len(own):
+            yield own[k]
+            k += 1
+        yield 101, ip
+    yield from own[k:]
+
+
+def build_traffic(pcaps: list[Path], out: Path, flood: int = 0,
+                  shape: str = "random") -> dict:
+    """Write the DNS frames of ``pcaps`` as one Ethernet pcap, spread among ``flood`` flood
+    queries if asked (a tunnel inside a random-subdomain flood); return counts."""
     kept = skipped = bytes_ = 0
     with open(out, "wb") as f:
         f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, _ETH))
         t = 1_700_000_000
-        for p in pcaps:
-            for lt, data in read_pcap(p):
-                eth = to_ethernet(lt, data)
-                frame = rewrite(eth) if eth is not None else None
-                if frame is None:
-                    skipped += 1
-                    continue
-                kept += 1
-                bytes_ += len(frame)
-                usec = kept % 1_000_000  # 1 µs apart: --pps ignores them anyway
-                f.write(struct.pack("<IIII", t + kept // 1_000_000, usec, len(frame),
-                                    len(frame)))
-                f.write(frame)
+        for lt, data in _flooded(pcaps, flood, shape):
+            eth = to_ethernet(lt, data)
+            frame = rewrite(eth) if eth is not None else None
+            if frame is None:
+                skipped += 1
+                continue
+            kept += 1
+            bytes_ += len(frame)
+            usec = kept % 1_000_000  # 1 µs apart: --pps ignores them anyway
+            f.write(struct.pack("<IIII", t + kept // 1_000_000, usec, len(frame),
+                                len(frame)))
+            f.write(frame)
     if not kept:
         raise SystemExit(f"no DNS frames (UDP/TCP port {DNS_PORT}) in "
                          f"{', '.join(map(str, pcaps))}")
@@ -459,6 +479,14 @@ def one_rate(rate: int, kind: str, sockbuf: int, args, nsx: Namespaces, traffic:
         rc = None
     sensor.kill()
     text = sensor.text()
+    alerted: dict[str, int] = {}  # domain (or client) → alerts: is the tunnel among them?
+    try:
+        for line in alerts.read_text().splitlines():
+            a = json.loads(line)
+            who = a.get("domain") or a.get("src_ip") or "?"
+            alerted[who] = alerted.get(who, 0) + 1
+    except (OSError, ValueError):
+        pass
     stopped = re.search(r"stopped: (\d+) frames, .* (\d+) kernel drops", text)
     buf = re.search(r"socket receive buffer (?:only )?(\d+) bytes", text)
     wall = t1 - t0
@@ -508,6 +536,7 @@ def one_rate(rate: int, kind: str, sockbuf: int, args, nsx: Namespaces, traffic:
         "queue_mean_pct": fill(sum(queue) / len(queue)) if queue else None,
         "queue_last_tenth_mean_pct": fill(sum(tail) / len(tail)) if queue else None,
         "alerts": int(m.get("dnsguard_alert_records_total", 0)),
+        "alerted": dict(sorted(alerted.items(), key=lambda kv: -kv[1])[:10]),
         "socket_buffer_granted": int(buf[1]) if buf and kind == "socket" else None,
         "daemon_exit": rc,
         "daemon_stopped_line": (f"{stopped[1]} frames, {stopped[2]} kernel drops"
@@ -639,6 +668,11 @@ def main(argv: list[str] | None = None) -> int:
                     "checkout is being edited")
     ap.add_argument("--pcap", type=Path, nargs="+", default=DEFAULT_PCAPS,
                     help="classic pcap files to take the DNS frames from")
+    ap.add_argument("--flood", type=int, default=0, metavar="N",
+                    help="spread the --pcap frames among N flood queries (run_bench.py's "
+                    "flood_frames; e.g. --pcap pcaps/iodine_null.pcap --flood 1000000: does "
+                    "the tunnel still alert, with no drop?)")
+    ap.add_argument("--flood-shape", choices=("random", "torture"), default="random")
     ap.add_argument("--pps-multi", type=int, default=1,
                     help="tcpreplay --pps-multi: packets sent per timing interval (default 1)")
     ap.add_argument("--stop-after", type=int, default=0, metavar="N",
@@ -695,9 +729,10 @@ def main(argv: list[str] | None = None) -> int:
         (work / "alerts").mkdir()
         os.chown(work / "alerts", nobody.pw_uid, nobody.pw_gid)
         traffic = work / "traffic.pcap"
-        tinfo = build_traffic(args.pcap, traffic)
+        tinfo = build_traffic(args.pcap, traffic, args.flood, args.flood_shape)
         info = {"machine": machine(args.tree), "hot_path": compiled_status(args),
-                "traffic": {**tinfo, "from": [str(p) for p in args.pcap]},
+                "traffic": {**tinfo, "from": [str(p) for p in args.pcap],
+                            "flood": args.flood, "flood_shape": args.flood_shape},
                 "seconds": args.seconds, "socket_buffers": buffers, "captures": kinds,
                 "ring": {"block_size": args.ring_block_size,
                          "block_count": args.ring_block_count,
