@@ -328,8 +328,9 @@ class NameAnalyzer:
             f.b64_fit = b64 / n
             f.b64url_fit = b64u / n
             f.service = svc = _has_service(sub)
-            # An address needs four decimal octets: fewer digits, no regular expression.
-            f.addr = dig >= 4 and _ADDR.search(b".".join(sub).lower()) is not None
+            # An address needs four decimal octets and three of one separator: without them,
+            # no regular expression (random data labels have the digits, not the separators).
+            f.addr = dig >= 4 and _may_hold_address(b".".join(sub))
             f.id_shape = shape = _id_shape(longest, sub)
             # Identifiers (a UUID per request, a hex digest or device id, a DKIM selector or
             # an AD GUID under a service label) are not counted as encoded data; raw octets
@@ -404,6 +405,17 @@ def _id_shape(longest: bytes, sub: tuple[bytes, ...]) -> int:
     if not low.translate(None, _HEXLOW) and not low.isdigit():
         return ID_DIGEST
     return 0
+
+
+def _may_hold_address(s: bytes) -> bool:
+    """``_ADDR`` searched in ``s``, only if three of one separator could join four octets.
+
+    >>> _may_hold_address(b"ec2-54-1-2-3"), _may_hold_address(b"a1b2c3d4e5")
+    (True, False)
+    """
+    if s.count(b".") < 3 and s.count(b"-") < 3 and s.count(b"_") < 3:
+        return False
+    return _ADDR.search(s.lower()) is not None
 
 
 def _single_long(sub: tuple[bytes, ...]) -> bool:
