@@ -330,7 +330,8 @@ def main() -> int:
     if missing:
         lines += [f"**Incomplete: {len(missing)} of {len(jobs)} folds missing** "
                   f"({', '.join(missing)}){': failed' if failed else ''}. "
-                  "Complete with the same command (it resumes from `--folds`).", ""]
+                  "Complete by running the same command without `--report-only` (it resumes "
+                  "from `--folds`).", ""]
     sa, sp = summarize(alone), summarize(prod)
     for name, s in (("model alone (rules off)", sa), ("product (rules + model)", sp)):
         lines.append(f"- {name}: {s['detected']}/{s['tunnels']} tunnels, {s['fp_keys']} FP "
