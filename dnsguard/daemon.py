@@ -651,9 +651,14 @@ class Daemon:
             # With the model's checkpoints: a restart resumes the long horizon's clock.
             self._next_long_checkpoint = now + pipe.s.checkpoint_every
             try:
-                pipe.checkpoint()
+                self.checkpoint_long()
             except Exception:
                 log.exception("while checkpointing the long-horizon state")
+
+    def checkpoint_long(self) -> None:
+        """Checkpoint the long-horizon state (every ``checkpoint_every`` seconds; at exit,
+        ``pipeline.close()`` does)."""
+        self.pipeline.checkpoint()
 
     def sweep(self, now: float, limit: int = SWEEP_KEYS) -> int:
         """Close the windows that ended without traffic (see ``Pipeline.sweep``)."""

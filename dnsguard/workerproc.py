@@ -12,8 +12,11 @@ Workers; the split itself: :mod:`dnsguard.workers`).
   every second a snapshot of its counters (the supervisor's /metrics sums them).
 
 Messages on each worker's socket pair: a 4-byte length, then a pickle of ``(kind, payload)``:
-``("batch", (items, watermark))``, ``("stats", dict)``, ``("final", items)`` (the last windows'
-alerts, after SIGTERM). Both ends are this program; nothing else can reach the socket pair.
+``("batch", (items, watermark))``, ``("stats", dict)``, ``("long", (keys, counts))`` (its
+long-horizon client → domain keys that changed, for the checkpoint: when the supervisor asks
+with one byte ``L``, every ``checkpoint_every`` seconds, and at stop), ``("final", items)`` (the
+last windows' alerts, after SIGTERM). Both ends are this program; nothing else can reach the
+socket pair.
 
 A worker that dies makes the supervisor stop (exit 1): the service manager restarts the
 sensor whole, rather than running on with part of the traffic unseen.
@@ -157,6 +160,7 @@ class WorkerDaemon(Daemon):
         self.items = []
 
     def _parent_closed(self) -> None:
+        """The supervisor wrote (``L``: ship the long-horizon keys) or went away."""
         try:
             data = self.sock.recv(64)
         except (BlockingIOError, InterruptedError):
@@ -166,6 +170,17 @@ class WorkerDaemon(Daemon):
         if not data:
             log.error("worker %d: the supervisor is gone; stopping", self.index)
             self.stop_signal = self.stop_signal or signal.SIGTERM
+        elif b"L" in data:
+            self._ship_long()
+
+    def _ship_long(self) -> None:
+        try:
+            send(self.sock, "long", self.pipeline.long_state())
+        except OSError:  # the supervisor is gone: stop
+            self.stop_signal = self.stop_signal or signal.SIGTERM
+
+    def checkpoint_long(self) -> None:
+        """The supervisor checkpoints (it asks for the keys when it does)."""
 
     def snapshot(self) -> dict:
         p = self.pipeline
@@ -174,6 +189,7 @@ class WorkerDaemon(Daemon):
             "query_types": dict(p.query_types), "response_types": dict(p.response_types),
             "tables": {sc: (len(t), t.evicted) for sc, t in p.tables.items()
                        if sc != "domain"},
+            "long": p.long_counts(),
             "policy": {k: getattr(p.policy, k, 0) for k in _POLICY_COUNTS},
             "last_ts": p.last_ts,
             "learned": sum(int(getattr(d, "learned", 0) or 0) for d in p.extra_detectors),
@@ -211,6 +227,7 @@ class WorkerDaemon(Daemon):
         with contextlib.suppress(OSError):
             send(self.sock, "batch", (self.items, float("inf")))
             send(self.sock, "stats", self.snapshot())
+            send(self.sock, "long", self.pipeline.long_state())  # for the last checkpoint
             send(self.sock, "final", self.finishing)
         return rc
 
@@ -287,10 +304,15 @@ class _Sum:
 
     @property
     def horizon(self):
-        """The judge's long-horizon tables: every ``long_domain`` key (the judge sees every
-        worker's queries). The workers' own ``long_client_domain`` tables are not in their
-        snapshots, so that scope's gauge reads the judge's (empty) table."""
-        return self.judge.horizon
+        """The long-horizon tables as /metrics reads them: the judge's ``long_domain`` keys
+        (it sees every worker's queries) and the workers' ``long_client_domain`` keys
+        (``DomainMeasurements.pair_counts``)."""
+        h = self.judge.horizon
+        if h is None:
+            return None
+        n, ev = self.judge.measure.pair_counts()
+        return SimpleNamespace(domains=h.domains, pairs=_Table(n, ev), evicted={
+            "long_domain": h.evicted["long_domain"], "long_client_domain": ev})
 
     @property
     def last_ts(self) -> float:
@@ -378,7 +400,7 @@ class Supervisor(Daemon):
         self.metrics = Metrics(__version__)
         try:
             self.funnel = Funnel(settings, self._emit)
-            self.judge = JudgePipeline(settings, ruleset, self._judged)
+            self.judge = JudgePipeline(settings, ruleset, self._judged, cfg.workers)
         except Exception as e:
             log.error("cannot set up the judge: %s", e)
             self._stop_children()
@@ -399,6 +421,30 @@ class Supervisor(Daemon):
 
     def _judged(self, alert: dict) -> None:
         self.funnel.offer(*self.judge.raised, alert)
+
+    def checkpoint_long(self) -> None:
+        """Ask every worker for its long-horizon client → domain keys; the checkpoint is
+        written once all have answered (:meth:`_took_long`), with the judge's domains."""
+        self._long_wait = set()
+        for k, (_, s) in enumerate(self.children):
+            try:
+                s.send(b"L")
+                self._long_wait.add(k)
+            except OSError:  # full or gone: this round goes without it
+                pass
+        if not self._long_wait:
+            self.judge.checkpoint()
+
+    def _took_long(self, k: int, keys: list, counts: tuple) -> None:
+        self.judge.measure.take_pairs(k, keys, counts)
+        wait = getattr(self, "_long_wait", None)
+        if wait:
+            wait.discard(k)
+            if not wait:
+                try:
+                    self.judge.checkpoint()
+                except Exception:
+                    log.exception("while checkpointing the long-horizon state")
 
     def _stop_children(self, sig: int = signal.SIGTERM) -> None:
         for pid, _ in self.children:
@@ -471,6 +517,9 @@ class Supervisor(Daemon):
                         merger.push(k, items, mark)
                     elif kind == "stats":
                         self.view.snaps[k] = payload
+                        self.judge.measure.worker_long[k] = payload["long"]
+                    elif kind == "long":
+                        self._took_long(k, *payload)
                     elif kind == "final":
                         finals[k] = payload
                 for item in merger.ready():

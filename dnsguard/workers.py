@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import heapq
 import ipaddress
+import logging
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -52,13 +53,19 @@ from dnsguard.capture.fanout import shard_of
 from dnsguard.detect.judge import Judge
 from dnsguard.detect.policy import Policy
 from dnsguard.detect.rules import RuleSet
+from dnsguard.features import horizon as hz
 from dnsguard.features.horizon import DUE_DOMAIN
 from dnsguard.features.measure import Measurements
 from dnsguard.features.payload import NameAnalyzer
 from dnsguard.pipeline import Pipeline
 from dnsguard.settings import Settings
 
+log = logging.getLogger(__name__)
+
 QUERY, RESPONSE, ALERT = "q", "r", "a"
+# A worker ships the client → domain keys queried since its last shipment, less this margin
+# (seconds of capture time): answers that came after a key's last query are in it too.
+SHIP_MARGIN = 60.0
 # Scopes in the order Pipeline.finish closes them (the last windows of all workers are
 # closed scope by scope, so their alerts meet the suppression table in that order).
 _FINISH_ORDER = {"domain": 0, "client_domain": 1, "client": 2, "flow": 3}
@@ -96,6 +103,21 @@ class ShippingMeasurements(Measurements):
         super().__init__(settings)
         self.pipe = pipe
         self.ship = ship
+        # Client → domain long-horizon keys of the last checkpoint (every worker's: which
+        # worker a client's frames reach after a restart is the kernel's choice), each
+        # taken into this worker's table at the pair's first query here (``claimed``).
+        self.restored: dict | None = None
+        self.claimed = 0
+
+    def _claim(self, ts: float, client: bytes, rd: str) -> None:
+        r = self.restored
+        key = (client, rd)
+        rec = r.pop(key, None)
+        if rec is not None:
+            self.horizon.adopt(key, rec, ts)
+            self.claimed += 1
+            if not r:
+                self.restored = None
 
     def _packet(self) -> tuple:
         """The packet being processed (an alert it completes names its ports)."""
@@ -105,6 +127,8 @@ class ShippingMeasurements(Measurements):
     def query(self, ts, nf, qtype, size, client, server):
         self.ship((QUERY, ts, self.pipe.names.key_of[nf], qtype, size, client, server,
                    self._packet()))
+        if self.restored is not None:
+            self._claim(ts, client, nf.regdomain)
         return Measurements.query(self, ts, nf, qtype, size, client, server)
 
     def response(self, ts, nf, rcode, down, size, client, server) -> None:
@@ -115,14 +139,69 @@ class ShippingMeasurements(Measurements):
 
 class DomainMeasurements(Measurements):
     """The judge's measurement: the domain scope (and the series, the pair memory) only;
-    every address is "not a client here" (the workers keep the per-client keys)."""
+    every address is "not a client here" (the workers keep the per-client keys).
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
+    It also keeps the sensor's one long-horizon checkpoint (``Settings.long_state``, the
+    single process's file and format): its own ``long_domain`` keys, and in its ``pairs``
+    table every worker's ``long_client_domain`` keys as last shipped (:meth:`take_pairs`;
+    at start, those of the checkpoint), up to ``long_max_pairs`` × ``workers``. It never
+    measures a pair itself."""
+
+    def __init__(self, settings: Settings, workers: int = 1) -> None:
+        super().__init__(replace(settings, long_state=None))
         self._vantage_filter = True
+        self.long_state = settings.long_state
+        self.worker_long: dict[int, tuple] = {}  # worker → (keys, evicted, claimed)
+        self.restored_pairs = 0
+        h = self.horizon
+        if h is not None:
+            h.max_pairs = settings.long_max_pairs * workers
+            if self.long_state is not None:
+                n = hz.load(h, self.long_state)
+                if n > 0:
+                    log.info("%s: resumed the long-horizon state (%d keys; %d client → "
+                             "domain keys for the workers)", self.long_state, n, len(h.pairs))
+            self.restored_pairs = len(h.pairs)
 
     def _per_client(self, client: bytes) -> bool:
         return False
+
+    def take_pairs(self, worker: int, shipped: list, counts: tuple | None = None) -> None:
+        """A worker's client → domain keys (those that changed since its last shipment) and
+        its table's counts ``(keys, evicted, claimed)``."""
+        h = self.horizon
+        if h is None:
+            return
+        try:
+            h.merge_pairs(shipped)
+        except (ValueError, TypeError, IndexError, AttributeError) as e:
+            log.error("worker %d shipped a malformed long-horizon key (%s); kept what came "
+                      "before it", worker, e)
+        if counts is not None:
+            self.worker_long[worker] = counts
+
+    def pair_counts(self) -> tuple[int, int]:
+        """What ``long_client_domain`` holds over the sensor, for /metrics: keys in the
+        workers' tables, plus those restored at start that no worker has claimed yet; and
+        evictions, the workers' and the checkpoint's (the count survives restarts)."""
+        c = list(self.worker_long.values())
+        unclaimed = max(0, self.restored_pairs - sum(x[2] for x in c))
+        return (sum(x[0] for x in c) + unclaimed,
+                self.horizon.evicted["long_client_domain"] + sum(x[1] for x in c))
+
+    def checkpoint(self) -> None:
+        """Save the long horizon as one process would: the domains, and the client → domain
+        keys the workers last shipped."""
+        h = self.horizon
+        if h is None or self.long_state is None:
+            return
+        state = h.to_state(min_queries=2)
+        state["evicted"]["long_client_domain"] = self.pair_counts()[1]
+        try:
+            hz.write(state, self.long_state)
+        except OSError as e:
+            log.error("%s: cannot checkpoint the long-horizon state: %s", self.long_state,
+                      e.strerror or e)
 
 
 class RecordingJudge(Judge):
@@ -182,13 +261,37 @@ class WorkerPipeline(Pipeline):
     def __init__(self, settings: Settings, ruleset: RuleSet, emit: Callable[[dict], None],
                  ship: Callable[[tuple], None]) -> None:
         # The series need every query of a client or domain: the judge keeps them. The
-        # long-horizon checkpoint is the judge's (one file; a worker's client → domain keys
-        # start afresh after a restart).
+        # long-horizon checkpoint is the judge's (one file): a worker reads its client →
+        # domain keys at start, and ships its own to the judge (long_state()).
+        long_state = settings.long_state
         settings = replace(settings, series=False, long_state=None)
         super().__init__(settings, ruleset, emit)
         self.names = KeyedAnalyzer(self.domains, settings.name_cache)
         m = ShippingMeasurements(settings, self, ship)
         _rewire(self, m, RecordingJudge(settings, ruleset, m, emit, worker=True))
+        self._shipped = -float("inf")  # capture time of the last shipment of keys
+        if long_state is not None and m.horizon is not None:
+            spare = hz.Horizon(m.horizon.tau, 1, m.horizon.max_pairs)
+            if hz.load(spare, long_state, domains=False) > 0:
+                m.restored = spare.pairs
+
+    def long_state(self) -> tuple[list, tuple]:
+        """The client → domain long-horizon keys queried since the last call (less
+        SHIP_MARGIN), and the table's ``(keys, evicted, claimed)``, for the judge's
+        checkpoint (:meth:`DomainMeasurements.take_pairs`)."""
+        h = self.measure.horizon
+        if h is None:
+            return [], (0, 0, 0)
+        since, self._shipped = self._shipped, self.last_ts
+        return h.pair_state(2, since - SHIP_MARGIN), self.long_counts()
+
+    def long_counts(self) -> tuple[int, int, int]:
+        """This worker's ``long_client_domain`` table: keys, evicted, restored keys claimed."""
+        m = self.measure
+        h = m.horizon
+        if h is None:
+            return 0, 0, 0
+        return len(h.pairs), h.evicted["long_client_domain"], m.claimed
 
     @property
     def raised(self) -> tuple:
@@ -200,9 +303,9 @@ class JudgePipeline(Pipeline):
     worker's observations (:meth:`observe`) and judged as in one process."""
 
     def __init__(self, settings: Settings, ruleset: RuleSet,
-                 emit: Callable[[dict], None]) -> None:
-        super().__init__(settings, ruleset, emit)
-        m = DomainMeasurements(settings)
+                 emit: Callable[[dict], None], workers: int = 1) -> None:
+        super().__init__(replace(settings, long_state=None), ruleset, emit)
+        m = DomainMeasurements(settings, workers)
         _rewire(self, m, RecordingJudge(settings, ruleset, m, emit))
         self.observed = 0
 
@@ -333,7 +436,7 @@ class ShardedPipelines:
         self._out: list[list] = [[] for _ in range(n)]
         self.workers = [WorkerPipeline(settings, ruleset, self._alert_of(i), self._ship_of(i))
                         for i in range(n)]
-        self.judge = JudgePipeline(settings, ruleset, self._judged)
+        self.judge = JudgePipeline(settings, ruleset, self._judged, n)
         self.seq = 0
         self.shares = [0] * n
         self._finishing: list | None = None
@@ -377,6 +480,21 @@ class ShardedPipelines:
             out.clear()
         for item in m.ready():
             self._take(item)
+
+    def checkpoint(self) -> None:
+        """The long-horizon checkpoint, as the daemon's supervisor makes it: every worker
+        ships its client → domain keys to the judge, which writes one file."""
+        for i, w in enumerate(self.workers):
+            self.judge.measure.take_pairs(i, *w.long_state())
+        self.judge.checkpoint()
+
+    def close(self) -> None:
+        """After :meth:`finish`: the workers' detectors, then the judge's, and the
+        checkpoint (as ``Pipeline.close``)."""
+        for i, w in enumerate(self.workers):
+            w.close()
+            self.judge.measure.take_pairs(i, *w.long_state())
+        self.judge.close()
 
     def finish(self) -> None:
         """End of input: the judge's last windows, then every worker's, scope by scope."""

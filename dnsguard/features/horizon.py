@@ -528,67 +528,116 @@ class Horizon:
     def to_state(self, min_queries: int = 1) -> dict:
         """A JSON-able snapshot of the keys with at least ``min_queries`` queries (name sets
         are not kept: their hashes are per process)."""
-        def rec(r: LongStats) -> list:
-            return [r.first, r.last, r.t_dec, r.q, r.new, r.enc, r.up, r.down, r.sub, r.ent,
-                    r.carrier, r.q_total, r.new_total, r.up_total, r.down_total,
-                    [c.hex() for c in (r.clients or ())],
-                    [x.hex() for x in r.suffix] if r.suffix is not None else None,
-                    r.samples or [],
-                    list(r.ivals[:RING]) if r.ivals is not None else None,
-                    list(r.ivals[RING:]) if r.ivals is not None else None, r.pos, r.n_ivals]
         return {"format": FORMAT, "tau": self.tau,
-                "domains": {k: rec(r) for k, r in self.domains.items()
+                "domains": {k: record_of(r) for k, r in self.domains.items()
                             if r.q_total >= min_queries},
-                "pairs": [[c.hex(), d, rec(r)] for (c, d), r in self.pairs.items()
-                          if r.q_total >= min_queries],
+                "pairs": self.pair_state(min_queries),
                 "evicted": dict(self.evicted), "restarted": self.restarted}
 
-    def restore(self, state: dict) -> int:
-        """Load :meth:`to_state`'s snapshot; returns the keys restored. Raises ValueError
-        (naming the problem) on anything else."""
+    def pair_state(self, min_queries: int = 1, since: float = -math.inf) -> list:
+        """The client → domain keys of :meth:`to_state` (those queried at ``since`` or later):
+        ``[client hex, domain, record]`` each (what a worker ships its supervisor, which
+        checkpoints every worker's keys: dnsguard.workers)."""
+        return [[c.hex(), d, record_of(r)] for (c, d), r in self.pairs.items()
+                if r.q_total >= min_queries and r.last >= since]
+
+    def merge_pairs(self, shipped: list) -> int:
+        """Fold client → domain keys in :meth:`pair_state`'s form into this table (a
+        supervisor's picture of its workers' keys): of two copies of one key the later state
+        stays (its last query later, or as late with more queries: the copy of the worker
+        that still sees the client, not another's restored copy); the table's cap holds
+        (the least informative leave, counted). Returns the keys taken. ValueError (or
+        TypeError, IndexError) on a malformed record."""
+        pairs = self.pairs
+        taken = 0
+        for c, d, v in shipped:
+            key = (bytes.fromhex(c), str(d))
+            cur = pairs.get(key)
+            if cur is not None and (v[1], v[11]) <= (cur.last, cur.q_total):
+                continue  # ours is as late: its last query later, or as late with more
+            if cur is None and len(pairs) >= self.max_pairs:
+                # Idleness is measured to the newest shipment (any common time orders the
+                # keys alike; one near theirs keeps the discount finite).
+                self._evict(pairs, float(v[1]), "long_client_domain")
+            pairs[key] = record(v)
+            taken += 1
+        return taken
+
+    def restore(self, state: dict, domains: bool = True) -> int:
+        """Load :meth:`to_state`'s snapshot (its client → domain keys only, unless
+        ``domains``); returns the keys restored. Raises ValueError (naming the problem) on
+        anything else."""
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} snapshot")
-
-        def rec(v: list) -> LongStats:
-            if not isinstance(v, list) or len(v) != 22:
-                raise ValueError("a key's record is not a list of 22 fields")
-            r = LongStats(float(v[0]))
-            (r.last, r.t_dec, r.q, r.new, r.enc, r.up, r.down, r.sub, r.ent,
-             r.carrier) = (float(x) for x in v[1:11])
-            r.q_total, r.new_total = int(v[11]), int(v[12])
-            r.up_total, r.down_total = float(v[13]), float(v[14])
-            r.clients = [bytes.fromhex(c) for c in v[15][:MAX_CLIENTS]] or None
-            r.suffix = tuple(bytes.fromhex(x) for x in v[16]) if v[16] is not None else None
-            r.samples = [str(s) for s in v[17][:3]]
-            if v[18] is not None:
-                if len(v[18]) != RING or len(v[19]) != RING:
-                    raise ValueError(f"interval ring is not {RING} long")
-                r.ivals = array("H", (min(max(int(x), 0), 65535) for x in v[18] + v[19]))
-            r.pos, r.n_ivals = int(v[20]) % RING, int(v[21])
-            r.h1 = -1 if r.q_total else 0
-            return r
-
-        domains = {str(k): rec(v) for k, v in state.get("domains", {}).items()}
-        pairs = {(bytes.fromhex(c), str(d)): rec(v) for c, d, v in state.get("pairs", [])}
+        doms = ({str(k): record(v) for k, v in state.get("domains", {}).items()}
+                if domains else {})
+        pairs = {(bytes.fromhex(c), str(d)): record(v) for c, d, v in state.get("pairs", [])}
         # Caps may have shrunk since the snapshot: keep the most informative keys.
-        for table, cap, scope in ((domains, self.max_domains, "long_domain"),
+        for table, cap, scope in ((doms, self.max_domains, "long_domain"),
                                   (pairs, self.max_pairs, "long_client_domain")):
             while len(table) > cap:
                 self._evict(table, max((r.last for r in table.values()), default=0.0), scope)
-        self.domains, self.pairs = domains, pairs
+        self.domains, self.pairs = doms, pairs
         for k, v in state.get("evicted", {}).items():
             if k in self.evicted:
                 self.evicted[k] += int(v)
         self.restarted += int(state.get("restarted", 0))
-        return len(domains) + len(pairs)
+        return len(doms) + len(pairs)
+
+    def adopt(self, key: tuple, r: LongStats, now: float) -> None:
+        """Take a client → domain key restored elsewhere (a worker, at the pair's first
+        query after a restart: dnsguard.workers), within the table's cap."""
+        if key in self.pairs:
+            return
+        self.once.pop(hash(key), None)
+        if len(self.pairs) >= self.max_pairs:
+            self._evict(self.pairs, now, "long_client_domain")
+        self.pairs[key] = r
+
+
+def record_of(r: LongStats) -> list:
+    """One key's checkpoint record (:func:`record` reads it back)."""
+    return [r.first, r.last, r.t_dec, r.q, r.new, r.enc, r.up, r.down, r.sub, r.ent,
+            r.carrier, r.q_total, r.new_total, r.up_total, r.down_total,
+            [c.hex() for c in (r.clients or ())],
+            [x.hex() for x in r.suffix] if r.suffix is not None else None,
+            r.samples or [],
+            list(r.ivals[:RING]) if r.ivals is not None else None,
+            list(r.ivals[RING:]) if r.ivals is not None else None, r.pos, r.n_ivals]
+
+
+def record(v: list) -> LongStats:
+    """The key a :func:`record_of` record describes; ValueError (naming the problem) on
+    anything else."""
+    if not isinstance(v, list) or len(v) != 22:
+        raise ValueError("a key's record is not a list of 22 fields")
+    r = LongStats(float(v[0]))
+    (r.last, r.t_dec, r.q, r.new, r.enc, r.up, r.down, r.sub, r.ent,
+     r.carrier) = (float(x) for x in v[1:11])
+    r.q_total, r.new_total = int(v[11]), int(v[12])
+    r.up_total, r.down_total = float(v[13]), float(v[14])
+    r.clients = [bytes.fromhex(c) for c in v[15][:MAX_CLIENTS]] or None
+    r.suffix = tuple(bytes.fromhex(x) for x in v[16]) if v[16] is not None else None
+    r.samples = [str(s) for s in v[17][:3]]
+    if v[18] is not None:
+        if len(v[18]) != RING or len(v[19]) != RING:
+            raise ValueError(f"interval ring is not {RING} long")
+        r.ivals = array("H", (min(max(int(x), 0), 65535) for x in v[18] + v[19]))
+    r.pos, r.n_ivals = int(v[20]) % RING, int(v[21])
+    r.h1 = -1 if r.q_total else 0
+    return r
 
 
 def save(h: Horizon, path: str | Path) -> int:
     """Checkpoint ``h`` to ``path`` (gzip-compressed JSON, written to a temporary file, synced,
     then renamed: a crash leaves the previous checkpoint). Keys looked up once are left out:
     they carry no long-horizon evidence. Returns the keys written."""
+    return write(h.to_state(min_queries=2), path)
+
+
+def write(state: dict, path: str | Path) -> int:
+    """Write a :meth:`Horizon.to_state` snapshot as :func:`save` does; returns its keys."""
     path = Path(path)
-    state = h.to_state(min_queries=2)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as raw:
         with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=3, mtime=0) as z:
@@ -599,15 +648,16 @@ def save(h: Horizon, path: str | Path) -> int:
     return len(state["domains"]) + len(state["pairs"])
 
 
-def load(h: Horizon, path: str | Path) -> int:
-    """Restore ``h`` from a checkpoint :func:`save` wrote; returns the keys restored. A
-    missing file restores nothing (0); an unreadable or foreign one is logged at ERROR naming
-    the file, and the state starts empty (-1): the next checkpoint replaces it."""
+def load(h: Horizon, path: str | Path, domains: bool = True) -> int:
+    """Restore ``h`` from a checkpoint :func:`save` wrote (its client → domain keys only,
+    unless ``domains``); returns the keys restored. A missing file restores nothing (0); an
+    unreadable or foreign one is logged at ERROR naming the file, and the state starts empty
+    (-1): the next checkpoint replaces it."""
     path = Path(path)
     try:
         with gzip.open(path, "rb") as z:
             state = json.loads(z.read())
-        return h.restore(state)
+        return h.restore(state, domains)
     except FileNotFoundError:
         return 0
     except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError) as e:
