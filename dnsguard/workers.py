@@ -142,52 +142,68 @@ class DomainMeasurements(Measurements):
     every address is "not a client here" (the workers keep the per-client keys).
 
     It also keeps the sensor's one long-horizon checkpoint (``Settings.long_state``, the
-    single process's file and format): its own ``long_domain`` keys, and in its ``pairs``
-    table every worker's ``long_client_domain`` keys as last shipped (:meth:`take_pairs`;
-    at start, those of the checkpoint), up to ``long_max_pairs`` × ``workers``. It never
-    measures a pair itself."""
+    single process's file and format): its own ``long_domain`` keys, and every worker's
+    ``long_client_domain`` keys as last shipped (:meth:`take_pairs`; at start, those of the
+    checkpoint), kept as the checkpoint's records (the judge never measures a pair: a record
+    is only compared and written, not rebuilt)."""
 
     def __init__(self, settings: Settings, workers: int = 1) -> None:
         super().__init__(replace(settings, long_state=None))
         self._vantage_filter = True
         self.long_state = settings.long_state
+        # (client hex, domain) → record; at most long_max_pairs × workers.
+        self.pair_records: dict[tuple, list] = {}
+        self.max_pairs = settings.long_max_pairs * workers
+        self.pairs_dropped = 0  # this process's drops past max_pairs (the idlest go)
         self.worker_long: dict[int, tuple] = {}  # worker → (keys, evicted, claimed)
         self.restored_pairs = 0
         h = self.horizon
-        if h is not None:
-            h.max_pairs = settings.long_max_pairs * workers
-            if self.long_state is not None:
-                n = hz.load(h, self.long_state)
-                if n > 0:
-                    log.info("%s: resumed the long-horizon state (%d keys; %d client → "
-                             "domain keys for the workers)", self.long_state, n, len(h.pairs))
-            self.restored_pairs = len(h.pairs)
+        if h is not None and self.long_state is not None:
+            state = hz.read(self.long_state)
+            n = hz.load(h, self.long_state, pairs=False, state=state)
+            if n >= 0 and state is not None:
+                self.pair_records = {(c, d): v for c, d, v in state.get("pairs", [])}
+                self.restored_pairs = len(self.pair_records)
+                log.info("%s: resumed the long-horizon state (%d domain keys; %d client → "
+                         "domain keys, for the workers)", self.long_state, n,
+                         len(self.pair_records))
 
     def _per_client(self, client: bytes) -> bool:
         return False
 
     def take_pairs(self, worker: int, shipped: list, counts: tuple | None = None) -> None:
-        """A worker's client → domain keys (those that changed since its last shipment) and
-        its table's counts ``(keys, evicted, claimed)``."""
-        h = self.horizon
-        if h is None:
-            return
-        try:
-            h.merge_pairs(shipped)
-        except (ValueError, TypeError, IndexError, AttributeError) as e:
-            log.error("worker %d shipped a malformed long-horizon key (%s); kept what came "
-                      "before it", worker, e)
+        """A worker's client → domain keys (those queried since its last shipment, in
+        ``Horizon.pair_state``'s form) and its table's counts ``(keys, evicted, claimed)``.
+        Of two copies of one key the later state stays (its last query later, or as late with
+        more queries: the copy of the worker that still sees the client, not another's
+        restored copy)."""
+        pairs = self.pair_records
+        for c, d, v in shipped:
+            key = (c, d)
+            cur = pairs.get(key)
+            if cur is None or (v[1], v[11]) > (cur[1], cur[11]):
+                pairs[key] = v
+        excess = len(pairs) - self.max_pairs
+        if excess > 0:
+            # Keys the workers dropped or never claimed again pile up here: the idlest go,
+            # an eighth of the table at a time (counted with the evictions).
+            n = excess + self.max_pairs // 8
+            for key in sorted(pairs, key=lambda k: pairs[k][1])[:n]:
+                del pairs[key]
+            self.pairs_dropped += n
         if counts is not None:
             self.worker_long[worker] = counts
 
     def pair_counts(self) -> tuple[int, int]:
         """What ``long_client_domain`` holds over the sensor, for /metrics: keys in the
         workers' tables, plus those restored at start that no worker has claimed yet; and
-        evictions, the workers' and the checkpoint's (the count survives restarts)."""
+        evictions, the workers', this process's and the checkpoint's (the count survives
+        restarts)."""
         c = list(self.worker_long.values())
         unclaimed = max(0, self.restored_pairs - sum(x[2] for x in c))
+        ev = self.horizon.evicted["long_client_domain"] if self.horizon is not None else 0
         return (sum(x[0] for x in c) + unclaimed,
-                self.horizon.evicted["long_client_domain"] + sum(x[1] for x in c))
+                ev + self.pairs_dropped + sum(x[1] for x in c))
 
     def checkpoint(self) -> None:
         """Save the long horizon as one process would: the domains, and the client → domain
@@ -196,6 +212,7 @@ class DomainMeasurements(Measurements):
         if h is None or self.long_state is None:
             return
         state = h.to_state(min_queries=2)
+        state["pairs"] = [[c, d, v] for (c, d), v in self.pair_records.items()]
         state["evicted"]["long_client_domain"] = self.pair_counts()[1]
         try:
             hz.write(state, self.long_state)
@@ -250,6 +267,7 @@ def _rewire(pipe: Pipeline, measure: Measurements, judge: Judge) -> None:
     judge.flow_ports = pipe._flow_ports
     pipe.measure, pipe.judge = measure, judge
     pipe.tables, pipe.series, pipe.policy = measure.tables, measure.series, judge.policy
+    pipe.horizon = measure.horizon  # what /metrics reads (the one the judge fills)
     if measure.series is not None:
         measure.series.raise_fn = judge.raise_alert
 

@@ -7,13 +7,17 @@ a browsing client's benign lookups, captured on the client↔resolver link:
             hex, or Base64-like (mixed case, ``-``/``_``) labels under a plausible zone;
 ``beacon``  a C2 implant that mostly sleeps: one TXT check-in every 60 s ± 15 %, each under a
             name never asked before (session id and counter), no data.
+``multi``   one file leaving from several hosts at once, each sending a few chunks slowly
+            (one query every 4-8 minutes per host, Base32): each client → domain pair stays
+            below every bar (no host sends enough, nor regularly enough, to be a beacon); only
+            the domain, all hosts together, carries a file's worth of new names.
 
 The workload runs ``--speedup`` times faster than the real schedule and the capture's
 timestamps are then multiplied by the same factor (``lab.capture.rescale``: only timestamps
 change); the manifest states the factor. Run as root::
 
     python -m lab.slow_exfil --out pcaps/slow --speedup 60 slow_exfil_b32 slow_exfil_hex \
-        slow_exfil_b64 slow_beacon
+        slow_exfil_b64 slow_beacon slow_exfil_multi
 
 and each capture gets a ``<name>.json`` manifest beside it (zone, client, encoding, schedule,
 speed-up, query count, the lab's description).
@@ -46,6 +50,7 @@ class Plan:
     hi: float = 120.0
     hours: float = 2.0
     seed: int = 1
+    hosts: int = 1         # slow clients (multi: each on its own schedule of lo..hi)
 
 
 PLANS = {
@@ -54,6 +59,8 @@ PLANS = {
     "slow_exfil_b64": Plan("slow_exfil_b64", "exfil", "assets-cache.org", "b64", seed=13),
     "slow_beacon": Plan("slow_beacon", "beacon", "status.cloud-checkin.net", lo=51.0, hi=69.0,
                    hours=2.0, seed=14),
+    "slow_exfil_multi": Plan("slow_exfil_multi", "multi", "sync.docs-preview.net", "b32",
+                             lo=240.0, hi=480.0, seed=15, hosts=5),
 }
 
 # What the browsing client looks up: popular sites and the hosts their pages pull in.
@@ -122,13 +129,14 @@ def beacon_names(plan: Plan, count: int) -> list[tuple[str, str]]:
     return [(f"{sid}-{i:x}.{plan.zone}", "TXT") for i in range(count)]
 
 
-def _slow_client(ctx: LabContext, names: list, delays: list, source: str) -> dict:
-    """Runs in the client namespace: the slow workload's queries on its schedule."""
+def _slow_client(ctx: LabContext, names: list, delays: list, sources: list) -> dict:
+    """Runs in the client namespace: the slow workload's queries on its schedule, each from
+    its source address (one slow client, or several: ``multi``)."""
     import dns.message
     import dns.query
 
     sent = answered = 0
-    for (name, rdtype), delay in zip(names, delays, strict=True):
+    for (name, rdtype), delay, source in zip(names, delays, sources, strict=True):
         if time.time() + delay > ctx.deadline:
             break
         time.sleep(delay)
@@ -140,6 +148,24 @@ def _slow_client(ctx: LabContext, names: list, delays: list, source: str) -> dic
         except Exception:  # noqa: BLE001 - a lost answer is part of the record, not an error
             pass
     return {"sent": sent, "answered": answered}
+
+
+def schedule(plan: Plan, rng: random.Random) -> list[tuple[float, int]]:
+    """(time, host) of each slow query over the plan's hours (real schedule): each host on
+    its own clock, one query every ``lo``..``hi`` seconds (uniform), the first after a random
+    part of one period."""
+    real = plan.hours * 3600.0
+    out = []
+    for h in range(plan.hosts):
+        t = rng.uniform(0.0, plan.hi) if plan.hosts > 1 else 0.0
+        while True:
+            d = rng.uniform(plan.lo, plan.hi)
+            if t + d > real:
+                break
+            t += d
+            out.append((t, h))
+    out.sort()
+    return out
 
 
 def _browser(ctx: LabContext, seconds: float, rate: float, source: str, seed: int) -> dict:
@@ -167,18 +193,14 @@ def _browser(ctx: LabContext, seconds: float, rate: float, source: str, seed: in
 
 def make(plan: Plan, out: Path, speedup: float, browse_rate: float) -> dict:
     rng = random.Random(plan.seed * 7 + 1)
-    real = plan.hours * 3600.0
-    delays, t = [], 0.0
-    while True:
-        d = rng.uniform(plan.lo, plan.hi)
-        if t + d > real:
-            break
-        delays.append(d / speedup)
-        t += d
-    names = (exfil_names if plan.kind == "exfil" else beacon_names)(plan, len(delays))
+    times = schedule(plan, rng)
+    delays = [(t - (times[i - 1][0] if i else 0.0)) / speedup for i, (t, _) in enumerate(times)]
+    names = (beacon_names if plan.kind == "beacon" else exfil_names)(plan, len(delays))
     run = sum(delays) + 10.0
-    with Lab(LabConfig(clients=4, seed=plan.seed, seconds=run + 120)) as lab:
-        slow, browser = lab.clients[1], lab.clients[2]
+    with Lab(LabConfig(clients=3 + plan.hosts, seed=plan.seed, seconds=run + 120)) as lab:
+        hosts = lab.clients[1:1 + plan.hosts]
+        browser = lab.clients[1 + plan.hosts]
+        slow = hosts[0] if plan.hosts == 1 else hosts
         raw = out / f".{plan.name}.raw.pcap"
         cap = lab.capture(raw, seconds=run + 60)
         time.sleep(1.0)
@@ -190,8 +212,8 @@ def make(plan: Plan, out: Path, speedup: float, browse_rate: float) -> dict:
 
         th = threading.Thread(target=browse)
         th.start()
-        res["slow"] = lab.call(_slow_client, lab.context(), names, delays, slow,
-                               timeout=run + 30)
+        res["slow"] = lab.call(_slow_client, lab.context(), names, delays,
+                               [hosts[h] for _, h in times], timeout=run + 30)
         th.join()
         time.sleep(1.0)
         cap.stop()
@@ -204,6 +226,8 @@ def make(plan: Plan, out: Path, speedup: float, browse_rate: float) -> dict:
                 "timestamps": f"offsets from the first packet multiplied by {speedup:g} "
                               "(lab.capture.rescale); nothing else changed",
                 "slow_client": slow, "browsing_client": browser,
+                "slow_queries_per_client": {hosts[h]: sum(1 for _, k in times if k == h)
+                                            for h in range(plan.hosts)},
                 "browse_rate_per_s_before_rescale": browse_rate,
                 "queries": res, "packets": n, "kernel_drops": cap.dropped, "lab": desc}
     (out / f"{plan.name}.json").write_text(json.dumps(manifest, indent=1) + "\n")

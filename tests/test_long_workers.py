@@ -116,9 +116,3 @@ def test_the_checkpoint_keeps_every_workers_latest_copy(tmp_path, rules):
     assert len(back) == 1 and back[0].q_total == 15
     assert len(g.pairs) == 6 and all(r.q_total == 10 for (c, _), r in g.pairs.items()
                                      if c != bytes([10, 77, 0, 1]))
-
-
-def test_merge_pairs_refuses_a_malformed_record():
-    h = hz.Horizon(max_pairs=2)
-    with pytest.raises(ValueError):
-        h.merge_pairs([["0a000001", "x.com", [1.0]]])

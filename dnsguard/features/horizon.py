@@ -541,37 +541,16 @@ class Horizon:
         return [[c.hex(), d, record_of(r)] for (c, d), r in self.pairs.items()
                 if r.q_total >= min_queries and r.last >= since]
 
-    def merge_pairs(self, shipped: list) -> int:
-        """Fold client → domain keys in :meth:`pair_state`'s form into this table (a
-        supervisor's picture of its workers' keys): of two copies of one key the later state
-        stays (its last query later, or as late with more queries: the copy of the worker
-        that still sees the client, not another's restored copy); the table's cap holds
-        (the least informative leave, counted). Returns the keys taken. ValueError (or
-        TypeError, IndexError) on a malformed record."""
-        pairs = self.pairs
-        taken = 0
-        for c, d, v in shipped:
-            key = (bytes.fromhex(c), str(d))
-            cur = pairs.get(key)
-            if cur is not None and (v[1], v[11]) <= (cur.last, cur.q_total):
-                continue  # ours is as late: its last query later, or as late with more
-            if cur is None and len(pairs) >= self.max_pairs:
-                # Idleness is measured to the newest shipment (any common time orders the
-                # keys alike; one near theirs keeps the discount finite).
-                self._evict(pairs, float(v[1]), "long_client_domain")
-            pairs[key] = record(v)
-            taken += 1
-        return taken
-
-    def restore(self, state: dict, domains: bool = True) -> int:
-        """Load :meth:`to_state`'s snapshot (its client → domain keys only, unless
-        ``domains``); returns the keys restored. Raises ValueError (naming the problem) on
+    def restore(self, state: dict, domains: bool = True, pairs: bool = True) -> int:
+        """Load :meth:`to_state`'s snapshot (leaving out its domains or its client → domain
+        keys if asked); returns the keys restored. Raises ValueError (naming the problem) on
         anything else."""
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} snapshot")
         doms = ({str(k): record(v) for k, v in state.get("domains", {}).items()}
                 if domains else {})
-        pairs = {(bytes.fromhex(c), str(d)): record(v) for c, d, v in state.get("pairs", [])}
+        pairs = ({(bytes.fromhex(c), str(d)): record(v) for c, d, v in state.get("pairs", [])}
+                 if pairs else {})
         # Caps may have shrunk since the snapshot: keep the most informative keys.
         for table, cap, scope in ((doms, self.max_domains, "long_domain"),
                                   (pairs, self.max_pairs, "long_client_domain")):
@@ -648,19 +627,37 @@ def write(state: dict, path: str | Path) -> int:
     return len(state["domains"]) + len(state["pairs"])
 
 
-def load(h: Horizon, path: str | Path, domains: bool = True) -> int:
-    """Restore ``h`` from a checkpoint :func:`save` wrote (its client → domain keys only,
-    unless ``domains``); returns the keys restored. A missing file restores nothing (0); an
-    unreadable or foreign one is logged at ERROR naming the file, and the state starts empty
-    (-1): the next checkpoint replaces it."""
+def load(h: Horizon, path: str | Path, domains: bool = True, pairs: bool = True,
+         state: dict | None = None) -> int:
+    """Restore ``h`` from a checkpoint :func:`save` wrote (or from ``state``, the file as
+    read already: :func:`read`), leaving out its domains or its client → domain keys if
+    asked; returns the keys restored. A missing file restores nothing (0); an unreadable or
+    foreign one is logged at ERROR naming the file, and the state starts empty (-1): the
+    next checkpoint replaces it."""
     path = Path(path)
     try:
-        with gzip.open(path, "rb") as z:
-            state = json.loads(z.read())
-        return h.restore(state, domains)
+        if state is None:
+            with gzip.open(path, "rb") as z:
+                state = json.loads(z.read())
+        n = h.restore(state, domains, pairs)
+        if not pairs:  # checked all the same: a bad key is a bad file
+            for _, _, v in state.get("pairs", []):
+                record(v)
+        return n
     except FileNotFoundError:
         return 0
     except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError) as e:
         log.error("%s: cannot restore the long-horizon state (%s); starting empty, the next "
                   "checkpoint replaces the file", path, e)
         return -1
+
+
+def read(path: str | Path) -> dict | None:
+    """The checkpoint at ``path`` as written (None if it is missing or unreadable: a
+    :func:`load` of it says why)."""
+    try:
+        with gzip.open(path, "rb") as z:
+            state = json.loads(z.read())
+    except (OSError, EOFError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
