@@ -211,7 +211,8 @@ class Judge(Observer):
         suppression and escalation) with the window scopes. The alert says what moved since
         when:
         ``first_seen``/``last_seen`` and ``bytes_up``/``bytes_down`` since the key was first
-        seen (up: the decoded data its new names carried), totals in ``stats``."""
+        seen (up: the decoded data its new names carried), totals in ``stats`` (with, for a
+        domain, the clients that sent its new names)."""
         ident = ("d", rd)
         lh = self.m.horizon
         for bit, scope in ((DUE_DOMAIN, "long_domain"), (DUE_PAIR, "long_client_domain")):
@@ -231,6 +232,9 @@ class Judge(Observer):
             # What moved since when (raise_alert reads first_seen, last_seen, bytes_up and
             # bytes_down from here when there is no window).
             f.update(lh.moved(r))
+            if bit == DUE_DOMAIN and r.clients:
+                # Who sent the new names (the first 16): a multi-host trickle names them all.
+                f["clients"] = [ip_text(c) for c in r.clients]
             domain = rd
             if r.suffix is not None and len(r.suffix) > 1:
                 text = _suffix_text(r.suffix)
