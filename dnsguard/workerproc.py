@@ -407,6 +407,7 @@ class Supervisor(Daemon):
             return 2
         self.judge.source = f"live:{','.join(cfg.interfaces)}"
         self.pipeline = self.judge
+        self._long_wait: set[int] = set()  # workers yet to send their keys for a checkpoint
         self.view = _Sum(self.judge, self.funnel)
         self.metrics.pipeline = self.view
         self.metrics.interfaces = _Ifaces(self.view)
@@ -437,7 +438,7 @@ class Supervisor(Daemon):
 
     def _took_long(self, k: int, keys: list, counts: tuple) -> None:
         self.judge.measure.take_pairs(k, keys, counts)
-        wait = getattr(self, "_long_wait", None)
+        wait = self._long_wait
         if wait:
             wait.discard(k)
             if not wait:

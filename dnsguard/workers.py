@@ -107,10 +107,14 @@ class ShippingMeasurements(Measurements):
         # worker a client's frames reach after a restart is the kernel's choice), each
         # taken into this worker's table at the pair's first query here (``claimed``).
         self.restored: dict | None = None
+        self.restored_until = 0.0  # past it every restored key would start afresh (idle)
         self.claimed = 0
 
     def _claim(self, ts: float, client: bytes, rd: str) -> None:
         r = self.restored
+        if ts > self.restored_until:  # the rest are other workers' clients, or gone
+            self.restored = None
+            return
         key = (client, rd)
         rec = r.pop(key, None)
         if rec is not None:
@@ -292,6 +296,7 @@ class WorkerPipeline(Pipeline):
             spare = hz.Horizon(m.horizon.tau, 1, m.horizon.max_pairs)
             if hz.load(spare, long_state, domains=False) > 0:
                 m.restored = spare.pairs
+                m.restored_until = max(r.last for r in spare.pairs.values()) + m.horizon.idle
 
     def long_state(self) -> tuple[list, tuple]:
         """The client → domain long-horizon keys queried since the last call (less

@@ -110,6 +110,11 @@ def test_the_checkpoint_keeps_every_workers_latest_copy(tmp_path, rules):
     q.finish()
     q.close()
     assert sum(w.measure.claimed for w in q.workers) == 1
+    # A day after the newest restored key every one would start afresh: the workers stop
+    # looking for them.
+    m = next(w.measure for w in q.workers if w.measure.restored)
+    m._claim(T0 + 10 * 60 + 86400 + 1, bytes([10, 77, 0, 2]), "beacon-sync.net")
+    assert m.restored is None
     g = hz.Horizon()
     hz.load(g, tmp_path / "long.json.gz")
     back = [r for (c, _), r in g.pairs.items() if c == bytes([10, 77, 0, 1])]

@@ -641,7 +641,8 @@ def load(h: Horizon, path: str | Path, domains: bool = True, pairs: bool = True,
                 state = json.loads(z.read())
         n = h.restore(state, domains, pairs)
         if not pairs:  # checked all the same: a bad key is a bad file
-            for _, _, v in state.get("pairs", []):
+            for c, _, v in state.get("pairs", []):
+                bytes.fromhex(c)
                 record(v)
         return n
     except FileNotFoundError:
