@@ -63,6 +63,19 @@ def total(m: dict, name: str) -> float:
     return sum(v for (n, _), v in m.items() if n == name)
 
 
+def capturing(p: Proc, workers: int) -> bool:
+    """The sensor has ended, or captures with all its workers in the fanout group (the
+    supervisor's 'capturing on' comes without waiting for them, and a frame that comes
+    before a worker has joined goes to another: a key split between them)."""
+    t = p.text()
+    if p.p.poll() is not None:
+        return True
+    if workers == 1:
+        return "capturing on" in t
+    return f"with {workers} workers" in t and all(f"[worker {i}]: capturing on" in t
+                                                  for i in range(workers))
+
+
 def run_sensor(net, tmp: Path, workers: int, pcap: Path, sent: int) -> tuple[list, dict, str]:
     ns_s, if_s, ns_p, if_p = net
     d = tmp / f"w{workers}"
@@ -73,8 +86,8 @@ def run_sensor(net, tmp: Path, workers: int, pcap: Path, sent: int) -> tuple[lis
                    "--no-model", "--user", "root", "--state-dir", str(d / "state"),
                    "--metrics-address", f"127.0.0.1:{METRICS_PORT}"], d / "sensor.log")
     try:
-        wait_for("the sensor to capture", lambda: "capturing on" in sensor.text()
-                 or sensor.p.poll() is not None, 60, diag=sensor.text)
+        wait_for("the sensor to capture", lambda: capturing(sensor, workers), 60,
+                 diag=sensor.text)
         assert sensor.p.poll() is None, sensor.text()
         r = subprocess.run(["ip", "netns", "exec", ns_p, "tcpreplay", "-q", "--pps=2000",
                             "-i", if_p, str(pcap)], capture_output=True, text=True, timeout=60)
@@ -225,16 +238,9 @@ def test_two_workers_resume_the_long_horizon_after_a_restart(pair, tmp_path):  #
         return [a for a in (json.loads(x) for x in alerts.read_text().splitlines()
                             if x.strip()) if a["scope"].startswith("long_")]
 
-    def capturing(p: Proc) -> bool:
-        # Both workers in the fanout group: a frame that comes before one has joined goes
-        # to the other, and its key would be split between them.
-        t = p.text()
-        return p.p.poll() is not None or all(f"[worker {i}]: capturing on" in t
-                                             for i in (0, 1)) and "with 2 workers" in t
-
     first = start("sensor1.log")
     try:
-        wait_for("the sensor to capture", lambda: capturing(first), 60, diag=first.text)
+        wait_for("the sensor to capture", lambda: capturing(first, 2), 60, diag=first.text)
         assert first.p.poll() is None, first.text()
         t_first = time.time()
         replay(halves[0])
@@ -253,7 +259,8 @@ def test_two_workers_resume_the_long_horizon_after_a_restart(pair, tmp_path):  #
     t_restart = time.time()
     second = start("sensor2.log")
     try:
-        wait_for("the sensor to capture", lambda: capturing(second), 60, diag=second.text)
+        wait_for("the sensor to capture", lambda: capturing(second, 2), 60,
+                 diag=second.text)
         assert second.p.poll() is None, second.text()
         # Before any traffic: the restored keys, held for the workers, are counted.
         wait_for("the restored keys on /metrics", lambda: gauge(
