@@ -21,6 +21,9 @@ cpdef int _id_shape(bytes longest, tuple sub) except -1
 @cython.locals(long_labels=Py_ssize_t, x=bytes)
 cpdef bint _single_long(tuple sub) except -1
 
+cdef Py_ssize_t _ID_FIELD_MAX
+@cython.locals(n=Py_ssize_t, x=bytes)
+cpdef Py_ssize_t _longest_field(bytes low) except -1
 @cython.locals(low=bytes)
 cpdef bint _looks_encoded(bytes label, Py_ssize_t total, Py_ssize_t non_ldh) except -1
 

@@ -79,6 +79,14 @@ _HEX_ID = re.compile(rb"[a-z]{2,12}[-_]?[0-9a-f]{12}(?:[0-9a-f]{4})?\Z")
 # 10,000 matches (measured). A channel of hyphenated dictionary words is not "encoded" then;
 # unique-subdomain-volume's new_label_share and the model's new_data still see its volume.
 _WORD_COMPOUND = re.compile(rb"[a-z]{1,12}(?:-[a-z]{1,12})+\Z")
+# Fields joined by hyphens, none longer than an AWS resource id's 17 hex digits: generated
+# identifiers (``vpce-<17 hex>-<8 chars>.<svc>.<region>.vpce.amazonaws.com``,
+# ``internal-<name>-<10 digits>.<region>.elb.amazonaws.com``, AWS Load Balancer Controller's
+# ``k8s-<ns>-<name>-<10 hex>``) and IPv6 addresses written with dashes (Plex's
+# ``<address>.<32 hex>.plex.direct``, sslip.io, ISPs' forward names). Encoders write one run:
+# Base32 and hex have no '-', and a Base64url label breaks into fields of 17 or less at two
+# '-' or more about once in 20 (a 30-character label); the model's new_data still counts it.
+_ID_FIELD_MAX = 17
 _OCTET = rb"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _ADDR = re.compile(rb"(?<![0-9])" + _OCTET + rb"([-._])" + _OCTET + rb"\1" + _OCTET + rb"\1"
                    + _OCTET + rb"(?![0-9])")
@@ -427,6 +435,19 @@ def _single_long(sub: tuple[bytes, ...]) -> bool:
     return long_labels == 1
 
 
+def _longest_field(low: bytes) -> int:
+    """The longest run between hyphens.
+
+    >>> _longest_field(b"vpce-0a1b2c3d4e5f67890-ab12cd34"), _longest_field(b"abc")
+    (17, 3)
+    """
+    n = 0
+    for x in low.split(b"-"):  # noqa: SIM110 - a C loop compiled
+        if len(x) > n:
+            n = len(x)
+    return n
+
+
 def _looks_encoded(label: bytes, total: int, non_ldh: int) -> bool:
     """A label that carries data: long and high-entropy, or raw octets outside letters/digits.
     Not words joined by hyphens (Helm's ``<release>-<chart>-<component>`` service names).
@@ -435,6 +456,8 @@ def _looks_encoded(label: bytes, total: int, non_ldh: int) -> bool:
     False
     >>> _looks_encoded(b"mfrggzdfmztwq2lknnwg23tpobyxe43u", 32, 0)
     True
+    >>> _looks_encoded(b"vpce-0a1b2c3d4e5f67890-ab12cd34", 31, 0)
+    False
     """
     if non_ldh >= 4:  # iodine base128/raw modes, binary payloads
         return True
@@ -443,6 +466,8 @@ def _looks_encoded(label: bytes, total: int, non_ldh: int) -> bool:
     # Lower-cased: resolvers that randomise case (DNS 0x20) must not make names look encoded.
     low = label.lower()
     if _WORD_COMPOUND.match(low) is not None:
+        return False
+    if low.count(b"-") >= 2 and _longest_field(low) <= _ID_FIELD_MAX:
         return False
     if not low.translate(None, _HEXLOW) and not low.isalpha() and not low.isdigit():
         # Hex has 16 symbols: random hex of 24-64 chars sits at 3.4-3.9 bits/char.
