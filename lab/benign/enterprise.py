@@ -27,14 +27,27 @@
   (https://docs.aws.amazon.com/apigateway/latest/developerguide/how-to-call-api.html), ECR
   ``<account>.dkr.ecr.<region>.amazonaws.com``, STS/regional APIs, EC2 node names
   ``ip-10-0-1-23.<region>.compute.internal``, Azure ``<account>.blob.core.windows.net``,
-  ``<vault>.vault.azure.net``.
+  ``<vault>.vault.azure.net``; names with generated ids, a fixed set per organisation asked
+  again and again: EKS API servers ``<32 hex, upper case>.gr7.<region>.eks.amazonaws.com``
+  (https://docs.aws.amazon.com/eks/latest/userguide/cluster-endpoint.html), Network Load
+  Balancers ``<name>-<16 hex>.elb.<region>.amazonaws.com``
+  (https://docs.aws.amazon.com/elasticloadbalancing/latest/network/network-load-balancers.html),
+  interface endpoints ``vpce-<17 hex>-<8 chars>.<service>.<region>.vpce.amazonaws.com``
+  (https://docs.aws.amazon.com/vpc/latest/privatelink/privatelink-access-aws-services.html),
+  Log Analytics workspaces ``<workspace GUID>.ods.opinsights.azure.com`` /
+  ``.oms.opinsights.azure.com`` (Azure Monitor agent network requirements).
+- ACME DNS-01 (RFC 8555 section 8.4): cert-manager publishes ``_acme-challenge.<host>`` TXT
+  and polls it through the cluster's resolver every few seconds until it shows (its
+  propagation self-check), for every host of a certificate being renewed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 
-from lab.benign.client import HEX, LOWER, Client, rand
+from lab.benign.client import ALNUM, HEX, LOWER, Client, rand
+from lab.benign.mail import random_for
 
 INTRANET = ("intranet", "wiki", "jira", "confluence", "fs01", "fs02", "print01", "erp", "crm",
             "gitlab", "vpn", "mail", "helpdesk")
@@ -160,7 +173,7 @@ async def k8s_pod_work(c: Client) -> None:
 async def cloud_api(c: Client) -> None:
     rng, w = c.rng, c.world
     reg = w.region
-    k = rng.randrange(9)
+    k = rng.randrange(11)
     if k == 0:
         await c.addr_lookup(f"{rng.choice(w.buckets)}.s3.{reg}.amazonaws.com")
     elif k == 1:
@@ -183,8 +196,45 @@ async def cloud_api(c: Client) -> None:
     elif k == 7:
         a, b = rng.randrange(256), rng.randrange(256)
         await c.addr_lookup(f"ip-10-0-{a}-{b}.{reg}.compute.internal", aaaa=False)
-    else:
+    elif k == 8:
         await c.addr_lookup(f"{rand(rng, 14, LOWER + '0123456789')}-ats.iot.{reg}.amazonaws.com")
+    else:
+        await c.addr_lookup(rng.choice(cloud_ids(c)))
+
+
+def cloud_ids(c: Client) -> list[str]:
+    """The organisation's endpoints with generated ids (fixed by the seed): EKS clusters,
+    NLBs, interface endpoints, Log Analytics workspaces."""
+    w = c.world
+    got = w.extra.get("cloud_ids")
+    if got is None:
+        r = random_for(str(w.seed), "cloud-ids")
+        regs = (w.region, w.region, "us-east-1", "eu-west-1")
+        got = [f"{r.getrandbits(128):032X}.{r.choice(('gr7', 'yl4', 'sk1'))}."
+               f"{r.choice(regs)}.eks.amazonaws.com" for _ in range(r.randint(2, 8))]
+        got += [f"{r.choice(['api', 'ingest', 'grpc', 'mqtt', 'edge'])}-{r.choice(['prod', 'stg'])}"
+                f"-{r.getrandbits(64):016x}.elb.{r.choice(regs)}.amazonaws.com"
+                for _ in range(r.randint(3, 12))]
+        got += [f"vpce-{r.getrandbits(68):017x}-{rand(r, 8, ALNUM)}.{svc}.{w.region}"
+                f".vpce.amazonaws.com" for svc in r.sample(["s3", "sts", "ecr.api", "logs",
+                                                            "secretsmanager", "kms"], 3)]
+        for _ in range(r.randint(1, 3)):
+            g = uuid.UUID(int=r.getrandbits(128), version=4)
+            got += [f"{g}.ods.opinsights.azure.com", f"{g}.oms.opinsights.azure.com"]
+        w.extra["cloud_ids"] = got
+    return got
+
+
+async def acme_renewal(c: Client) -> None:
+    """cert-manager renewing a certificate by DNS-01: each host's ``_acme-challenge`` TXT
+    polled until the token shows (answers are the stand-in's, the polling is what counts)."""
+    rng, w = c.rng, c.world
+    hosts = [f"{h}.{w.mail_domain}" for h in rng.sample(
+        ["www", "api", "app", "portal", "grafana", "auth", "status", "shop", "docs", "cdn",
+         "vpn", "git", "ci", "registry", "s3", "mqtt"], rng.randint(1, 8))]
+    for _ in range(rng.randint(3, 12)):
+        await asyncio.gather(*(c.q(f"_acme-challenge.{h}", "TXT") for h in hosts))
+        await c.sleep(rng.uniform(5, 10))
 
 
 async def consul_lookup(c: Client) -> None:

@@ -23,6 +23,20 @@ Inbound (Postfix + rspamd/SpamAssassin style), per connection and message:
   (https://uribl.com/about.shtml), ``<domain>.multi.surbl.org`` (https://www.surbl.org/lists);
 - attachment hashes at Team Cymru's MHR, ``<md5>.hash.cymru.com`` A/TXT
   (https://hash.cymru.com/docs_dns).
+- the filter's hashed and per-address lists: rspamd (on in its default configuration) asks
+  every address in From/Reply-To and every URL domain as a 32-character Base32 BLAKE2 hash,
+  ``<hash>.email.rspamd.com`` and ``<hash>.uribl.rspamd.com`` (RSPAMD_EMAILBL, RSPAMD_URIBL,
+  https://rspamd.com/doc/modules/rbl.html); SpamAssassin's HashBL plugin ``<sha1 hex>.ebl.msbl.org``
+  (Mail::SpamAssassin::Plugin::HashBL, ``check_hashbl_emails('ebl.msbl.org')``); Spamhaus
+  DQS with the customer's key, ``<rev ip>.<key>.zen.dq.spamhaus.net``, and its Hash Blocklist,
+  ``<Base32 SHA-1 of the address>._email.<key>.hbl.dq.spamhaus.net`` and
+  ``<SHA-256 hex>._file.<key>.hbl.dq.spamhaus.net``
+  (https://docs.spamhaus.com/datasets/docs/source/70-access-methods/data-query-service/,
+  spamhaus/spamassassin-dqs);
+- SPF macros, one name per connecting address: Salesforce's ``_spf.salesforce.com`` is
+  ``v=spf1 exists:%{i}._spf.mta.salesforce.com -all``, so each message from its MTAs asks
+  ``<ip>._spf.mta.salesforce.com`` (https://help.salesforce.com/s/articleView?id=000315520);
+  RFC 7208 section 7.4's ``%{ir}.%{v}._spf.%{d2}`` gives ``<reversed ip>.in-addr._spf.<d>``.
 Outbound: MX of the recipient domain, A/AAAA of the exchangers, MTA-STS TXT ``_mta-sts.<d>``
 (RFC 8461 section 3.1), DANE TLSA ``_25._tcp.<mx>`` (RFC 7672), and now and then TLS-RPT
 ``_smtp._tls.<d>`` (RFC 8460 section 3) when a daily report is due.
@@ -31,6 +45,7 @@ Outbound: MX of the recipient domain, A/AAAA of the exchangers, MTA-STS TXT ``_m
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import random
 
@@ -42,7 +57,8 @@ URI_BLS = ("dbl.spamhaus.org", "multi.uribl.com", "multi.surbl.org")
 SES_REGIONS = ("us-east-1", "us-east-1", "us-west-2", "eu-west-1", "eu-central-1",
                "ap-southeast-2", "ap-northeast-1", "ca-central-1", "sa-east-1", "eu-west-2")
 ESPS = ("amazonses", "google", "microsoft", "sendgrid", "mailchimp", "sparkpost", "postmark",
-        "hubspot", "own", "own", "own")
+        "hubspot", "salesforce", "own", "own", "own")
+SALESFORCE_NETS = ("13.110", "13.111", "136.146", "136.147", "160.8", "161.71")
 BODY_DOMAINS = ("google.com", "linkedin.com", "microsoft.com", "facebook.com", "twitter.com",
                 "youtube.com", "bit.ly", "list-manage.com", "sendgrid.net", "mailchi.mp",
                 "zoom.us", "docusign.net", "salesforce.com", "hubspot.com", "apple.com",
@@ -113,9 +129,38 @@ async def spf(c: Client, domain: str, budget: list[int]) -> None:
                           "MX" if term.startswith("mx") else "A")
 
 
+def _b32_hash(s: str) -> str:
+    """rspamd's hashed-list label: BLAKE2, Base32, 32 characters."""
+    return base64.b32encode(hashlib.blake2b(s.encode(), digest_size=20).digest()).decode().lower()
+
+
+async def filter_lookups(c: Client, ip: str, addrs: list[str], uris: list[str],
+                         files: int) -> None:
+    """The spam filter's hashed and keyed list lookups for one message (module docstring)."""
+    rng, kind = c.rng, c.profile.get("filter", "spamassassin")
+    qs = []
+    if kind == "rspamd":
+        qs += [(f"{_b32_hash(a)}.email.rspamd.com", "A") for a in addrs]
+        qs += [(f"{_b32_hash(d)}.uribl.rspamd.com", "A") for d in uris]
+    elif kind == "dqs":
+        key = c.profile.setdefault("dqs_key", rand(random_for(c.addr, "dqs"), 26,
+                                                   "abcdefghijklmnopqrstuvwxyz0123456789"))
+        qs.append((f"{rev4(ip)}.{key}.zen.dq.spamhaus.net", "A"))
+        for a in addrs:
+            h = base64.b32encode(hashlib.sha1(a.encode()).digest()).decode().lower().rstrip("=")
+            qs.append((f"{h}._email.{key}.hbl.dq.spamhaus.net", "A"))
+        qs += [(f"{rand(rng, 64, HEX)}._file.{key}.hbl.dq.spamhaus.net", "A")
+               for _ in range(files)]
+    elif rng.random() < 0.5:
+        qs += [(f"{hashlib.sha1(a.encode()).hexdigest()}.ebl.msbl.org", "A") for a in addrs]
+    await asyncio.gather(*(c.q(n, t) for n, t in qs))
+
+
 async def inbound_message(c: Client) -> None:
     w, rng = c.world, c.rng
-    ip = public_ip(rng)
+    esp = rng.choice(ESPS)
+    ip = public_ip(rng) if esp != "salesforce" else \
+        f"{rng.choice(SALESFORCE_NETS)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
     # connection: FCrDNS, then the IP blocklists in parallel
     r = await c.q(f"{rev4(ip)}.in-addr.arpa", "PTR")
     for name in texts(r, "PTR")[:1]:
@@ -125,7 +170,6 @@ async def inbound_message(c: Client) -> None:
     if rng.random() < 0.3:
         await c.q(f"{rev4(ip)}.list.dnswl.org", "A")
     # envelope: sender domain (an ESP customer, a partner, or a bulk sender)
-    esp = rng.choice(ESPS)
     if rng.random() < 0.6:
         domain = rng.choice(w.partners)
     else:
@@ -136,6 +180,11 @@ async def inbound_message(c: Client) -> None:
         domain = f"{rng.choice(['mail', 'email', 'news', 'bounce', 'em', 'mg'])}.{domain}"
     await c.q(domain, "MX")
     await spf(c, domain, [10])
+    if esp == "salesforce":   # include:_spf.salesforce.com -> exists:%{i}._spf.mta.salesforce.com
+        await c.q("_spf.salesforce.com", "TXT")
+        await c.q(f"{ip}._spf.mta.salesforce.com", "A")
+    elif esp == "own" and rng.random() < 0.1:   # RFC 7208 7.4: exists:%{ir}.%{v}._spf.%{d2}
+        await c.q(f"{rev4(ip)}.in-addr._spf.{_org(domain)}", "A")
     sigs = _dkim_signatures(c, domain, esp)
     await asyncio.gather(*(c.q(f"{sel}._domainkey.{d}", "TXT") for sel, d in sigs))
     r = await c.q(f"_dmarc.{domain}", "TXT")
@@ -144,7 +193,12 @@ async def inbound_message(c: Client) -> None:
     # body URIs and attachments
     uris = rng.sample(BODY_DOMAINS, rng.randint(0, 4)) + ([domain] if rng.random() < 0.7 else [])
     await asyncio.gather(*(c.q(f"{d}.{bl}", "A") for d in uris for bl in URI_BLS))
-    for _ in range(rng.choice((0, 0, 0, 1, 1, 2))):
+    files = rng.choice((0, 0, 0, 1, 1, 2))
+    local = rng.choice(("info", "news", "noreply", "billing", "j.smith", "sales", "support"))
+    addrs = [f"{local}@{domain}"] + ([f"reply@{rng.choice(w.partners)}"]
+                                     if rng.random() < 0.3 else [])
+    await filter_lookups(c, ip, addrs, uris, files)
+    for _ in range(files):
         await c.q(f"{rand(rng, 32, HEX)}.hash.cymru.com", rng.choice(("A", "TXT")))
 
 

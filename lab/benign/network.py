@@ -14,6 +14,22 @@
 - IoT devices poll vendor clouds and NTP pools on timers, without EDNS, ignoring TTLs
   (AWS IoT Core endpoints ``<prefix>-ats.iot.<region>.amazonaws.com``,
   https://docs.aws.amazon.com/iot/latest/developerguide/iot-connect-devices.html).
+- IPv6 visitors: their PTR is the 32-nibble ``ip6.arpa`` name (RFC 3596 section 2.5), one
+  per address (SLAAC privacy addresses change daily, RFC 8981).
+- ENUM: a SIP PBX asks NAPTR of the dialled E.164 number, digits reversed under
+  ``e164.arpa`` (RFC 6116; OpenSIPS ``enum_query``: +35831234567 →
+  ``7.6.5.4.3.2.1.3.8.5.3.e164.arpa``, https://opensips.org/html/docs/modules/3.1.x/enum.html;
+  Asterisk ``ENUMLOOKUP``), per outbound call.
+- Egress-address and resolver probes (VPN clients, dynamic-DNS updaters, monitoring):
+  ``whoami.akamai.net`` A, ``whoami.ds.akahelp.net`` TXT, ``o-o.myaddr.l.google.com`` TXT,
+  ``myip.opendns.com`` A, ``debug.opendns.com`` TXT (Cisco Umbrella diagnostics).
+- Home routers' search domains on roaming laptops: FRITZ!Box hands out ``fritz.box``,
+  OpenWrt ``lan``, many ISP boxes ``home``; single-label names are completed with it
+  (``wpad``, ``nas``, ``printer``, Chrome's random probes) and peers are asked by their
+  DHCP names (``DESKTOP-<7>``, ``iPhone-de-Marie``, ``ESP_<6 hex>``, ``amazon-<9 hex>``).
+- Wide-area DNS-SD browsing domains, asked by macOS/iOS and Avahi on every network join
+  (RFC 6763 section 11: ``b``/``db``/``lb._dns-sd._udp.<domain>`` and under the subnet's
+  reverse zone).
 - Non-DNS on port 53: WireGuard or OpenVPN servers listening on UDP/TCP 53 to pass captive
   portals and strict firewalls; a handshake and a few packets (lab.peer answers them).
 """
@@ -24,7 +40,7 @@ import asyncio
 import os
 import socket
 
-from lab.benign.client import ALNUM, HEX, Client, public_ip, rand, rev4, texts
+from lab.benign.client import ALNUM, HEX, LOWER, Client, public_ip, rand, rev4, texts
 
 IOT = {
     "camera": ("{p}-ats.iot.{r}.amazonaws.com", "time.google.com", "pool.ntp.org",
@@ -43,9 +59,25 @@ IOT = {
 }
 
 
+def ip6_arpa(rng, prefix: str) -> str:
+    """The ``ip6.arpa`` name of a random address in the /64 ``prefix`` (16 hex digits).
+
+    >>> import random; n = ip6_arpa(random.Random(1), "20010db800000001")
+    >>> n.endswith("1.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"), n.count(".")
+    (True, 33)
+    """
+    return ".".join(reversed(prefix + f"{rng.getrandbits(64):016x}")) + ".ip6.arpa"
+
+
 async def visitor_reverse(c: Client) -> None:
     """A web/SSH server's double reverse lookup of a connecting customer address."""
     rng, w = c.rng, c.world
+    if rng.random() < 0.3:   # an IPv6 visitor
+        nets = w.extra.setdefault("v6_nets", [f"2{rng.getrandbits(60):015x}" for _ in range(8)])
+        r = await c.q(ip6_arpa(rng, rng.choice(nets)), "PTR")
+        for name in texts(r, "PTR")[:1]:
+            await c.q(name.rstrip("."), "AAAA")
+        return
     ip = (f"{rng.choice(w.isp_ranges)}.{rng.randint(1, 254)}" if rng.random() < 0.6
           else public_ip(rng))
     r = await c.q(f"{rev4(ip)}.in-addr.arpa", "PTR")
@@ -100,6 +132,63 @@ async def iot_poll(c: Client) -> None:
         await c.q(n, "A", edns=False)
 
 
+async def enum_call(c: Client) -> None:
+    """A PBX placing a call: NAPTR of the number under e164.arpa (only hosts that are PBXs)."""
+    if not c.profile.get("voip"):
+        return
+    rng = c.rng
+    cc = rng.choice(("1", "44", "49", "33", "358", "61", "31"))
+    digits = cc + "".join(rng.choice("0123456789") for _ in range(11 - len(cc)))
+    await c.q(".".join(reversed(digits)) + ".e164.arpa", "NAPTR")
+
+
+WHOAMI = (("whoami.akamai.net", "A"), ("whoami.ds.akahelp.net", "TXT"),
+          ("o-o.myaddr.l.google.com", "TXT"), ("myip.opendns.com", "A"),
+          ("debug.opendns.com", "TXT"))
+
+
+async def whoami_probe(c: Client) -> None:
+    await c.q(*c.rng.choice(WHOAMI))
+
+
+def _dhcp_name(rng) -> str:
+    return rng.choice((
+        "DESKTOP-" + rand(rng, 7, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"),
+        "LAPTOP-" + rand(rng, 8, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"),
+        f"iPhone-de-{rng.choice(['Marie', 'Paul', 'Lea', 'Jonas'])}",
+        f"Galaxy-S{rng.randint(9, 24)}", f"ESP_{rand(rng, 6, HEX.upper())}",
+        f"esp32-{rand(rng, 6, HEX)}", f"amazon-{rand(rng, 9, HEX)}", "Chromecast",
+        "HP-LaserJet-MFP", f"android-{rand(rng, 16, HEX)}"))
+
+
+async def home_suffix(c: Client) -> None:
+    """A roaming laptop's home-router search domain: single labels completed with it."""
+    sfx = c.profile.get("home_suffix")
+    if not sfx:
+        return
+    rng = c.rng
+    peers = c.profile.setdefault("home_peers", [_dhcp_name(rng) for _ in range(8)])
+    k = rng.random()
+    if k < 0.4:
+        await c.addr_lookup(f"{rng.choice(peers)}.{sfx}")
+    elif k < 0.7:
+        await c.q(f"{rng.choice(['wpad', 'nas', 'printer', 'fritz', 'router', 'isatap'])}.{sfx}",
+                  "A")
+    else:   # Chrome's random intranet probes, completed with the search suffix
+        await asyncio.gather(*(c.q(f"{rand(rng, rng.randint(7, 15), LOWER)}.{sfx}", "A")
+                               for _ in range(3)))
+
+
+async def dns_sd_browse(c: Client) -> None:
+    """Browsing-domain discovery on network join (macOS/iOS, Avahi): RFC 6763 section 11."""
+    if c.profile.get("os") not in ("macos", "ios", "ubuntu"):
+        return
+    a, b, cc, _ = c.addr.split(".") if "." in c.addr else ("10", "0", "0", "1")
+    for dom in (c.world.ad_domain, f"{cc}.{b}.{a}.in-addr.arpa"):
+        await asyncio.gather(*(c.q(f"{p}._dns-sd._udp.{dom}", "PTR")
+                               for p in ("b", "db", "r", "dr", "lb")))
+
+
 async def port53_app(c: Client) -> None:
     """A VPN client trying its server on port 53: a handshake and a few packets, UDP or TCP."""
     rng = c.rng
@@ -144,4 +233,4 @@ async def port53_app(c: Client) -> None:
 
 
 __all__ = ["visitor_reverse", "reverse_sweep", "forward_checks", "dhcp_lookup", "iot_poll",
-           "port53_app", "HEX"]
+           "port53_app", "enum_call", "whoami_probe", "home_suffix", "dns_sd_browse", "HEX"]

@@ -19,7 +19,14 @@ Name formats with random or hashed labels, each as the service uses them:
   https://support.mozilla.org/en-US/kb/canary-domain-use-application-dnsnet), the DDR
   designated-resolver query ``_dns.resolver.arpa`` SVCB (RFC 9462), HTTPS RRs for every web
   host (RFC 9460), Chrome's intranet-redirect probes (three random 7-15 letter single labels
-  at start-up and on network change, https://bugs.chromium.org/p/chromium/issues/detail?id=1226690).
+  at start-up and on network change, https://bugs.chromium.org/p/chromium/issues/detail?id=1226690);
+- Plex media servers reached as ``<address with dashes>.<32 hex>.plex.direct`` (one wildcard
+  certificate per server, the name resolves to the address it holds;
+  https://words.filippo.io/how-plex-is-doing-https-for-all-its-users/): a client tries every
+  connection address (local, public, IPv6) of every server it knows at once;
+- background names of push, update and media services: Windows Update / Delivery
+  Optimization (``*.dl.delivery.mp.microsoft.com``, ``*.do.dsp.mp.microsoft.com``), WNS
+  (``client.wns.windows.com``), Teams, Steam content servers, Spotify, Xbox Live.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import asyncio
 import uuid
 
 from lab.benign.client import ALNUM, HEX, LOWER, Client, rand
+from lab.benign.mail import random_for
 
 # A top-sites mix (Tranco-style popular domains) and their typical first-party hosts.
 SITES = {
@@ -98,7 +106,14 @@ APPS = ("{n}-courier.push.apple.com", "gateway.icloud.com", "mtalk.google.com",
         "p{n}-contacts.icloud.com", "weather-data.apple.com", "api.github.com",
         "copilot-proxy.githubusercontent.com", "marketplace.visualstudio.com",
         "update.code.visualstudio.com", "incoming.telemetry.mozilla.org",
-        "firefox.settings.services.mozilla.com", "push.services.mozilla.com")
+        "firefox.settings.services.mozilla.com", "push.services.mozilla.com",
+        "tlu.dl.delivery.mp.microsoft.com", "{n}.tlu.dl.delivery.mp.microsoft.com",
+        "geo.prod.do.dsp.mp.microsoft.com", "kv{n}.prod.do.dsp.mp.microsoft.com",
+        "client.wns.windows.com", "settings-win.data.microsoft.com",
+        "v10.events.data.microsoft.com", "presence.teams.microsoft.com",
+        "statics.teams.cdn.office.net", "api.steampowered.com",
+        "cache{n}-fra1.steamcontent.com", "audio-ak-spotify-com.akamaized.net",
+        "spclient.wg.spotify.com", "xsts.auth.xboxlive.com", "assets1.xboxlive.com")
 
 
 def cdn_random_host(c: Client) -> str:
@@ -202,10 +217,32 @@ async def app_background(c: Client) -> None:
         await c.addr_lookup(cdn_random_host(c))
 
 
+async def plex_connect(c: Client) -> None:
+    """A Plex client resolving every connection of every server it knows (hosts with Plex)."""
+    if not c.profile.get("plex"):
+        return
+    w = c.world
+    servers = w.extra.get("plex")
+    if servers is None:
+        r = random_for(str(w.seed), "plex")
+        servers = w.extra["plex"] = [
+            (f"{r.getrandbits(128):032x}",
+             [f"192-168-{r.randint(0, 5)}-{r.randint(2, 250)}",
+              f"{r.choice((24, 71, 82, 91, 176))}-{r.randrange(256)}-{r.randrange(256)}-"
+              f"{r.randint(1, 254)}"] + (["-".join(f"{r.getrandbits(16):x}" for _ in range(8))]
+                                         if r.random() < 0.4 else []))
+            for _ in range(r.randint(2, 12))]
+    rng = c.rng
+    known = c.profile.setdefault("plex_servers", rng.sample(servers, rng.randint(1, len(servers))))
+    await asyncio.gather(*(c.q(f"{a}.{h}.plex.direct", "AAAA" if len(a) > 20 else "A")
+                           for h, addrs in known for a in addrs))
+
+
 async def rum_probe(c: Client) -> None:
     """A measurement beacon: a fresh random name under the vendor's zone, every time."""
     await c.q(telemetry_host(c), "A")
 
 
 __all__ = ["page_view", "browsing_session", "network_change", "app_background", "rum_probe",
+           "plex_connect",
            "cdn_random_host", "telemetry_host", "ALNUM"]
