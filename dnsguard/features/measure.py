@@ -176,7 +176,12 @@ class Measurements:
         if factor < 0.0:
             return False
         if self._store is not None:
-            self._store.observe_query(ts, client, rd, nf.name_hash, size, qtype)
+            # Allowlisted ``raise`` traffic (reverse zones, CDNs) counts 1/factor in the
+            # series, as the rules hold it to thresholds factor times higher: a monitoring
+            # host's reverse sweeps are not a volume anomaly (issue #12), a tunnel under an
+            # ordinary name still is.
+            self._store.observe_query(ts, client, rd, nf.name_hash, size, qtype,
+                                      1.0 / factor)
         # Whether the client gets client/domain and client keys (the vantage), and the
         # client/domain key, made once for the windows and the long horizon.
         per_client = not self._vantage_filter or self._per_client(client)
@@ -242,7 +247,7 @@ class Measurements:
         if factor < 0.0:
             return
         if self._store is not None:
-            self._store.observe_response(ts, client, rd, size, rcode)
+            self._store.observe_response(ts, client, rd, size, rcode, 1.0 / factor)
         per_client = not self._vantage_filter or self._per_client(client)
         key = (client, rd) if per_client else None
         if self.horizon is not None:

@@ -4,12 +4,12 @@ cimport cython
 
 @cython.no_gc  # counters, a set of ints, a dict of ints: never part of a cycle
 cdef class Entry:
-    cdef public long long q, up, down, nx
+    cdef public double q, up, down, nx, nw
     cdef public set names
     cdef public dict qtypes
 
-    @cython.locals(names=set, qc=dict)
-    cpdef void query(self, Py_ssize_t size, object name_hash, Py_ssize_t qi)
+    @cython.locals(names=set, qc=dict, n=Py_ssize_t)
+    cpdef void query(self, Py_ssize_t size, object name_hash, Py_ssize_t qi, double w=*)
 
 
 cdef class SeriesTable:
@@ -20,13 +20,12 @@ cdef class SeriesTable:
 
     cpdef Entry entry(self, object key)
 
-    @cython.locals(items=list, e=Entry, oq=cython.longlong, on=cython.longlong,
-                   oup=cython.longlong, odown=cython.longlong, onx=cython.longlong,
-                   oqt=list, i=Py_ssize_t, n=cython.longlong, slots=list, vals=list,
+    @cython.locals(items=list, e=Entry, oq=double, on=double, oup=double, odown=double,
+                   onx=double, oqt=list, i=Py_ssize_t, n=double, slots=list, vals=list,
                    qts=list, vol=dict, slot_of=dict, untracked=bint)
     cpdef close(self, Py_ssize_t step)
 
-    @cython.locals(cand=dict, v=double, q=cython.longlong)
+    @cython.locals(cand=dict, v=double, q=double)
     cpdef _rerank(self, dict vol, Py_ssize_t step)
 
 
@@ -38,13 +37,14 @@ cdef class SeriesStore:
     cdef public object cur_step, _held, on_close
 
     cpdef void observe_query(self, double ts, object client, object regdomain,
-                             object name_hash, Py_ssize_t size, int qtype)
+                             object name_hash, Py_ssize_t size, int qtype, double w=*)
     cpdef void observe_response(self, double ts, object client, object regdomain,
-                                Py_ssize_t size, int rcode)
+                                Py_ssize_t size, int rcode, double w=*)
 
     @cython.locals(qi=Py_ssize_t)
     cpdef void _query(self, object client, object regdomain, object name_hash, Py_ssize_t size,
-                      int qtype)
+                      int qtype, double w=*)
 
-    @cython.locals(nx=int, e=Entry)
-    cpdef void _response(self, object client, object regdomain, Py_ssize_t size, int rcode)
+    @cython.locals(nx=double, down=double, e=Entry)
+    cpdef void _response(self, object client, object regdomain, Py_ssize_t size, int rcode,
+                         double w=*)

@@ -62,32 +62,38 @@ OTHER = ("other",)  # the aggregate's key: equal to no client (bytes) or domain 
 
 
 class Entry:
-    """One key's counters in the current step."""
+    """One key's counters in the current step, each message counted with its weight
+    (:meth:`SeriesStore.observe_query`: 1, or 1/factor for allowlisted ``raise`` traffic).
+    With every weight 1 the counters hold the integers they always did."""
 
-    __slots__ = ("q", "up", "down", "nx", "names", "qtypes")
+    __slots__ = ("q", "up", "down", "nx", "nw", "names", "qtypes")
 
     def __init__(self) -> None:
-        self.q = self.up = self.down = self.nx = 0  # queries, bytes up/down, NXDOMAIN
+        self.q = self.up = self.down = self.nx = 0.0  # queries, bytes up/down, NXDOMAIN
+        self.nw = 0.0  # distinct names, weighted
         self.names: set[int] = set()  # name hashes (capped at NAMES_CAP)
         # query-type counts by bucket, sparse: most keys ask one or two types in a step
-        self.qtypes: dict[int, int] = {}
+        self.qtypes: dict[int, float] = {}
 
-    def query(self, size: int, name_hash: int, qi: int) -> None:
-        self.q += 1
-        self.up += size
+    def query(self, size: int, name_hash: int, qi: int, w: float = 1.0) -> None:
+        self.q += w
+        self.up += size * w
         names = self.names
-        if len(names) < NAMES_CAP:
+        n = len(names)
+        if n < NAMES_CAP:
             names.add(name_hash)
+            if len(names) != n:
+                self.nw += w
         qc = self.qtypes
-        qc[qi] = qc.get(qi, 0) + 1
+        qc[qi] = qc.get(qi, 0.0) + w
 
 
 def _busiest(kv: tuple) -> int:  # sort key: (key, Entry) by queries, most first
     return -kv[1].q
 
 
-def _dense(counts: dict[int, int]) -> list[int]:
-    out = [0] * NQ
+def _dense(counts: dict[int, float]) -> list[float]:
+    out = [0.0] * NQ
     for i, n in counts.items():
         out[i] = n
     return out
@@ -132,7 +138,7 @@ class SeriesTable:
         if self.last_step < 0:
             self.born[self.other] = step
         other = self.other
-        vol: dict[object, int] = {}
+        vol: dict[object, float] = {}
         items = list(self.cur.items())
         if self.overflow.q or self.overflow.down:
             items.append((None, self.overflow))
@@ -140,10 +146,11 @@ class SeriesTable:
         items.sort(key=_busiest)
         # The untracked keys (most of them, on a busy network) are summed into "other" in
         # Python integers and written with one numpy update: per-key numpy scalar updates of
-        # the same row were most of a step close. Integer sums are exact in float32 up to
-        # 2**24 per step, so the row holds the same values.
-        oq = on = oup = odown = onx = 0
-        oqt = [0] * NQ
+        # the same row were most of a step close. Sums of whole weights (all but allowlisted
+        # ``raise`` traffic) are exact in float32 up to 2**24 per step, so the row holds the
+        # same values.
+        oq = on = oup = odown = onx = 0.0
+        oqt = [0.0] * NQ
         untracked = False
         slots: list[int] = []  # tracked rows: written with one numpy update, below
         vals: list[tuple] = []
@@ -158,7 +165,7 @@ class SeriesTable:
                 if key is not None and e.q:
                     vol[key] = e.q
                 oq += e.q
-                on += len(e.names)
+                on += e.nw
                 oup += e.up
                 odown += e.down
                 onx += e.nx
@@ -167,7 +174,7 @@ class SeriesTable:
                 untracked = True
                 continue
             slots.append(slot)
-            vals.append((e.q, len(e.names), e.up, e.down, e.nx))  # in METRICS order
+            vals.append((e.q, e.nw, e.up, e.down, e.nx))  # in METRICS order
             qts.append(_dense(e.qtypes))
         if slots:
             # Each tracked row appears once and its column was zeroed above, so one fancy-
@@ -182,7 +189,7 @@ class SeriesTable:
             row[UP] += oup
             row[DOWN] += odown
             row[NX] += onx
-            # Integer sums: what the float64 column sums of the per-key counts were.
+            # Sums of the per-key counts in float64, as the column sums were.
             qt[other, :, hcol] += np.array(oqt, dtype=np.float64)
         q = data[:, Q, col].astype(np.float64)
         self.score = DECAY * self.score + (1 - DECAY) * q
@@ -299,38 +306,43 @@ class SeriesStore:
 
     # --- per packet: integer adds only ------------------------------------------------------
     def observe_query(self, ts: float, client: bytes, regdomain: str, name_hash: int,
-                      size: int, qtype: int) -> None:
+                      size: int, qtype: int, w: float = 1.0) -> None:
+        """Count a query of ``size`` octets with weight ``w`` in every metric: 1, or
+        1/factor for allowlisted ``raise`` traffic (the rules hold it to thresholds factor
+        times higher: measurement passes the factor it was given, features.measure)."""
         if ts >= self._end:
-            if not self._roll(ts, (True, client, regdomain, name_hash, size, qtype)):
+            if not self._roll(ts, (True, client, regdomain, name_hash, size, qtype, w)):
                 return
         elif self._held is not None:
             self._release()
         self.last_ts = ts
-        self._query(client, regdomain, name_hash, size, qtype)
+        self._query(client, regdomain, name_hash, size, qtype, w)
 
     def observe_response(self, ts: float, client: bytes, regdomain: str, size: int,
-                         rcode: int) -> None:
+                         rcode: int, w: float = 1.0) -> None:
         if ts >= self._end:
-            if not self._roll(ts, (False, client, regdomain, size, rcode)):
+            if not self._roll(ts, (False, client, regdomain, size, rcode, w)):
                 return
         elif self._held is not None:
             self._release()
         self.last_ts = ts
-        self._response(client, regdomain, size, rcode)
+        self._response(client, regdomain, size, rcode, w)
 
     def _query(self, client: bytes, regdomain: str, name_hash: int, size: int,
-               qtype: int) -> None:
+               qtype: int, w: float = 1.0) -> None:
         qi = _QIDX.get(qtype, OTHER_Q)
-        (self._c.cur.get(client) or self._c.entry(client)).query(size, name_hash, qi)
-        (self._d.cur.get(regdomain) or self._d.entry(regdomain)).query(size, name_hash, qi)
+        (self._c.cur.get(client) or self._c.entry(client)).query(size, name_hash, qi, w)
+        (self._d.cur.get(regdomain) or self._d.entry(regdomain)).query(size, name_hash, qi, w)
 
-    def _response(self, client: bytes, regdomain: str, size: int, rcode: int) -> None:
-        nx = 1 if rcode == 3 else 0
+    def _response(self, client: bytes, regdomain: str, size: int, rcode: int,
+                  w: float = 1.0) -> None:
+        down = size * w
+        nx = w if rcode == 3 else 0.0
         e = self._c.cur.get(client) or self._c.entry(client)
-        e.down += size
+        e.down += down
         e.nx += nx
         e = self._d.cur.get(regdomain) or self._d.entry(regdomain)
-        e.down += size
+        e.down += down
         e.nx += nx
 
     # --- time ---------------------------------------------------------------------------------
