@@ -35,6 +35,16 @@ def _ports(text: str) -> frozenset[int]:
     return ports
 
 
+def _settle(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= v <= 60:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 60 seconds")
+    return v
+
+
 def _positive(text: str) -> float:
     try:
         v = float(text)
@@ -81,6 +91,9 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
                    help=f"traffic window in seconds (default: {_D.window:g})")
     p.add_argument("--suppress", type=_positive, default=_D.suppress,
                    help=f"one alert per key per this many seconds (default: {_D.suppress:g})")
+    p.add_argument("--settle", type=_settle, metavar="SECONDS", default=_D.settle,
+                   help="detectors firing on one key within this many seconds make one alert "
+                   f"record (0: one record per detector crossing; default: {_D.settle:g})")
     p.add_argument("--max-keys", type=_count, metavar="N",
                    help="cap on tracked keys per scope, least recently used evicted "
                    f"(default: {_D.max_domains} domains, {_D.max_client_domains} client/domain "
@@ -111,7 +124,7 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
 
 def _settings(args: argparse.Namespace) -> Settings:
     s = Settings(ports=args.ports, window=args.window, suppress=args.suppress,
-                 rules=args.rules, exact_cap=args.exact_cap)
+                 settle=args.settle, rules=args.rules, exact_cap=args.exact_cap)
     if args.max_keys:
         s.max_domains = s.max_client_domains = s.max_clients = s.max_flows = args.max_keys
     if getattr(args, "no_model", False):

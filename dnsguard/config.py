@@ -52,7 +52,7 @@ CAPS = {
 SOCKET_BUFFER_RANGE = (64 << 10, 1 << 30)  # bytes: 64 KiB to 1 GiB
 WORKERS_RANGE = (1, 64)
 TOP_KEYS = ("sensor", "interfaces", "dnstap", "capture", "ring", "workers", "promiscuous",
-            "socket_buffer", "vantage", "ports", "window", "suppress", "alert_rate",
+            "socket_buffer", "vantage", "ports", "window", "suppress", "settle", "alert_rate",
             "alert_burst", "state_caps", "rules", "state_dir", "model", "alerts", "dns_log",
             "metrics_address", "user", "log_level")
 _D = Settings()  # the defaults shared with replay: one home (settings.py)
@@ -78,6 +78,7 @@ class DaemonConfig:
     ports: frozenset[int] = _D.ports
     window: float = _D.window
     suppress: float = _D.suppress
+    settle: float = _D.settle  # alerts on a key this close together are one record
     alert_rate: float = _D.alert_rate  # alerts per second overall (token bucket) …
     alert_burst: int = _D.alert_burst  # … with this burst
     caps: dict[str, int] = field(default_factory=dict)  # Settings field → value
@@ -98,7 +99,7 @@ class DaemonConfig:
 
     def to_settings(self) -> Settings:
         s = Settings(ports=frozenset(self.ports), window=self.window, suppress=self.suppress,
-                     alert_rate=self.alert_rate, alert_burst=self.alert_burst,
+                     settle=self.settle, alert_rate=self.alert_rate, alert_burst=self.alert_burst,
                      rules=self.rules, sensor=self.sensor)
         for attr, v in self.caps.items():
             setattr(s, attr, v)
@@ -282,6 +283,8 @@ def from_mapping(doc: object, path: str = "<config>") -> DaemonConfig:
     if "suppress" in doc:
         c.suppress = float(v.number(doc["suppress"], "suppress", at(doc, "suppress"), 0.001,
                                     30 * 86400))
+    if "settle" in doc:
+        c.settle = float(v.number(doc["settle"], "settle", at(doc, "settle"), 0, 60))
 
     if "alert_rate" in doc:
         c.alert_rate = float(v.number(doc["alert_rate"], "alert_rate", at(doc, "alert_rate"),

@@ -606,6 +606,7 @@ class Daemon:
                     observe(time.perf_counter() - t0)
                     batches.inc()
             self.after_wake()
+            self.flush_alerts(time.time())  # the records whose settle interval ended
             if self.hup:
                 self.hup = False
                 self._reload()
@@ -647,6 +648,7 @@ class Daemon:
         except Exception:
             pipe.malformed["internal_error"] += 1
             log.exception("during the periodic window sweep")
+        self.flush_alerts(now)
         if now >= self._next_long_checkpoint:
             # With the model's checkpoints: a restart resumes the long horizon's clock.
             self._next_long_checkpoint = now + pipe.s.checkpoint_every
@@ -659,6 +661,15 @@ class Daemon:
         """Checkpoint the long-horizon state (every ``checkpoint_every`` seconds; at exit,
         ``pipeline.close()`` does)."""
         self.pipeline.checkpoint()
+
+    def flush_alerts(self, now: float | None = None) -> None:
+        """Write the alert records whose settle interval ended by ``now`` (live capture
+        time is the wall clock), so an incident's first record is written within the
+        settle interval even when no other alert follows (detect.policy). Never raises."""
+        try:
+            self.pipeline.flush_alerts(now)
+        except Exception:
+            log.exception("while writing the settled alerts")
 
     def sweep(self, now: float, limit: int = SWEEP_KEYS) -> int:
         """Close the windows that ended without traffic (see ``Pipeline.sweep``)."""

@@ -90,6 +90,9 @@ class PipelineCollector(Collector):
         escalated = CounterMetricFamily("dnsguard_alerts_escalated", "Alerts raised inside "
                                         "their key's suppression window because they "
                                         "escalate: a higher severity or a new detector.")
+        merged = CounterMetricFamily("dnsguard_alerts_merged", "Alerts merged into their key's "
+                                     "record while it settled (detectors firing on one key "
+                                     "within the settle interval make one record).")
         limited = CounterMetricFamily("dnsguard_alerts_rate_limited", "Alerts held back by "
                                       "the overall alert rate limit (alert_rate/alert_burst); "
                                       "their keys alert again as soon as the bucket allows.")
@@ -129,11 +132,12 @@ class PipelineCollector(Collector):
             suppressed.add_metric([], pipe.policy.suppressed)
             suppressed2.add_metric([], pipe.policy.suppressed)
             escalated.add_metric([], pipe.policy.escalated)
+            merged.add_metric([], pipe.policy.merged)
             limited.add_metric([], pipe.policy.rate_limited)
             allowed.add_metric([], c.get("allowlisted", 0))
             last.add_metric([], pipe.last_ts)
         yield from (pk_total, msgs, errs, tracked, evicted, suppressed, suppressed2, escalated,
-                    limited, allowed, last)
+                    merged, limited, allowed, last)
         pending = GaugeMetricFamily("dnsguard_alerts_pending", "Alerts kept in memory because "
                                     "the alert output cannot be written (disk full, …); "
                                     "retried every second.")

@@ -438,6 +438,12 @@ class Pipeline:
         """End of input: evaluate every key's last window once more."""
         self._psrc = self._pdst = None  # no packet completes what closes now
         self.measure.finish()
+        self.judge.flush_alerts()  # the records still settling (detect.policy)
+
+    def flush_alerts(self, now: float | None = None) -> None:
+        """Write the alert records that settled by capture time ``now`` (the daemon's
+        timer; all of them: None)."""
+        self.judge.flush_alerts(now)
 
     def sweep(self, now: float, limit: int = 2_000) -> int:
         """Live capture, no packet for a while: close the windows that ended (see
@@ -459,6 +465,7 @@ class Pipeline:
             "alerts": j["alerts"],
             "suppressed_alerts": j["suppressed_alerts"],
             "escalated_alerts": j["escalated_alerts"],
+            "merged_alerts": j["merged_alerts"],
             "rate_limited_alerts": j["rate_limited_alerts"],
             "tracked_keys": m["tracked_keys"],
             "evicted_keys": m["evicted_keys"],

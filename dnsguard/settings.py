@@ -16,6 +16,10 @@ class Settings:
     suppress: float = 3600.0  # one alert per key per this many seconds
     alert_rate: float = 10.0  # overall alerts per second (token bucket) …
     alert_burst: int = 100  # … with this burst; refused alerts are counted, never silent
+    # Alerts on one key within this many seconds (capture time) of its first are one record
+    # (detect.policy: the detectors a tunnel's burst makes cross their bars together); the
+    # first record of an incident is written up to this much later.
+    settle: float = 1.0
     max_domains: int = 20_000  # LRU caps on tracked keys per scope
     max_client_domains: int = 20_000
     max_clients: int = 10_000

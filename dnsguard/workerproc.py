@@ -59,7 +59,8 @@ from dnsguard.workers import (
 log = logging.getLogger("dnsguard.daemon")
 
 _LEN = struct.Struct("!I")
-_POLICY_COUNTS = ("suppressed", "rate_limited", "escalated")  # detect.policy.Policy counters
+# detect.policy.Policy's counters
+_POLICY_COUNTS = ("suppressed", "rate_limited", "escalated", "merged")
 MAX_MESSAGE = 64 << 20  # bytes: a batch is at most one wake-up's frames
 STATS_EVERY = 1.0
 FINAL_WAIT = 30.0  # seconds the supervisor waits for the workers' last windows at stop
@@ -563,6 +564,7 @@ class Supervisor(Daemon):
         last.sort(key=lambda it: (_FINISH_ORDER.get(it[3].get("scope"), 9), it[2]))
         for it in last:
             self.funnel.offer(it[1], it[2], name_flow(it[3], self.judge))
+        self.funnel.flush()  # the records still settling
         try:
             self.judge.close()
         except Exception:
@@ -603,4 +605,8 @@ class Supervisor(Daemon):
         """The judge's periodic work (its domain windows that ended, the series steps) and
         the pending alerts; the workers sweep their own keys."""
         super().housekeeping(now)
+
+    def flush_alerts(self, now: float | None = None) -> None:
+        """The funnel holds the records settling (the workers and the judge write at once)."""
+        self.funnel.flush(now)
 

@@ -237,7 +237,8 @@ class RecordingJudge(Judge):
         super().__init__(settings, ruleset, measure, emit)
         # Every alert goes to the one Funnel, which alone suppresses, escalates and limits
         # the rate: a policy here would know only this process's alerts.
-        self.policy = Policy(0.0, max_keys=1, rate=float("inf"), burst=1 << 62)
+        self.policy = Policy(0.0, max_keys=1, rate=float("inf"), burst=1 << 62,
+                             out=self.written)
 
     def set_rules(self, ruleset: RuleSet) -> None:
         Judge.set_rules(self, ruleset)
@@ -427,9 +428,19 @@ class Funnel:
 
     def __init__(self, settings: Settings, emit: Callable[[dict], None]) -> None:
         self.policy = Policy(settings.suppress, max_keys=settings.policy_keys,
-                             rate=settings.alert_rate, burst=settings.alert_burst)
+                             rate=settings.alert_rate, burst=settings.alert_burst,
+                             settle=settings.settle, out=self._written)
         self.emit = emit
         self.alerts = 0
+
+    def _written(self, alert: dict) -> None:
+        self.alerts += 1
+        self.emit(alert)
+
+    def flush(self, now: float | None = None) -> None:
+        """Write the records that settled by capture time ``now`` (all: None)."""
+        if self.policy.pending:
+            self.policy.flush(now)
 
     def offer(self, ident: tuple, ts: float, alert: dict) -> bool:
         """Admit (and emit) an alert about ``ident`` raised at capture time ``ts``: the
@@ -438,10 +449,7 @@ class Funnel:
         p = self.policy
         if not p.admit(ident, ts, alert.get("severity"), alert.get("detectors") or ()):
             return False
-        alert["escalates"] = p.escalates
-        p.note_id(ident, alert.get("alert_id"))
-        self.alerts += 1
-        self.emit(alert)
+        p.write(ident, ts, alert)  # held while it settles (detect.policy), then emitted
         return True
 
 
@@ -535,4 +543,5 @@ class ShardedPipelines:
                            key=lambda it: (_FINISH_ORDER.get(it[3].get("scope"), 9), it[2])):
             self.funnel.offer(item[1], item[2], name_flow(item[3], self.judge))
         self._finishing = None
+        self.funnel.flush()
 

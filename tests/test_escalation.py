@@ -36,7 +36,9 @@ def _related(a: str, b: str) -> bool:
 
 
 def test_escalation_zone_and_counts():
-    s = Settings(rules=ROOT / "rules")
+    # One record per detector crossing its bar (settle 0): the escalation chain itself. With
+    # the default settle interval the chain is one record: test_settled_into_one_record.
+    s = Settings(rules=ROOT / "rules", settle=0.0)
     alerts: list[dict] = []
     m = Metrics(version=__version__)
 
@@ -75,6 +77,36 @@ def test_escalation_zone_and_counts():
     fams = {f.name: f for f in text_string_to_metric_families(text)}
     assert fams["dnsguard_alerts_suppressed"].samples[0].value == summ["suppressed_alerts"]
     assert fams["dnsguard_alerts_escalated"].samples[0].value == summ["escalated_alerts"]
+
+
+def test_settled_into_one_record():
+    """The same capture with the default settle interval: the detectors that crossed their
+    bars within a second of the first alert are one record, with every detector and reason
+    of the chain above, its highest severity, the first alert's time; nothing escalates."""
+    chain: list[dict] = []
+    s0 = Settings(rules=ROOT / "rules", settle=0.0)
+    replay([PCAP], s0, load_dir(s0.rules), chain.append)
+    s = Settings(rules=ROOT / "rules")
+    assert s.settle > 0
+    alerts: list[dict] = []
+    res = replay([PCAP], s, load_dir(s.rules), alerts.append)
+    t0 = chain[0]["timestamp"]
+    settled = [a for a in chain if _seconds(a["timestamp"]) - _seconds(t0) < s.settle]
+    assert len(settled) >= 2
+    first = alerts[0]
+    assert first["timestamp"] == t0 and first["escalates"] is None
+    assert first["merged"] == len(settled) and first["severity"] == "high"
+    assert first["detectors"] == list(dict.fromkeys(d for a in settled for d in a["detectors"]))
+    assert set(first["reasons"]) == {r for a in settled for r in a["reasons"]}
+    assert len(alerts) == len(chain) - len(settled) + 1
+    assert res.summary["merged_alerts"] == len(settled) - 1
+    assert res.summary["escalated_alerts"] == len(alerts) - 1
+
+
+def _seconds(iso: str) -> float:
+    from datetime import UTC, datetime
+
+    return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
 
 
 def test_block_zone_stops_at_a_tunnels_own_syntax():

@@ -38,8 +38,10 @@ class Spy(Detector):
         return None
 
 
-def _run(spy: Spy) -> tuple[list[dict], dict]:
+def _run(spy: Spy, settle: float | None = None) -> tuple[list[dict], dict]:
     s = Settings(rules=ROOT / "rules", use_model=False)
+    if settle is not None:
+        s.settle = settle
     rs = load_dir(s.rules)
     alerts: list[dict] = []
     pipe = Pipeline(s, rs, alerts.append)
@@ -68,8 +70,23 @@ def test_a_detector_that_cannot_escalate_is_not_consulted_and_nothing_changes():
 
 
 def test_reasons_are_built_only_for_alerts_raised():
+    # One record per detector crossing (settle 0): reasons built exactly for those records.
+    spy = Spy("")
+    alerts, summ = _run(spy, settle=0.0)
+    raised = sum("spy" in a["detectors"] for a in alerts)
+    assert summ["suppressed_alerts"] > 0 and raised > 0 and summ["merged_alerts"] == 0
+    assert spy.built == raised, (spy.built, raised)
+    # Settling (the default): an alert merged into its key's record still had its reasons
+    # built (they are in the record), a suppressed one still not: between the records with
+    # the spy and the findings merged into them.
     spy = Spy("")
     alerts, summ = _run(spy)
-    raised = sum("spy" in a["detectors"] for a in alerts)
-    assert summ["suppressed_alerts"] > 0 and raised > 0
-    assert spy.built == raised, (spy.built, raised)
+    with_spy = [a for a in alerts if "spy" in a["detectors"]]
+    assert summ["merged_alerts"] > 0 and summ["suppressed_alerts"] > 0
+    assert len(with_spy) <= spy.built <= sum(a["merged"] for a in with_spy), (
+        spy.built, [(a["detectors"], a["merged"]) for a in with_spy])
+    assert len(alerts) < raised_total(settle=0.0)
+
+
+def raised_total(settle: float) -> int:
+    return len(_run(Spy(""), settle=settle)[0])

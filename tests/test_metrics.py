@@ -99,6 +99,7 @@ EXPECTED = {
     "dnsguard_evicted_keys": ("counter", {"scope"}),
     "dnsguard_suppressed_alerts": ("counter", set()),
     "dnsguard_alerts_escalated": ("counter", set()),
+    "dnsguard_alerts_merged": ("counter", set()),
     "dnsguard_allowlisted_queries": ("counter", set()),
     "dnsguard_kernel_packets": ("counter", {"interface"}),
     "dnsguard_kernel_drops": ("counter", {"interface"}),

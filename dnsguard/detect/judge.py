@@ -13,7 +13,8 @@ back. It owns
   last packet, and that factor is the one it is judged with, on a packet or when the window
   closes (``finish``, ``sweep``, the next window);
 - the policy (``detect.policy``): one alert per key per suppression window, a global rate,
-  detectors combined; the record itself is ``output.alerts.alert_record``.
+  detectors combined, the detectors that fire on a key within the settle interval merged
+  into one record; the record itself is ``output.alerts.alert_record``.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ class Judge(Observer):
         self.m = measure
         self.emit = emit
         self.policy = Policy(settings.suppress, max_keys=settings.policy_keys,
-                             rate=settings.alert_rate, burst=settings.alert_burst)
+                             rate=settings.alert_rate, burst=settings.alert_burst,
+                             settle=settings.settle, out=self.written)
         self.alerts = 0
         self.source = ""
         # (client, server) → (client port, server port, over TCP) of the packet being
@@ -352,9 +354,17 @@ class Judge(Observer):
             stats, samples, self.source, self.s.sensor, ident=ident, description=description,
             mitre=mitre, escalates=policy.escalates, first_seen=first, last_seen=last,
             bytes_up=up, bytes_down=down, ports=ports)
-        policy.note_id(ident, alert["alert_id"])
+        policy.write(ident, ts, alert)  # held while it settles, or written now
+
+    def written(self, alert: dict) -> None:
+        """The policy's output: a record to write (``emit``)."""
         self.alerts += 1
         self.emit(alert)
+
+    def flush_alerts(self, now: float | None = None) -> None:
+        """Write the records that settled by capture time ``now`` (all: None)."""
+        if self.policy.pending:
+            self.policy.flush(now)
 
     def _describe(self, hits: list, sev: str) -> tuple[str, list[str]]:
         """The alert's description (the first detector's at the alert's severity: its
@@ -389,6 +399,7 @@ class Judge(Observer):
             "alerts": self.alerts,
             "suppressed_alerts": self.policy.suppressed,
             "escalated_alerts": self.policy.escalated,
+            "merged_alerts": self.policy.merged,
             "rate_limited_alerts": self.policy.rate_limited,
         }
 

@@ -124,6 +124,7 @@ def alert_record(ts: float, event_type: str, scope: str, severity: str, score: f
         "mitre": sorted(set(mitre)),
         "reasons": reasons,
         "escalates": escalates,
+        "merged": 1,
         "first_seen": iso_time(first_seen if isinstance(first_seen, int | float) else ts),
         "last_seen": iso_time(last_seen if isinstance(last_seen, int | float) else ts),
         "bytes_up": int(bytes_up or 0),

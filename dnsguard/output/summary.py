@@ -22,7 +22,8 @@ def print_summary(res, out: TextIO) -> None:
     ev = s["evicted_keys"]
     w("  state: tracked " + ", ".join(f"{k} {v}" for k, v in s["tracked_keys"].items())
       + "; evicted " + ", ".join(f"{k} {v}" for k, v in ev.items()) + "\n")
-    w(f"  alerts: {s['alerts']} (escalations: {s.get('escalated_alerts', 0)}, suppressed "
+    w(f"  alerts: {s['alerts']} (escalations: {s.get('escalated_alerts', 0)}, merged into "
+      f"one record: {s.get('merged_alerts', 0)}, suppressed "
       f"repeats: {s['suppressed_alerts']}, held back by the rate limit: "
       f"{s.get('rate_limited_alerts', 0)})\n")
     if s.get("dns_log"):
