@@ -266,3 +266,30 @@ def test_a_frame_that_raises_is_still_counted_as_read():
     finally:
         r.close()
         w.close()
+
+
+def test_a_settling_alert_is_written_by_the_timer(loop_daemon):
+    """detect.policy holds an incident's record for the settle interval; with no later alert
+    to write it, the daemon's periodic work does once the interval has passed (capture time
+    is the wall clock live). (Shutdown writes whatever still settles through
+    ``Pipeline.finish``, as the end of a replay does: test_escalation.py.)"""
+    from conftest import ROOT
+    from dnsguard.capture.pcapfile import CaptureReader
+
+    d, _ = loop_daemon
+    pipe = d.pipeline
+    assert pipe.s.settle == 1.0
+    r = CaptureReader.open(ROOT / "pcaps" / "mixed_iodine_and_benign.pcap")
+    try:
+        for ts, lt, data, wirelen in r:
+            pipe.feed(ts, lt, data, wirelen)
+            if pipe.policy.pending:
+                break
+    finally:
+        r.close()
+    assert pipe.policy.pending == 1 and d.writer.count == 0
+    d.housekeeping(ts + 0.5)  # still settling
+    assert d.writer.count == 0
+    d.housekeeping(ts + 1.0)
+    assert d.writer.count == 1 and pipe.policy.pending == 0
+    assert d.metrics.alert_records._value.get() == 1
