@@ -21,7 +21,7 @@ cdef class Pipeline:
     cdef public Measurements measure
     cdef public Judge judge
     cdef public bint fast_path
-    cdef public double last_ts
+    cdef public double last_ts, _due
 
     cdef public FastScanner scan
     cdef public object _psrc, _pdst

@@ -140,6 +140,8 @@ class Policy:
         self._open: dict[tuple, list] = {}
         self._merging = False  # after admit(): the alert joins its key's settling record
         self.merged = 0
+        # Told the due time of each record it starts to hold (the pipeline's packet clock).
+        self.on_open: Callable[[float], None] | None = None
 
     def is_suppressed(self, ident: tuple, ts: float) -> bool:
         """Whether ``ident`` is in its suppression window (an escalation would still pass)."""
@@ -227,7 +229,10 @@ class Policy:
         if ident in self._open:  # its suppression entry was evicted: write the old one
             self._finish(ident, self._open.pop(ident))
         if self.settle > 0.0:
-            self._open[ident] = [ts + self.settle, ts, self.escalates, [record]]
+            due = ts + self.settle
+            self._open[ident] = [due, ts, self.escalates, [record]]
+            if self.on_open is not None:
+                self.on_open(due)
             return
         record["escalates"] = self.escalates
         self.note_id(ident, record["alert_id"])
@@ -237,6 +242,12 @@ class Policy:
     def pending(self) -> int:
         """Records settling (not written yet)."""
         return len(self._open)
+
+    def next_due(self) -> float:
+        """When the first record settling is due (capture time), +inf if none."""
+        for inc in self._open.values():
+            return inc[0]
+        return float("inf")
 
     def flush(self, now: float | None = None) -> None:
         """Write the records whose settle interval ended by capture time ``now``; all of
