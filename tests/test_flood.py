@@ -274,4 +274,5 @@ def test_alert_storm_is_rate_limited_and_counted():
     ts += 20.0
     f = tunnel_frame(rng, b"afterstorm", 0x0B000001, 1)
     pipe.feed(ts, 1, f, len(f))
+    pipe.flush_alerts(ts + s.settle)  # written once its settle interval (detect.policy) ends
     assert alerts[-1]["domain"].endswith("afterstorm.com")
