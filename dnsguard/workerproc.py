@@ -12,11 +12,22 @@ Workers; the split itself: :mod:`dnsguard.workers`).
   every second a snapshot of its counters (the supervisor's /metrics sums them).
 
 Messages on each worker's socket pair: a 4-byte length, then a pickle of ``(kind, payload)``:
+``("ready", interfaces)`` (every capture is open and in its fanout group: frames reach this
+worker from now on), ``("failed", cause)`` (it could not get there; it exits),
 ``("batch", (items, watermark))``, ``("stats", dict)``, ``("long", (keys, counts))`` (its
 long-horizon client → domain keys that changed, for the checkpoint: when the supervisor asks
 with one byte ``L``, every ``checkpoint_every`` seconds, and at stop), ``("final", items)`` (the
 last windows' alerts, after SIGTERM). Both ends are this program; nothing else can reach the
 socket pair.
+
+Readiness: the supervisor logs "capturing on" and sends ``READY=1`` only once every worker
+has said ``ready``. Until a worker has joined an interface's fanout group the kernel gives its
+share of the frames to the members already there (or, before the first, to nobody): a unit
+ordered after the sensor, or an operator who starts traffic on ``READY=1``, would otherwise
+see frames lost or split. A worker that fails before it is ready makes the supervisor exit
+(code 2) naming the worker and the cause; one that is not ready within
+``WORKER_START_TIMEOUT`` is killed and the supervisor exits 1, rather than wait for the
+service manager's start timeout, which would stop the sensor without saying why.
 
 A worker that dies makes the supervisor stop (exit 1): the service manager restarts the
 sensor whole, rather than running on with part of the traffic unseen.
@@ -26,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import pickle
@@ -64,9 +76,21 @@ _POLICY_COUNTS = ("suppressed", "rate_limited", "escalated", "merged")
 MAX_MESSAGE = 64 << 20  # bytes: a batch is at most one wake-up's frames
 STATS_EVERY = 1.0
 FINAL_WAIT = 30.0  # seconds the supervisor waits for the workers' last windows at stop
+# Seconds the supervisor waits for every worker to be capturing (in its fanout groups). A
+# worker only loads the rules and opens its rings (the modules are imported before the fork):
+# about a second on a loaded 2-core machine. 30 s leaves the supervisor's own start-up room
+# under the unit's TimeoutStartSec=60s, so a stuck worker is reported by name here, not
+# killed by systemd without a cause.
+WORKER_START_TIMEOUT = 30.0
 # How far behind the wall clock a quiet worker's watermark stays: a frame still in a ring
 # block the kernel has not handed over is at most frame_timeout old, plus scheduling slack.
 QUIET_SLACK = 1.0
+
+
+def fanout_base(pid: int) -> int:
+    """The sensor's fanout group ids start here (+ each interface's index): from the
+    supervisor's pid, so two sensors on one host are unlikely to meet in a group."""
+    return (pid * 7919) & 0xFFFF
 
 
 def send(sock: socket.socket, kind: str, payload: object) -> None:
@@ -212,15 +236,42 @@ class WorkerDaemon(Daemon):
             self.interfaces = self._open_captures()
         except (SourceError, CaptureOpenError, OSError, ImportError) as e:
             log.error("worker %d: %s", self.index, e)
+            self.tell_failed(str(e))
             return 2
         self._track_captures()
         _preload()
         if pw is not None:
             drop_privileges(pw)
+        # Capture from now on: join every fanout group (a ring joins at start()), then tell
+        # the supervisor, which reports the sensor ready once every worker has. Frames that
+        # come before the loop runs wait in the ring or the socket's buffer.
+        for i in self.interfaces:
+            try:
+                i.start()
+            except OSError as e:
+                cause = (f"{i.name}: cannot start capturing (fanout group {i.fanout}): "
+                         f"{e.strerror or e}")
+                if e.errno == errno.EINVAL:  # af_packet.c fanout_add: a member differs
+                    cause += ("; another program holds this group id with other settings "
+                              "(the ids derive from the supervisor's pid: a restart picks "
+                              "others)")
+                log.error("worker %d: %s", self.index, cause)
+                self.tell_failed(cause)
+                return 2
         self.sock.setblocking(True)
+        try:
+            send(self.sock, "ready", [(i.name, i.fanout) for i in self.interfaces])
+        except OSError:  # the supervisor is gone
+            return 1
         self.extra_fds = {self.sock.fileno(): self._parent_closed}
         self.notifier.close()  # only the supervisor speaks to systemd
         return self._loop()
+
+    def tell_failed(self, cause: str) -> None:
+        """Tell the supervisor why this worker cannot capture (it then stops the sensor)."""
+        with contextlib.suppress(OSError):
+            self.sock.setblocking(True)
+            send(self.sock, "failed", cause)
 
     def _shutdown(self, rc: int) -> int:
         self.finishing = []
@@ -369,7 +420,7 @@ class Supervisor(Daemon):
         settings, ruleset, pw = ready
         # Workers first: no thread and no output file exists yet to be inherited.
         self.children: list[tuple[int, socket.socket]] = []
-        fanout = (os.getpid() * 7919) & 0xFFFF
+        fanout = fanout_base(os.getpid())
         for i in range(cfg.workers):
             ours, theirs = socket.socketpair()
             pid = os.fork()
@@ -379,10 +430,14 @@ class Supervisor(Daemon):
                 for _, s in self.children:
                     s.close()
                 rc = 1
+                worker = None
                 try:
-                    rc = WorkerDaemon(cfg, i, theirs, fanout).run_worker(pw)
-                except BaseException:
+                    worker = WorkerDaemon(cfg, i, theirs, fanout)
+                    rc = worker.run_worker(pw)
+                except BaseException as e:
                     log.exception("worker %d failed", i)
+                    if worker is not None:
+                        worker.tell_failed(f"{type(e).__name__}: {e}")
                 finally:
                     logging.shutdown()
                     os._exit(rc)
@@ -471,18 +526,32 @@ class Supervisor(Daemon):
         finals: list[list] = [None] * n  # type: ignore[list-item]
         wake_fd = self._wake_r.fileno()
         observe, batches = self.metrics.processing.observe, self.metrics.batch_frames
-        names = ", ".join(self.cfg.interfaces)
-        log.info("capturing on %s with %d workers; %d rules", names, n,
-                 len(self.judge.ruleset.rules))
-        self.notifier.notify("READY=1", f"STATUS=capturing on {names} with {n} workers")
+        # Ready (the log line, READY=1) once every worker is in its fanout groups; a worker
+        # that fails or hangs before that stops the sensor (see the module's text).
+        starting = set(range(n))
+        failed: set[int] = set()  # workers that said why they stopped
+        start_by = time.monotonic() + WORKER_START_TIMEOUT
         next_house = time.monotonic() + HOUSEKEEP_EVERY
         stopping_since: float | None = None
         rc = 0
         while True:
+            if starting and stopping_since is None and time.monotonic() > start_by:
+                late = sorted(starting)
+                log.error("worker%s %s (pid %s) not capturing within %gs of the start (not "
+                          "in the fanout group yet): stopping the sensor",
+                          "s" if len(late) > 1 else "", ", ".join(map(str, late)),
+                          ", ".join(str(self.children[k][0]) for k in late),
+                          WORKER_START_TIMEOUT)
+                for k in late:  # nothing to save yet: no SIGTERM's wait for them
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(self.children[k][0], signal.SIGKILL)
+                rc = 1
+                self.stop_signal = signal.SIGTERM
             if self.stop_signal is not None and stopping_since is None:
                 stopping_since = time.monotonic()
-                log.info("stopping on %s: waiting for the workers' last windows",
-                         signal.Signals(self.stop_signal).name)
+                if not rc:
+                    log.info("stopping on %s: waiting for the workers' last windows",
+                             signal.Signals(self.stop_signal).name)
                 self.notifier.notify("STOPPING=1")
                 self._stop_children()
             open_fds = [s.fileno() for (_, s), r in zip(self.children, readers, strict=True)
@@ -514,7 +583,16 @@ class Supervisor(Daemon):
                     readers[k].eof = True
                     msgs = []
                 for kind, payload in msgs:
-                    if kind == "batch":
+                    if kind == "ready":
+                        starting.discard(k)
+                        if not starting and stopping_since is None:
+                            self._ready()
+                    elif kind == "failed":
+                        self._failed(k, payload, k in starting)
+                        failed.add(k)
+                        rc = 2 if k in starting else 1
+                        self.stop_signal = self.stop_signal or signal.SIGTERM
+                    elif kind == "batch":
                         items, mark = payload
                         merger.push(k, items, mark)
                     elif kind == "stats":
@@ -530,13 +608,19 @@ class Supervisor(Daemon):
                 batches.inc()
                 if readers[k].eof:
                     merger.close(k)
-                    if finals[k] is None and stopping_since is None:
+                    if k in failed:
+                        pass
+                    elif k in starting and stopping_since is None:
+                        self._failed(k, None, True)
+                        rc = 2
+                        self.stop_signal = signal.SIGTERM
+                    elif finals[k] is None and stopping_since is None:
                         log.error("worker %d (pid %d) ended unexpectedly: stopping the sensor "
                                   "so that the service manager restarts it whole", k,
                                   self.children[k][0])
                         rc = 1
                         self.stop_signal = signal.SIGTERM
-            if self.hup:
+            if self.hup and not starting:  # a worker not yet in its loop would die of it
                 self.hup = False
                 self._reload()
                 self._stop_children(signal.SIGHUP)
@@ -552,6 +636,43 @@ class Supervisor(Daemon):
             log.info("%d observations arrived after later ones had been judged (capture "
                      "times out of order between workers)", merger.late)
         return self._finish(finals, rc)
+
+    def _ready(self) -> None:
+        """Every worker captures, in its fanout groups: the sensor is ready."""
+        n, names = len(self.children), ", ".join(self.cfg.interfaces)
+        log.info("capturing on %s with %d workers; %d rules", names, n,
+                 len(self.judge.ruleset.rules))
+        self.notifier.notify("READY=1", f"STATUS=capturing on {names} with {n} workers")
+
+    def _failed(self, k: int, cause: str | None, starting: bool) -> None:
+        """Worker ``k`` said why it cannot capture (``cause``), or ended before it was
+        capturing (``cause`` None: its exit status says how)."""
+        pid = self.children[k][0]
+        if cause is None:
+            cause = f"it ended ({self._exit_status(pid)}) before joining its fanout groups"
+        if starting:
+            log.error("worker %d (pid %d) failed to start: %s; stopping the sensor", k, pid,
+                      cause)
+        else:
+            log.error("worker %d (pid %d) failed: %s; stopping the sensor", k, pid, cause)
+
+    @staticmethod
+    def _exit_status(pid: int, wait: float = 2.0) -> str:
+        """How a worker whose socket closed ended (it has exited, or is about to: its
+        socket closes only with it), waiting at most ``wait`` seconds to reap it."""
+        until = time.monotonic() + wait
+        while True:
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                return "exit status unknown"
+            if done:
+                code = os.waitstatus_to_exitcode(status)
+                return (f"killed by {signal.Signals(-code).name}" if code < 0
+                        else f"exit code {code}")
+            if time.monotonic() > until:
+                return "still exiting"
+            time.sleep(0.02)
 
     def _finish(self, finals: list, rc: int) -> int:
         from dnsguard.workers import _FINISH_ORDER
