@@ -537,9 +537,10 @@ class Supervisor(Daemon):
         while True:
             if starting and stopping_since is None and time.monotonic() > start_by:
                 late = sorted(starting)
-                log.error("worker%s %s (pid %s) not capturing within %gs of the start (not "
-                          "in the fanout group yet): stopping the sensor",
-                          "s" if len(late) > 1 else "", ", ".join(map(str, late)),
+                pl = "s" if len(late) > 1 else ""
+                log.error("worker%s %s (pid%s %s) not capturing within %gs of the start (not "
+                          "in the fanout group yet): stopping the sensor", pl,
+                          ", ".join(map(str, late)), pl,
                           ", ".join(str(self.children[k][0]) for k in late),
                           WORKER_START_TIMEOUT)
                 for k in late:  # nothing to save yet: no SIGTERM's wait for them
