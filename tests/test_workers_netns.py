@@ -128,6 +128,9 @@ def run_sensor(net, tmp: Path, workers: int, pcap: Path, sent: int,
                  diag=lambda: f"{sensor.text()}\n{r.stdout}\n" + str(
                      {k: v for k, v in metrics(ns_s).items()
                       if "packets" in k[0] or "frames" in k[0]}))
+        # A record is written once its settle interval has passed (the daemon's timer).
+        wait_for("an alert record written", lambda: total(
+            metrics(ns_s), "dnsguard_alert_records_total") > 0, 15, diag=sensor.text)
         m = metrics(ns_s)
         sensor.p.send_signal(signal.SIGTERM)
         assert sensor.p.wait(timeout=40) == 0, sensor.text()
