@@ -145,14 +145,16 @@ def _thin(rows: list[tuple]) -> list[tuple]:
     return rows[:KEEP_FIRST] + [rest[int(i * step)] for i in range(KEEP_LATER)]
 
 
-def weighted(caps: list[CaptureSamples], min_queries: int = 1) -> list[tuple[dict, bool, float]]:
+def weighted(caps: list[CaptureSamples], min_queries: int = 1,
+             gate: bool = False) -> list[tuple[dict, bool, float]]:
     """(x, y, w): thinned per key; each capture's class gets weight ∝ sqrt(its samples); the
-    two classes get equal total weight; mean weight 1."""
+    two classes get equal total weight; mean weight 1. With ``gate``, only the snapshots the
+    detector would judge (:func:`dnsguard.detect.model.judged`)."""
     parts: list[tuple[int, list[tuple]]] = []
     for c in caps:
         groups: dict = {}
-        for g, _scope, x, y, q in c.samples:
-            if q >= min_queries:
+        for g, scope, x, y, q in c.samples:
+            if q >= min_queries and (not gate or M.judged(scope, x, q)):
                 groups.setdefault((g, y), []).append((x, y))
         by_class: dict[int, list] = {0: [], 1: []}
         for (_g, y), rows in groups.items():
@@ -176,13 +178,15 @@ def weighted(caps: list[CaptureSamples], min_queries: int = 1) -> list[tuple[dic
 
 
 def fit(caps: list[CaptureSamples], kind: str = "hoeffding", epochs: int = 2, seed: int = 7,
-        min_queries: int = 1, **params) -> dict:
-    """A trained bundle (see :func:`dnsguard.detect.model.new_bundle`)."""
+        min_queries: int = 1, gate: bool = False, **params) -> dict:
+    """A trained bundle (see :func:`dnsguard.detect.model.new_bundle`). The tree learns the
+    windows the detector judges (``gate``); the anomaly scorer every benign window."""
     bundle = M.new_bundle(kind, seed=seed, **params)
-    data = weighted(caps, min_queries)
+    data = weighted(caps, min_queries, gate=gate)
     rng = random.Random(seed)
     tree, scaler, hst = bundle["tree"], bundle["scaler"], bundle["hst"]
-    benign = [x for x, y, _ in data if not y]
+    benign = [x for x, y, _ in weighted(caps, min_queries) if not y] if gate else \
+        [x for x, y, _ in data if not y]
     for x in benign:
         scaler.learn_one(x)
     for _ in range(epochs):

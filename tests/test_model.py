@@ -129,7 +129,7 @@ def test_explain_walks_the_decision_path(trained):
     # The few features that mattered, in words (not every split, no feature names).
     assert 1 <= len(path) <= 3 and all(r.endswith(", learned)") for r in path), reasons
     walked = [f for f, *_ in det._path(M.vectorize("domain", f))]
-    assert len(set(walked) & set(M.WINDOW_FEATURES)) >= len(path)
+    assert len(set(walked) & (set(M.WINDOW_FEATURES) | set(M.DERIVED))) >= len(path)
     # minimum evidence: too few queries → no verdict
     assert det.score("domain", dict(f, queries=2), ("d", "x.test")) is None
 

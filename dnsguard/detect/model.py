@@ -39,7 +39,7 @@ DETECTOR_ID = "model:hoeffding"
 MODEL_SCOPES = ("domain", "client_domain", "client", "flow")
 # Window features the shipped model was not trained with (added to the catalog after it):
 # a retrain (docs/model.md) may take them in, and then drops them from here.
-NOT_INPUTS = frozenset({"new_label_share"})
+NOT_INPUTS: frozenset[str] = frozenset()
 # Every window feature of the model's scopes, in catalog order (missing in a scope → 0).
 WINDOW_FEATURES = [n for n, f in catalog.FEATURES.items()
                    if any(s in MODEL_SCOPES for s in f.scopes) and n not in NOT_INPUTS]
@@ -49,8 +49,15 @@ LOG_FEATURES = frozenset(n for n in WINDOW_FEATURES
                          if catalog.FEATURES[n].volume
                          or n in ("duration", "max_label", "down_per_response", "clients",
                                   "mean_sub_len"))
+# Inputs the model derives from the window's features (not in the catalog: no rule reads
+# them). A ratio the tree cannot form by axis-aligned splits, independent of the alphabet a
+# channel writes in (issue #12 point 3).
+DERIVED = {
+    "new_data_per_name": "octets of information per distinct name (new_data / "
+                         "distinct_names): what each new name carries, whatever its alphabet",
+}
 SCOPE_FEATURES = [f"scope_{s}" for s in MODEL_SCOPES]
-INPUTS = WINDOW_FEATURES + SCOPE_FEATURES
+INPUTS = WINDOW_FEATURES + list(DERIVED) + SCOPE_FEATURES
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "data" / "model" / "model.pkl"
 
@@ -65,6 +72,9 @@ def vectorize(scope: str, f: dict) -> dict[str, float]:
     for n in WINDOW_FEATURES:
         v = float(f.get(n, 0.0) or 0.0)
         x[n] = round(math.log1p(v), 6) if n in LOG_FEATURES and v > 0 else v
+    names = float(f.get("distinct_names", 0.0) or 0.0)
+    per = float(f.get("new_data", 0.0) or 0.0) / names if names > 0 else 0.0
+    x["new_data_per_name"] = round(math.log1p(per), 6) if per > 0 else 0.0
     for s in MODEL_SCOPES:
         x[f"scope_{s}"] = 1.0 if s == scope else 0.0
     return x
@@ -73,12 +83,15 @@ def vectorize(scope: str, f: dict) -> dict[str, float]:
 # The evidence gate: the model may alert on a window only if it shows data moving in DNS.
 MIN_SUB_LEN = 24.0  # mean octets left of the registered domain per query
 MIN_DOWN = 100.0  # answer rdata octets per response
-MIN_STRONG_NAMES = 8  # distinct names with data-shaped names or rare types
-MIN_WEAK_NAMES = 10  # distinct names with only long subdomains or big answers …
+MIN_STRONG_NAMES = 8  # distinct names with data-shaped names or rare types …
+MIN_STRONG_SHARE = 0.5  # … in at least half the queries (a mail server's few DANE TLSA
+# lookups among its MX names are not a channel; a tunnel's zone is nearly all data names)
+MIN_WEAK_NAMES = 40  # distinct names with only long subdomains or big answers …
 MIN_WEAK_DISTINCT_RATIO = 0.3  # … most of them new (a resolver leg doubles each: ≥ 0.5)
 MAX_STRUCTURED_SHARE = 0.5  # … and most of them not service names, UUIDs or addresses
 MIN_NEW_DATA = 1500.0  # octets of information in new names: a channel with short labels …
-MIN_NEW_NAMES = 40  # … over this many distinct names
+MIN_NEW_NAMES = 40  # … over this many distinct names …
+MIN_NEW_LABEL_SHARE = 0.9  # … and of names with no data shape, new labels in most new names
 MIN_ENCODED_DOMAIN_SHARE = 0.2  # client keys: registered domains whose label is data
 MIN_CLIENT_ENCODED_NAMES = 20  # client keys: encoded names spread over many domains
 MIN_FLOW_PACKETS = 40  # flow keys: sustained non-DNS traffic on a DNS port (the rule's bar) …
@@ -116,15 +129,19 @@ def carries_data(scope: str, f: dict) -> bool:
         return (g("packets", 0) >= MIN_FLOW_PACKETS
                 and g("bytes_up", 0) + g("bytes_down", 0) >= MIN_FLOW_BYTES)
     names = g("distinct_names", 0)
-    volume = g("new_data", 0) >= MIN_NEW_DATA and names >= MIN_NEW_NAMES
     if scope == "client":
-        return (g("encoded_domain_share", 0) >= MIN_ENCODED_DOMAIN_SHARE or volume
+        return (g("encoded_domain_share", 0) >= MIN_ENCODED_DOMAIN_SHARE
                 or (g("encoded_share", 0) >= MIN_ENCODED_DOMAIN_SHARE
                     and g("encoded_queries", 0) >= MIN_CLIENT_ENCODED_NAMES))
-    strong = g("encoded_share", 0) or g("non_ldh_share", 0) or g("rare_qtype_share", 0)
-    if strong and names >= MIN_STRONG_NAMES:
+    strong = g("encoded_share", 0) + g("non_ldh_share", 0) + g("rare_qtype_share", 0)
+    if strong >= MIN_STRONG_SHARE and names >= MIN_STRONG_NAMES:
         return True
-    if volume:
+    if scope != "domain" or g("new_label_share", 0) < MIN_NEW_LABEL_SHARE:
+        # Names of no data shape: judged only on a domain key whose new names keep
+        # bringing labels never seen in the window (a channel's fresh data), not
+        # search-list expansions or service names recombining a few labels.
+        return False
+    if g("new_data", 0) >= MIN_NEW_DATA and names >= MIN_NEW_NAMES:
         return True
     weak = g("mean_sub_len", 0) >= MIN_SUB_LEN or g("down_per_response", 0) >= MIN_DOWN
     structured = g("service_share", 0) + g("uuid_share", 0) + g("addr_share", 0)
@@ -132,8 +149,25 @@ def carries_data(scope: str, f: dict) -> bool:
                 and g("distinct_ratio", 0) >= MIN_WEAK_DISTINCT_RATIO)
 
 
+MIN_CLIENT_DOMAINS = 8  # client keys: registered domains before the model judges one
+
+
+def judged(scope: str, x: dict, queries: int, min_queries: int = 4,
+           min_client_domains: int = MIN_CLIENT_DOMAINS) -> bool:
+    """Would :meth:`ModelDetector.score` ask the tree about this input vector (``x``, as
+    :func:`vectorize` made it)? Training fits the tree on these windows only: the tree
+    decides nowhere else, and windows with too little evidence to judge (a tunnel's first
+    few names) taught it "any new name is a tunnel" (docs/model.md, "Training")."""
+    if queries < min_queries:
+        return False
+    f = {k: _natural(k, v) for k, v in x.items()}
+    if scope == "client" and f.get("distinct_domains", 0) < min_client_domains:
+        return False
+    return carries_data(scope, f)
+
+
 def _natural(name: str, v: float) -> float:
-    return math.expm1(v) if name in LOG_FEATURES else v
+    return math.expm1(v) if name in LOG_FEATURES or name in DERIVED else v
 
 
 # --- knowing what it does not know ----------------------------------------------------------
@@ -470,7 +504,7 @@ class ModelDetector(Detector):
         self.min_queries = (min_queries if min_queries is not None
                             else meta.get("min_queries", 4))
         self.anomaly_threshold = meta.get("anomaly_threshold", 0.9)
-        self.min_client_domains = meta.get("min_client_domains", 8)
+        self.min_client_domains = meta.get("min_client_domains", MIN_CLIENT_DOMAINS)
         self.support_max_outside = meta.get("support_max_outside", SUPPORT_MAX_OUTSIDE)
         self.abstained = 0  # windows over the threshold the leaf had no evidence for
         self.anomaly_alerts = anomaly_alerts
@@ -548,12 +582,16 @@ class ModelDetector(Detector):
         out: list[str] = []
         seen: set[str] = set()
         for feat, op, t, v in self._path(x):
-            if feat in seen or feat not in catalog.FEATURES or len(seen) >= most:
+            if feat in seen or len(seen) >= most or (feat not in catalog.FEATURES
+                                                      and feat not in DERIVED):
                 continue
             seen.add(feat)
             side = "above" if op == ">" else "at most"
-            out.append(f"model: {catalog.in_words(feat, v)} ({side} "
-                       f"{catalog.rounded(feat, t)}, learned)")
+            if feat in DERIVED:
+                words = f"{catalog.rounded(feat, v)} bytes of information per distinct name"
+            else:
+                words = catalog.in_words(feat, v)
+            out.append(f"model: {words} ({side} {catalog.rounded(feat, t)}, learned)")
         stats = self._leaf_stats(x)
         if stats:
             out.append(f"model: leaf learned from {stats.get(True, 0.0):.0f} tunnel / "
