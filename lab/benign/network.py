@@ -56,6 +56,13 @@ IOT = {
                 "msh.amazon.com", "dcape-na.amazon.com", "{n}.pool.ntp.org",
                 "spectrum.s3.amazonaws.com", "d3p8zr0ffa9t17.cloudfront.net"),
     "printer": ("hpeprint.com", "xmpp.hpeprint.com", "h10141.www1.hp.com", "{n}.pool.ntp.org"),
+    # vendor clouds an ISP sees most (https://www.planisys.net/dns/iot-telemetry-domains/)
+    "vacuum": ("us.galleryapi.micloud.xiaomi.net", "api.io.mi.com", "a1.tuyaeu.com",
+               "{n}.pool.ntp.org"),
+    "nvr": ("dev.hik-connect.com", "api.hik-connect.com", "time.windows.com",
+            "{n}.pool.ntp.org"),
+    "smart_tv": ("config.samsungcloudsolution.com", "us.ad.lgsmartad.com", "logs.roku.com",
+                 "{n}.pool.ntp.org", "clients3.google.com"),
 }
 
 
@@ -179,6 +186,17 @@ async def home_suffix(c: Client) -> None:
                                for _ in range(3)))
 
 
+async def leak_test(c: Client) -> None:
+    """A VPN user's DNS leak test: one-time random labels under the tester's delegated zone,
+    6 (standard) or 36 (extended) at once (https://dnsdoh.art/guides/how-the-dns-leak-test-works.html:
+    ``a4f9k2qz.leak.dnsdoh.art``)."""
+    rng = c.rng
+    zone = rng.choice(("leak.dnsdoh.art", "test.dnsleak-check.example",
+                       "dnsleak.vpn-probe.example"))
+    await asyncio.gather(*(c.q(f"{rand(rng, 8, LOWER + '0123456789')}.{zone}", "A")
+                           for _ in range(rng.choice((6, 36)))))
+
+
 async def dns_sd_browse(c: Client) -> None:
     """Browsing-domain discovery on network join (macOS/iOS, Avahi): RFC 6763 section 11."""
     if c.profile.get("os") not in ("macos", "ios", "ubuntu"):
@@ -233,4 +251,5 @@ async def port53_app(c: Client) -> None:
 
 
 __all__ = ["visitor_reverse", "reverse_sweep", "forward_checks", "dhcp_lookup", "iot_poll",
-           "port53_app", "enum_call", "whoami_probe", "home_suffix", "dns_sd_browse", "HEX"]
+           "port53_app", "enum_call", "whoami_probe", "home_suffix", "dns_sd_browse",
+           "leak_test", "HEX"]

@@ -42,7 +42,7 @@ ROLES = {
         (W.browsing_session, 400), (W.app_background, 90), (S.av_lookup, 300),
         (S.cert_check, 180), (W.rum_probe, 400), (N.port53_app, 7200),
         (W.network_change, 3600), (N.dns_sd_browse, 3600), (W.plex_connect, 1800),
-        (N.home_suffix, 300), (N.whoami_probe, 1800))),
+        (N.home_suffix, 300), (N.whoami_probe, 1800), (N.leak_test, 7200))),
     "k8s_node": Role("k8s_node", (E.linux_sssd,), (
         (E.k8s_pod_work, 2.5), (E.consul_lookup, 12), (E.cloud_api, 20), (S.cert_check, 600),
         (E.acme_renewal, 5400))),
@@ -99,7 +99,8 @@ def profile(role: str, rng: random.Random, world) -> dict:
              "home_suffix": rng.choice((None, None, "fritz.box", "home", "lan"))}
     elif role == "iot":
         p = {"os": "embedded", "edns": False, "cache": False, "https_rr": False,
-             "device": rng.choice(("camera", "tv", "thermostat", "plug", "speaker", "printer"))}
+             "device": rng.choice(("camera", "tv", "thermostat", "plug", "speaker", "printer",
+                                    "vacuum", "nvr", "smart_tv"))}
     elif role == "k8s_node":
         p = {"os": "linux", "edns": rng.random() < 0.5, "cache": False, "https_rr": False,
              "node_domain": rng.choice((f"{world.region}.compute.internal", "ec2.internal",
