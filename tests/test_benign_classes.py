@@ -2,8 +2,9 @@
 identifiers in names by design, from mail filters, VoIP, validating resolvers, cloud
 clients, home routers and media servers. None may alert with the defaults; each workload
 is replayed through the whole pipeline as ``tests/test_generalisation.py`` does (one run,
-seed 5; the file costs about 60 s of CPU compiled, 3-4 minutes interpreted). Sources of every name format are in the docstrings;
-the lab's benign generator (``lab/benign/``) makes the same classes through a real resolver."""
+seed 5; the file costs about 60 s of CPU compiled, 3-4 minutes interpreted). Sources of
+every name format are in the docstrings; the lab's benign generator (``lab/benign/``) makes
+the same classes through a real resolver."""
 
 from __future__ import annotations
 
