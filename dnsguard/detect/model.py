@@ -102,20 +102,20 @@ def carries_data(scope: str, f: dict) -> bool:
     """Does the window show data moving in DNS? A tunnel must keep asking *new* names to move
     new data (a cache answers repeats), so the evidence is counted in distinct names:
 
-    * data-shaped names (encoded labels, raw octets) or rare query types, over at least
-      ``MIN_STRONG_NAMES`` distinct names — the rules' own bar (a UUID per name, a DKIM
-      selector or an AD GUID under a service label is an identifier, not encoded data:
-      dnsguard/features/payload.py);
-    * weaker signs (long subdomains, big answers) only over ``MIN_WEAK_NAMES`` distinct names
-      that are mostly new (``distinct_ratio``) and mostly not service names, UUIDs or
-      embedded addresses: mail servers fetching SPF/DKIM TXT records and Windows clients
-      locating domain controllers (long ``_ldap._tcp…`` SRV names) repeat a handful of
-      names, ISP host names carry an address (tests/test_generalisation.py);
-    * volume: at least ``MIN_NEW_DATA`` octets of information in ``MIN_NEW_NAMES`` new
-      names, whatever their shape (short labels, word lists, a legitimate-looking prefix):
-      the tree, trained on benign services that do this too, decides;
+    * data-shaped names (encoded labels, raw octets) or rare query types in at least
+      ``MIN_STRONG_SHARE`` of the queries, over at least ``MIN_STRONG_NAMES`` distinct names —
+      the rules' own bar (a UUID per name, a DKIM selector or an AD GUID under a service
+      label is an identifier, not encoded data: dnsguard/features/payload.py);
+    * names of no data shape only on a ``domain`` key whose new names keep bringing labels
+      never seen in the window (``new_label_share`` >= ``MIN_NEW_LABEL_SHARE``: a channel's
+      fresh data, not search-list expansions or service names recombining a few labels),
+      and then either by volume — ``MIN_NEW_DATA`` octets of information in
+      ``MIN_NEW_NAMES`` new names, whatever the alphabet (short labels, word lists, a
+      legitimate-looking prefix) — or by weaker signs (long subdomains, big answers) over
+      ``MIN_WEAK_NAMES`` distinct names that are mostly new (``distinct_ratio``) and mostly
+      not service names, UUIDs or embedded addresses;
     * for a client key, data in the registered domains themselves (encoded labels), or
-      encoded names spread over many domains;
+      encoded names spread over many domains (not volume alone: every busy client has it);
     * for a flow (non-DNS traffic on a DNS port), sustained evidence: ``MIN_FLOW_PACKETS``
       packets and ``MIN_FLOW_BYTES`` octets, not one application's short exchange.
 
@@ -123,6 +123,13 @@ def carries_data(scope: str, f: dict) -> bool:
     False
     >>> carries_data("domain", {"distinct_names": 12, "encoded_share": 0.9})
     True
+    >>> channel = {"distinct_names": 60, "new_data": 2000, "new_label_share": 0.98}
+    >>> carries_data("domain", channel), carries_data("client_domain", channel)
+    (True, False)
+    >>> carries_data("domain", dict(channel, new_label_share=0.3))  # a search list
+    False
+    >>> carries_data("domain", {"distinct_names": 9, "rare_qtype_share": 0.1})  # DANE TLSA
+    False
     """
     g = f.get
     if scope == "flow":
