@@ -41,7 +41,7 @@ Settling (records are dicts built by ``output.alerts.alert_record``; here, by ha
     >>> rec = lambda t, sev, dets: {"timestamp": t, "alert_id": f"id-{t}",
     ...     "event_type": "dns_tunnel", "scope": "domain", "severity": sev, "score": 0.5,
     ...     "detectors": dets, "reasons": [d + " fired" for d in dets], "mitre": [],
-    ...     "escalates": None, "merged": 1}
+    ...     "escalates": None, "merged": 1, "samples": []}
     >>> k = ("d", "t.example")
     >>> p.admit(k, 0.0, "medium", ["a"]) and p.write(k, 0.0, rec(0.0, "medium", ["a"]))
     >>> p.admit(k, 0.001, "high", ["a", "b"]) and p.write(k, 0.001, rec(0.001, "high", ["a", "b"]))
@@ -274,18 +274,21 @@ def merge_records(parts: list[dict], ident: tuple, ts: float) -> dict:
     the order they fired: the fields of the first one with the highest severity (its
     description is then the first detector's at that severity, as ``Judge._describe``
     chooses: the strongest evidence), stamped with the first one's time ``ts`` (when the
-    incident was detected); every detector, reason and ATT&CK technique; the score the
-    noisy-or of every detector's (each detector's share recovered from the records as
-    they came: ``_merged_score``); ``merged`` the number of parts.
+    incident was detected); every detector, reason and ATT&CK technique; as samples the
+    name each finding quoted first (the one that completed its evidence), then the chosen
+    one's; the score the noisy-or of every detector's (each detector's share recovered
+    from the records as they came: ``_merged_score``); ``merged`` the number of parts.
 
     >>> a = {"timestamp": "t0", "alert_id": "", "event_type": "dns_tunnel", "scope":
     ...      "message", "severity": "medium", "score": 0.6, "detectors": ["r1"],
-    ...      "reasons": ["x"], "mitre": ["T1071.004"], "merged": 1}
+    ...      "reasons": ["x"], "mitre": ["T1071.004"], "merged": 1, "samples": ["q.t.example"]}
     >>> b = dict(a, scope="domain", severity="high", score=0.84, detectors=["r1", "r2"],
-    ...          reasons=["x", "y"], mitre=["T1048"])
+    ...          reasons=["x", "y"], mitre=["T1048"], samples=["w.t.example", "e.t.example"])
     >>> m = merge_records([a, b], ("d", "t.example"), 0.0)
     >>> m["scope"], m["severity"], m["score"], m["detectors"], m["reasons"], m["merged"]
     ('domain', 'high', 0.84, ['r1', 'r2'], ['x', 'y'], 2)
+    >>> m["samples"]
+    ['q.t.example', 'w.t.example', 'e.t.example']
     >>> m["mitre"], m["timestamp"]
     (['T1048', 'T1071.004'], '1970-01-01T00:00:00.000000Z')
     """
@@ -311,6 +314,12 @@ def merge_records(parts: list[dict], ident: tuple, ts: float) -> dict:
     rec["detectors"] = dets
     rec["reasons"] = reasons
     rec["mitre"] = sorted(mitre)
+    samples: list[str] = []
+    for p in (*parts, base):
+        for x in (p["samples"][:1] if p is not base else p["samples"]):
+            if x not in samples:
+                samples.append(x)
+    rec["samples"] = samples[:3]
     rec["score"] = _merged_score(parts)
     rec["merged"] = sum(p.get("merged", 1) for p in parts)
     rec["alert_id"] = alert_id(rec.get("sensor", ""), rec["event_type"], rec["scope"], ident,
