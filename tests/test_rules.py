@@ -163,6 +163,40 @@ def test_allowlist_matches_label_wise_suffixes_and_networks():
     assert a.ports == {5353}
 
 
+def test_allowlist_walk_finds_the_most_specific_entry_as_a_full_walk_does():
+    """for_domain tries suffixes from the last label leftwards and stops at the first that
+    no entry ends with: the same entry as trying every suffix (the reference below), on
+    nested entries, names with empty and escaped labels, the root and the shipped list."""
+    import random
+
+    from dnsguard.detect.rules import load_dir
+    from dnsguard.settings import Settings
+
+    def reference(suffixes: dict, name: str):
+        cands = [name] + [name[i + 1:] for i, c in enumerate(name) if c == "."]
+        for c in cands:  # longest first
+            if c in suffixes:
+                return suffixes[c]
+        return None
+
+    vals = ["example.com", "a.b.example.com", "com", "co.uk", "x.co.uk", "deep.a.b.c.d",
+            "c.d", "in-addr.arpa", "1.10.in-addr.arpa"]
+    lists = [Allowlist(parse_entries([{"suffix": v, "source": "s"} for v in vals], "x")),
+             load_dir(Settings().rules).allowlist]
+    rng = random.Random(3)
+    words = ["example", "com", "a", "b", "c", "d", "deep", "co", "uk", "x", "", "in-addr",
+             "arpa", "10", "1", "akamaiedge", "net", "www", "a\\.b"]
+    names = [".", "", "com", "example.com", "a.b.example.com", "zz.a.b.example.com",
+             "b.example.com", "deep.a.b.c.d", "a.b.c.d", "x.co.uk", "y.co.uk", "..com",
+             "com.", "1.1.10.in-addr.arpa"]
+    names += [".".join(rng.choice(words) for _ in range(rng.randrange(1, 7)))
+              for _ in range(5000)]
+    for a in lists:
+        assert a._suffix
+        for name in names:
+            assert a.for_domain(name) is reference(a._suffix, name), name
+
+
 def test_rules_check_cli(tmp_path, capsys):
     from dnsguard.cli import main
 
