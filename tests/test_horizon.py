@@ -197,8 +197,9 @@ def test_time_going_backwards_or_huge_gaps_are_clamped(analyze):
 
 def test_vantage_keeps_resolver_queries_out_of_pairs(analyze):
     h = Horizon()
-    h.observe_query(0.0, CLIENT, analyze("a.example.com"), 1, 40, False)
-    assert "example.com" in h.domains and not h.pairs
+    for ts in (0.0, 1.0):  # a domain is recorded from its second query (the doorkeeper)
+        h.observe_query(ts, CLIENT, analyze("a.example.com"), 1, 40, False)
+    assert "example.com" in h.domains and not h.pairs and not h.once
 
 
 def _slow_frames(start: int, n: int, seed: int, zone: str = "up.slow-sync.net"):
@@ -377,3 +378,53 @@ def test_multi_host_trickle_is_merged_across_workers():
     from dnsguard.capture.fanout import fanout_index
     res = ipaddress.ip_address("10.77.0.1").packed
     assert len({fanout_index(ipaddress.ip_address(h).packed, res, 4) for h in hosts}) == 3
+
+
+def test_doorkeeper_records_what_a_record_from_the_first_query_would(analyze):
+    """A domain's first query is held, not recorded (the doorkeeper); its second replays it.
+    Against a horizon without the doorkeeper, on queries and answers to 400 domains (1-6
+    queries each, gaps past the decay step and past the idle restart, several clients, carrier
+    types, service and UUID names): the same due flags on every query and, for every domain
+    queried twice or more, the same record, features and pair; domains seen once are only
+    held. Held domains are bounded (two generations of max_domains / 2)."""
+    rng = random.Random(4)
+    door, ref = Horizon(tau=3600.0, idle=5000.0), Horizon(tau=3600.0, idle=5000.0,
+                                                            doorkeeper=False)
+    assert door.door and not ref.door
+    events = []
+    for d in range(400):
+        t = rng.uniform(0, 20_000)
+        for _ in range(rng.choice((1, 1, 1, 2, 3, 6))):
+            t += rng.choice((0.01, 3.0, 30.0, 600.0, 6000.0))
+            label = rng.choice((f"h{rng.randrange(3)}", "_dmarc",
+                                "f81d4fae-7dec-11d0-a765-00a0c91e6bf6",
+                                base64.b32encode(rng.randbytes(20)).decode().lower()))
+            events.append((t, 0, rng.choice((CLIENT, OTHER)), f"{label}.d{d}.net",
+                           rng.choice((1, 1, 16, 28, 10))))
+            if rng.random() < 0.7:
+                events.append((t + 0.001, 1, CLIENT, f"d{d}.net", rng.randrange(300)))
+    events.sort()
+    for ts, kind, client, name, x in events:
+        if kind == 0:
+            nf = analyze(name)
+            assert door.observe_query(ts, client, nf, x, 60, True) == \
+                ref.observe_query(ts, client, nf, x, 60, True), (ts, name)
+        else:
+            door.observe_response(ts, client, name, x, True)
+            ref.observe_response(ts, client, name, x, True)
+    once = 0
+    sd, sr = door.to_state(), ref.to_state()
+    for rd, r in ref.domains.items():
+        if r.q_total < 2 and rd not in door.domains:
+            once += 1
+            continue
+        assert sd["domains"][rd] == sr["domains"][rd], rd
+        assert door.domain_features(rd) == ref.domain_features(rd)
+    assert once > 100 and door.summary()["held_domains"] >= once
+    assert sd["pairs"] == sr["pairs"]
+    assert door.restarted == ref.restarted and ref.restarted > 0
+    small = Horizon(max_domains=64)
+    for i in range(1000):
+        small.observe_query(float(i), CLIENT, analyze(f"a.once{i}.org"), 1, 40, True)
+    assert small.summary()["held_domains"] <= 64 and not small.domains
+    assert small.summary()["forgotten_domains"] >= 1000 - 64

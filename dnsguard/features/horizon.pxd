@@ -44,17 +44,26 @@ cdef bint _due(long long n) noexcept
 cdef class Horizon:
     cdef public double tau, idle
     cdef public Py_ssize_t max_domains, max_pairs, name_cap, min_new, restarted
-    cdef public dict domains, pairs, evicted, once
+    cdef public dict domains, pairs, evicted, once, fresh, fresh_old
+    cdef public Py_ssize_t fresh_cap, forgotten
+    cdef public bint door
 
     @cython.locals(r=LongStats)
     cdef LongStats _get(self, dict table, object key, double ts, Py_ssize_t cap, str scope)
 
     @cython.locals(r=LongStats, p=LongStats, new=bint, carrier=bint, cl=list, due=int,
-                   est=double, iv=double, i=Py_ssize_t, sm=list, once=dict, t1=object)
+                   est=double, iv=double, i=Py_ssize_t, sm=list, once=dict, t1=object,
+                   held=tuple, fresh=dict)
     cpdef int observe_query(self, double ts, bytes client, NameFeatures nf, int qtype,
                             Py_ssize_t size, bint per_client, tuple key=*) except -1
 
-    @cython.locals(r=LongStats, p=LongStats)
+    @cython.locals(new=bint, est=double, cl=list, sm=list)
+    cdef bint _domain_query(self, LongStats r, double ts, bytes client, NameFeatures nf,
+                            bint carrier) except -1
+    @cython.locals(r=LongStats, table=dict, t1=double, qt1=int)
+    cdef LongStats _admit(self, str rd, tuple held, double ts)
+
+    @cython.locals(r=LongStats, p=LongStats, held=tuple)
     cpdef void observe_response(self, double ts, bytes client, str rd, Py_ssize_t down,
                                 bint per_client, tuple key=*)
 

@@ -299,7 +299,7 @@ class Horizon:
 
     def __init__(self, tau: float = 6 * 3600.0, max_domains: int = 100_000,
                  max_pairs: int = 50_000, name_cap: int = 256, idle: float = 86400.0,
-                 min_new: int = 8) -> None:
+                 min_new: int = 8, doorkeeper: bool = True) -> None:
         self.tau = tau
         self.max_domains = max_domains
         self.max_pairs = max_pairs
@@ -313,6 +313,20 @@ class Horizon:
         # Pairs seen once: hash of (client, domain) → the query's time (bounded: emptied
         # when it holds max_pairs; a pair then needs two more queries to get a record).
         self.once: dict[int, object] = {}
+        # Domains seen once (the doorkeeper): domain → (time, client, name features, query
+        # type, answer bytes down so far) of its first query, replayed into a new record at
+        # its second query (the record is then what it would have been). Most registered
+        # domains are looked up once (a flood's, a crawler's); a record and its share of
+        # evictions cost ~2.8k instructions, a held tuple ~0.3k. Two generations of
+        # max_domains / 2 (the older dropped when the newer fills, as the name cache does):
+        # a domain whose second query comes after that many other new domains starts from
+        # its second query (``forgotten`` counts them). Off when one query can make a domain
+        # due (min_new <= 1), or on request (``doorkeeper``: tests compare both).
+        self.door = doorkeeper and min_new > 1
+        self.fresh: dict = {}
+        self.fresh_old: dict = {}
+        self.fresh_cap = max(max_domains // 2, 1)
+        self.forgotten = 0
 
     def __len__(self) -> int:
         return len(self.domains) + len(self.pairs)
@@ -337,45 +351,40 @@ class Horizon:
         """Account one query; returns DUE_DOMAIN | DUE_PAIR for the keys to evaluate now.
         ``key`` is ``(client, registered domain)`` if the caller has it (saves a tuple)."""
         rd = nf.regdomain
-        r = self._get(self.domains, rd, ts, self.max_domains, "long_domain")
-        # A data name: new under the domain, and not an identifier a service chose (a name
-        # with a registered underscored label, e.g. a DKIM selector, or one UUID: as
-        # features.payload leaves them out of ``encoded``).
-        new = r.is_new(nf.name_hash, self.name_cap) and not nf.service and nf.id_shape != 1
-        if ts > r.last:
-            r.last = ts
-        r.q += 1.0
-        r.q_total += 1
         carrier = qtype != 1 and qtype != 28 and qtype != 65 and qtype != 12
-        if carrier:
-            r.carrier += 1.0
-        due = 0
-        est = 0.0
-        if new:
-            est = nf.info_bytes  # the subdomain's length × entropy / 8 (features.payload)
-            r.new += 1.0
-            r.new_total += 1
-            r.up += est
-            r.up_total += est
-            r.sub += nf.sub_len
-            r.ent += nf.sub_entropy
-            if nf.encoded:
-                r.enc += 1.0
-            r.suffix = _common_suffix(r.suffix, nf.lower)
-            cl = r.clients
-            if cl is None:
-                r.clients = [client]
-            elif len(cl) < MAX_CLIENTS and client not in cl:
-                cl.append(client)
-            sm = r.samples
-            if sm is None:
-                sm = r.samples = []
-            if len(sm) < 3:
-                sm.append(nf.name)
-            elif nf.encoded and len(sm[0]) < len(nf.name) // 2:
-                sm[0] = nf.name
-            if r.new_total >= self.min_new and _due(r.new_total):
-                due = DUE_DOMAIN
+        r = self.domains.get(rd)
+        if r is None and self.door:
+            held = self.fresh.pop(rd, None)
+            if held is None and self.fresh_old:
+                held = self.fresh_old.pop(rd, None)
+            if held is None:
+                # The domain's first query: held, not recorded (the doorkeeper). Its first
+                # name is new under it by definition (LongStats.is_new), and one new name
+                # cannot make it due (min_new > 1).
+                fresh = self.fresh
+                if len(fresh) >= self.fresh_cap:
+                    self.forgotten += len(self.fresh_old)
+                    self.fresh_old = fresh
+                    fresh = self.fresh = {}
+                fresh[rd] = (ts, client, nf, qtype, 0.0)
+                new = not nf.service and nf.id_shape != 1
+                est = nf.info_bytes if new else 0.0
+                due = 0
+            else:
+                r = self._admit(rd, held, ts)
+        elif r is not None:
+            if ts - r.last > self.idle:
+                r = self.domains[rd] = LongStats(ts)
+                self.restarted += 1
+            elif ts - r.t_dec >= DECAY_STEP:
+                r.decay(ts, self.tau)
+        else:
+            r = self._get(self.domains, rd, ts, self.max_domains, "long_domain")
+        if r is not None:
+            new = self._domain_query(r, ts, client, nf, carrier)
+            est = nf.info_bytes if new else 0.0
+            due = DUE_DOMAIN if new and r.new_total >= self.min_new and _due(r.new_total) \
+                else 0
         if not per_client:
             return due
         if key is None:
@@ -437,12 +446,75 @@ class Horizon:
             due |= DUE_PAIR
         return due
 
+    def _domain_query(self, r: LongStats, ts: float, client: bytes, nf, carrier: bool) -> bool:
+        """Account one query in its domain's record ``r``; whether its name is new data."""
+        # A data name: new under the domain, and not an identifier a service chose (a name
+        # with a registered underscored label, e.g. a DKIM selector, or one UUID: as
+        # features.payload leaves them out of ``encoded``).
+        new = r.is_new(nf.name_hash, self.name_cap) and not nf.service and nf.id_shape != 1
+        if ts > r.last:
+            r.last = ts
+        r.q += 1.0
+        r.q_total += 1
+        if carrier:
+            r.carrier += 1.0
+        if new:
+            est = nf.info_bytes  # the subdomain's length × entropy / 8 (features.payload)
+            r.new += 1.0
+            r.new_total += 1
+            r.up += est
+            r.up_total += est
+            r.sub += nf.sub_len
+            r.ent += nf.sub_entropy
+            if nf.encoded:
+                r.enc += 1.0
+            r.suffix = _common_suffix(r.suffix, nf.lower)
+            cl = r.clients
+            if cl is None:
+                r.clients = [client]
+            elif len(cl) < MAX_CLIENTS and client not in cl:
+                cl.append(client)
+            sm = r.samples
+            if sm is None:
+                sm = r.samples = []
+            if len(sm) < 3:
+                sm.append(nf.name)
+            elif nf.encoded and len(sm[0]) < len(nf.name) // 2:
+                sm[0] = nf.name
+        return new
+
+    def _admit(self, rd: str, held: tuple, ts: float) -> LongStats:
+        """A held domain's second query at ``ts``: its record as if made at its first query
+        (``held``), then brought to ``ts`` as ``_get`` brings a record (idle restart, decay)."""
+        t1, c1, nf1, qt1, down = held
+        table = self.domains
+        if len(table) >= self.max_domains:
+            self._evict(table, ts, "long_domain")
+        r = table[rd] = LongStats(t1)
+        self._domain_query(r, t1, c1, nf1, qt1 != 1 and qt1 != 28 and qt1 != 65 and qt1 != 12)
+        if down:
+            r.down += down
+            r.down_total += down
+        if ts - r.last > self.idle:
+            r = table[rd] = LongStats(ts)
+            self.restarted += 1
+        elif ts - r.t_dec >= DECAY_STEP:
+            r.decay(ts, self.tau)
+        return r
+
     def observe_response(self, ts: float, client: bytes, rd: str, down: int,
                          per_client: bool, key: tuple | None = None) -> None:
         """Answer bytes down (only for keys a query created: a response alone makes none).
         ``key`` is ``(client, rd)`` if the caller has it."""
         r = self.domains.get(rd)
         if r is None:
+            held = self.fresh.get(rd)
+            if held is not None:  # a held first query's answer: added when it is recorded
+                self.fresh[rd] = (held[0], held[1], held[2], held[3], held[4] + down)
+            elif self.fresh_old:
+                held = self.fresh_old.get(rd)
+                if held is not None:
+                    self.fresh_old[rd] = (held[0], held[1], held[2], held[3], held[4] + down)
             return
         r.down += down
         r.down_total += down
@@ -522,7 +594,10 @@ class Horizon:
     def summary(self) -> dict:
         return {"long_domain": len(self.domains), "long_client_domain": len(self.pairs),
                 "max_domains": self.max_domains, "max_pairs": self.max_pairs,
-                "evicted": dict(self.evicted), "restarted_idle": self.restarted}
+                "evicted": dict(self.evicted), "restarted_idle": self.restarted,
+                # Domains seen once, held by the doorkeeper, and those dropped so.
+                "held_domains": len(self.fresh) + len(self.fresh_old),
+                "forgotten_domains": self.forgotten}
 
     # --- checkpoint ----------------------------------------------------------------------
     def to_state(self, min_queries: int = 1) -> dict:
