@@ -242,3 +242,86 @@ def test_name_features_identical_to_the_interpreted_source() -> None:
     for labels in names:
         fa, fb = a._compute(labels), b._compute(labels)
         assert fa.as_dict() == fb.as_dict(), labels
+
+
+def test_one_pass_name_analysis_equals_the_reference() -> None:
+    """The compiled one-pass analysis of a wire name (``payload._compute_key``, what a cache
+    miss on the fast path runs) against ``_compute`` run by the interpreter, on the shapes the
+    special cases look for (identifiers, digests, words joined by hyphens, addresses,
+    service labels, upper case, 63-octet labels, 255-octet names, suffixes the PSL walks),
+    random flood names and hostile octets; malformed wire names are refused (None), never
+    read past their end."""
+    import importlib.machinery
+    import importlib.util
+    import random
+
+    from dnsguard.domain import RegisteredDomains
+    from dnsguard.features import payload
+
+    if not payload.__file__.endswith(".so"):
+        pytest.skip("payload is not compiled here (the one pass is compiled-only)")
+    src = _compiled._source("dnsguard.features.payload")
+    loader = importlib.machinery.SourceFileLoader("_payload_ref", str(src))
+    spec = importlib.util.spec_from_file_location("_payload_ref", src, loader=loader)
+    pure = importlib.util.module_from_spec(spec)
+    loader.exec_module(pure)
+    rd = RegisteredDomains()
+    ref = pure.NameAnalyzer(rd)
+    rng = random.Random(11)
+    fixed = [
+        "www.example.com", "WWW.Example.COM", "f81d4fae-7dec-11d0-a765-00a0c91e6bf6.ex.com",
+        "d41d8cd98f00b204e9800998ecf8427e.safeframe.googlesyndication.com",
+        "d41d8cd98f00b204e9800998ecf8427e.t.ex.com", "android-5165a91db7f92d52.lan.ex.org",
+        "sep001122aabbcc.x.net", "ANDROID-5165A91DB7F92D52.ex.com",
+        "kube-prometheus-stack-prometheus.monitoring.ex.io",
+        "ingress-nginx-controller-admission-a.svc.ex.net", "ec2-54-1-2-3.compute.ex.com",
+        "24.48.150.22.res.isp.net", "1_2_3_4.x.net", "a-1-2-3-4-5.x.net",
+        "s1._domainkey.ex.com", "_netblocks2.google.com", "_x7Gq.a.ex.com",
+        "_ldap._tcp.dc._msdcs.corp.ex.com", "mfrggzdfmztwq2lknnwg23tpobyxe43u.t1.ex.com",
+        "MFRGGZDFMZTWQ2LKNNWG23TPOBYXE43U.t1.ex.com", "a.b.example.co.uk", "x.user.blogspot.com",
+        "host.lan", "dnscat.4142434445464748494a4b4c4d4e4f50", "a.b.c.d.e.f.g.h.ex.com",
+        "3q2+7w==.ab/c.ex.com", "x" * 63 + ".ex.com", "ab.cd", "1.10.in-addr.arpa",
+        "0123456789abcdef0123456789abcdef01234567.ex.com", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.x.io",
+        "0123456789012345678901234567890123456789.ex.com", "a--b-cc-ddddd-eeeeeeeeeeeee.ex.com",
+        "abcdefghijklm-abc-defghijklmnop.ex.com", "-abcdefghij-klmnopqrstuvwxyz.ex.com",
+    ]
+    names = [tuple(x.encode().split(b".")) for x in fixed]
+    names.append(tuple([b"a" * 63] * 3 + [b"b" * 61]))  # 255 octets on the wire
+    names.append(tuple([b"a"] * 127))  # 255 octets, 127 labels
+    alpha36 = b"abcdefghijklmnopqrstuvwxyz0123456789"
+    alphabets = (alpha36, b"abcdefghijklmnopqrstuvwxyz234567", b"0123456789abcdef",
+                 b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=",
+                 b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+                 bytes(range(256)), b"www-mail.", b"abc-", b"0123456789-._",
+                 bytes(range(0x21, 0x7F)))
+    for _ in range(4000):
+        alpha = rng.choice(alphabets)
+        labels = tuple(bytes(rng.choice(alpha) for _ in range(rng.randrange(1, 64)))
+                       for _ in range(rng.randrange(0, 4)))
+        names.append(labels + rng.choice(((b"example", b"com"), (b"co", b"uk"), (b"local",),
+                                          (b"Ex", b"DE"), (b"blogspot", b"com"), ())))
+    for _ in range(2000):  # the bench's random flood
+        names.append((bytes(rng.choices(alpha36, k=rng.randint(8, 40))),
+                      bytes(rng.choices(alpha36, k=rng.randint(5, 12))),
+                      rng.choice((b"com", b"net", b"org", b"io", b"de"))))
+    fast = 0
+    for labels in names:
+        if not labels or any(not 0 < len(x) < 64 for x in labels):
+            continue
+        key = payload.wire_key(labels)
+        if len(key) > 255:
+            continue
+        fa = payload._compute_key(rd, key)
+        if fa is None:
+            continue
+        fast += 1
+        fb = ref._compute(labels)
+        assert fa.as_dict() == fb.as_dict(), labels
+        assert fa.lower == fb.lower and fa.name_hash == fb.name_hash, labels
+    assert fast > 3000  # the one pass took most names (others fall back to _compute)
+    good = payload.wire_key((b"abc", b"example", b"com"))
+    bad = [b"", b"\x00", good[:-1], good[:-2], good + b"\x00", b"\x03ab", b"\x40" + b"a" * 64
+           + b"\x00", b"\x03abc\xc0\x0c", b"\x03abc\x07example\x03com\x01", b"\x01a" * 128
+           + b"\x00", b"\x05a.b.c\x03com\x00", b"\x03a\\b\x03com\x00"]
+    for key in bad:
+        assert payload._compute_key(rd, key) is None, key

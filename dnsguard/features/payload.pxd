@@ -5,9 +5,11 @@ cimport cython
 cdef list _LOG2
 cdef bint _COMPILED
 
-@cython.locals(n=Py_ssize_t, i=Py_ssize_t, seen=Py_ssize_t, b=cython.uchar, c=cython.long,
-               s=cython.double, lg=cython.double, p=cython.p_uchar)
+@cython.locals(n=Py_ssize_t, i=Py_ssize_t, seen=Py_ssize_t, b=cython.uchar, p=cython.p_uchar)
 cdef double _entropy_c(bytes data) except? -1.0
+@cython.locals(i=Py_ssize_t, c=cython.long, s=cython.double, lg=cython.double)
+cdef double _entropy_sum(long* counts, unsigned char* order, Py_ssize_t seen,
+                         Py_ssize_t n) except? -1.0
 
 @cython.locals(i=Py_ssize_t, j=int, bits=cython.uchar, table=cython.p_uchar)
 cdef tuple _class_counts_c(bytes data)
@@ -50,3 +52,20 @@ cdef class NameAnalyzer:
                    b64u=Py_ssize_t, non_ldh=Py_ssize_t, longest=bytes, x=bytes,
                    reg_label=bytes, texts=list, low_sub=bytes, svc=bint, shape=int)
     cpdef NameFeatures _compute(self, tuple labels)
+
+
+@cython.locals(n=Py_ssize_t, p=cython.p_uchar, nl=Py_ssize_t, i=Py_ssize_t, j=Py_ssize_t,
+               k=Py_ssize_t, ln=Py_ssize_t, m=Py_ssize_t, upper=bint, c=cython.uchar,
+               st=Py_ssize_t, cbuf=cython.p_char, name=str, tld=str, tail=str,
+               f=NameFeatures, labels=tuple, lower=tuple, nsub=Py_ssize_t, sn=Py_ssize_t,
+               longest=Py_ssize_t, under=bint, hy=Py_ssize_t, us=Py_ssize_t,
+               seen=Py_ssize_t, table=cython.p_uchar, bits=cython.uchar, b=int,
+               ml=Py_ssize_t, ent=double, dig=Py_ssize_t, non_ldh=Py_ssize_t, sub=tuple,
+               svc=bint, lg=bytes, shape=int, hexend=bint, looks=bint, reg_label=bytes,
+               tl=Py_ssize_t)
+cpdef NameFeatures _compute_key(object domains, bytes key)
+
+@cython.locals(i=Py_ssize_t, j=Py_ssize_t, seen=Py_ssize_t, c=cython.uchar, hexonly=bint,
+               alpha=bint, digits=bint, isdig=bint, isalpha=bint, e=double)
+cdef bint _looks_encoded_plain(const unsigned char* p, Py_ssize_t start,
+                               Py_ssize_t ln) except -1

@@ -117,6 +117,12 @@ def _entropy_c(data: bytes) -> float:
             order[seen] = b
             seen += 1
         counts[b] += 1
+    return _entropy_sum(counts, order, seen, n)
+
+
+def _entropy_sum(counts, order, seen, n) -> float:
+    """The entropy of ``n`` octets from their counts, summed in first-occurrence ``order``
+    (compiled only: C arrays; both C paths share it, so their floats agree to the bit)."""
     s = 0.0
     for i in range(seen):
         c = counts[order[i]]
@@ -265,8 +271,13 @@ class NameAnalyzer:
         f = self._old.pop(key, None)
         if f is None:
             if labels is None:
-                labels, _ = read_name(data, off)
-            f = self._compute(labels)
+                # Compiled: one C pass over the wire name for the common shape (None for any
+                # other: escapes, one label, the root; those take _compute).
+                f = _compute_key(self.domains, key) if _COMPILED else None
+                if f is None:
+                    labels, _ = read_name(data, off)
+            if f is None:
+                f = self._compute(labels)
             self.computed += 1
         cache = self._cache
         if len(cache) >= max(self._cache_size // 2, 1):
@@ -473,3 +484,211 @@ def _looks_encoded(label: bytes, total: int, non_ldh: int) -> bool:
         # Hex has 16 symbols: random hex of 24-64 chars sits at 3.4-3.9 bits/char.
         return _h(low) >= ENCODED_MIN_ENTROPY_HEX
     return _h(low) >= ENCODED_MIN_ENTROPY
+
+
+
+def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
+    """:meth:`NameAnalyzer._compute` of the name whose uncompressed wire form is ``key``, in
+    one C pass over its octets (compiled only): the presentation name, the label objects, the
+    octet counts behind entropy and the alphabet fits, the separators the address check needs
+    and the shape of the longest label, with no joined, lowered or translated copies and no
+    regular expression unless a name could match one. None (the caller then runs
+    ``_compute``) unless ``key`` is a well-formed name (every length checked: labels of
+    1-63 octets inside the key, the terminator last, at most 255 octets) of two or more
+    labels of plain printable octets (no dot, escape or space inside a label) whose
+    registered domain is its last two labels by ``RegisteredDomains``' fast rule. Field by
+    field the same as ``_compute`` (tests/test_compiled.py)."""
+    starts = cython.declare(cython.int[128])
+    lens = cython.declare(cython.int[128])
+    buf = cython.declare(cython.uchar[256])
+    counts = cython.declare(cython.long[256])
+    order = cython.declare(cython.uchar[256])
+    ccounts = cython.declare(cython.long[8])
+    n = len(key)
+    if n < 4 or n > 255:
+        return None
+    p = key
+    # The labels: every length checked before its octets are read.
+    nl = 0
+    i = 0
+    while True:
+        if i >= n:
+            return None
+        ln = p[i]
+        if ln == 0:
+            break
+        if ln > 63 or nl >= 127 or i + 1 + ln >= n:
+            return None
+        starts[nl] = i + 1
+        lens[nl] = ln
+        nl += 1
+        i += 1 + ln
+    if i != n - 1 or nl < 2:
+        return None
+    # The lower-case presentation form into buf (n - 2 octets), plain octets only.
+    m = 0
+    upper = False
+    for k in range(nl):
+        if k:
+            buf[m] = 46  # "."
+            m += 1
+        st = starts[k]
+        for j in range(st, st + lens[k]):
+            c = p[j]
+            if 65 <= c <= 90:
+                c += 32
+                upper = True
+            if c < 0x21 or c > 0x7E or c == 46 or c == 92 or c == 34 or c == 40 or \
+                    c == 41 or c == 64 or c == 59 or c == 36:
+                return None  # "." inside a label, an escape, a space or a raw octet
+            buf[m] = c
+            m += 1
+    cbuf = cython.cast(cython.p_char, buf)
+    name = cbuf[:m].decode("ascii")
+    # The last two labels (RegisteredDomains._two_labels' answer for such a name).
+    tl = lens[nl - 1]
+    tld = name[m - tl:]
+    tail = name[m - tl - 1 - lens[nl - 2]:]
+    if not domains._fast or tail in domains._tails2 or tld in domains._wild1:
+        return None
+    f = NameFeatures()
+    labels = tuple([key[starts[k]:starts[k] + lens[k]] for k in range(nl)])
+    if upper:
+        lower = tuple([cbuf[starts[k] - 1:starts[k] - 1 + lens[k]] for k in range(nl)])
+    else:
+        lower = labels
+    f.lower = lower
+    f.verdicts = {}
+    f.allow = UNCHECKED
+    f.counted = False
+    f.name = name
+    f.name_hash = hash(name)
+    f.regdomain = tail
+    f.tld_known = domains.is_known_tld(tld)
+    f.label_count = nl
+    f.qname_len = m
+    nsub = nl - 2
+    f.sub_labels = nsub
+    # The subdomain's octets (original case): counts for entropy, alphabets, separators.
+    sn = 0
+    longest = 0
+    under = False
+    for i in range(256):
+        counts[i] = 0
+    for i in range(8):
+        ccounts[i] = 0
+    seen = 0
+    table = _CLASS
+    for k in range(nsub):
+        st = starts[k]
+        ln = lens[k]
+        if ln > lens[longest]:
+            longest = k
+        if p[st] == 95:
+            under = True
+        sn += ln
+        for j in range(st, st + ln):
+            c = p[j]
+            if counts[c] == 0:
+                order[seen] = c
+                seen += 1
+            counts[c] += 1
+            bits = table[c]
+            for b in range(8):
+                if bits & (1 << b):
+                    ccounts[b] += 1
+    f.sub_len = sn + nsub - 1 if nsub else 0
+    if sn:
+        f.max_label = ml = lens[longest]
+        f.sub_entropy = ent = _entropy_sum(counts, order, seen, sn) if sn >= 2 else 0.0
+        dig = ccounts[0]
+        f.digit_share = dig / sn
+        f.upper_share = ccounts[1] / sn
+        f.nonprint = sn - ccounts[2]
+        f.non_ldh = non_ldh = sn - ccounts[3]
+        f.hex_fit = ccounts[4] / sn
+        f.b32_fit = ccounts[5] / sn
+        f.b64_fit = ccounts[6] / sn
+        f.b64url_fit = ccounts[7] / sn
+        sub = labels[:nsub]
+        f.service = svc = _has_service(sub) if under else False
+        hy = counts[45]
+        us = counts[95]
+        # _may_hold_address's own test of three separators (dots: between the labels).
+        f.addr = dig >= 4 and (nsub - 1 >= 3 or hy >= 3 or us >= 3) and \
+            _may_hold_address(b".".join(sub))
+        lg = labels[longest]
+        shape = 0
+        if ml == 36 or ml in _DIGEST_LENGTHS:
+            shape = _id_shape(lg, sub)
+        elif 14 <= ml <= 29:
+            # _HEX_ID ends in 12 (or 16) hex digits: without them it cannot match.
+            st = starts[longest] + ml - 12
+            hexend = True
+            for j in range(st, st + 12):
+                c = p[j] | 32
+                if not (48 <= c <= 57 or 97 <= c <= 102):
+                    hexend = False
+                    break
+            if hexend:
+                shape = _id_shape(lg, sub)
+        f.id_shape = shape
+        if non_ldh >= 4:
+            looks = True
+        elif ml < ENCODED_MIN_LABEL:
+            looks = False
+        elif counts[45]:
+            looks = _looks_encoded(lg, sn, non_ldh)  # a "-": maybe words joined by hyphens
+        else:
+            looks = _looks_encoded_plain(p, starts[longest], ml)
+        f.encoded = looks and (non_ldh >= 4 or (not svc and not shape))
+        f.info_bytes = sn * ent / 8.0
+    else:
+        f.max_label = 0
+        f.sub_entropy = 0.0
+        f.digit_share = f.upper_share = 0.0
+        f.nonprint = f.non_ldh = 0
+        f.hex_fit = f.b32_fit = f.b64_fit = f.b64url_fit = 0.0
+        f.encoded = f.service = f.addr = False
+        f.id_shape = 0
+        f.info_bytes = 0.0
+    reg_label = labels[nl - 2]
+    f.reg_label_len = len(reg_label)
+    f.reg_label_entropy = _h(reg_label)
+    f.reg_encoded = _looks_encoded(reg_label, len(reg_label), 0) or (
+        not f.tld_known and _looks_encoded(labels[nl - 1], tl, 0))
+    return f
+
+
+def _looks_encoded_plain(p, start, ln) -> bool:
+    """:func:`_looks_encoded` of a label of ``ln`` >= 24 octets with no "-" (so not words
+    joined by hyphens) and few raw octets, at ``p[start:start + ln]``: its lower-case
+    form's hex test and entropy in C (compiled only)."""
+    counts = cython.declare(cython.long[256])
+    order = cython.declare(cython.uchar[256])
+    for i in range(256):
+        counts[i] = 0
+    seen = 0
+    hexonly = True
+    alpha = True
+    digits = True
+    for j in range(start, start + ln):
+        c = p[j]
+        if 65 <= c <= 90:
+            c += 32
+        if counts[c] == 0:
+            order[seen] = c
+            seen += 1
+        counts[c] += 1
+        isdig = 48 <= c <= 57
+        isalpha = 97 <= c <= 122
+        if not (isdig or 97 <= c <= 102):
+            hexonly = False
+        if not isalpha:
+            alpha = False
+        if not isdig:
+            digits = False
+    e = _entropy_sum(counts, order, seen, ln)
+    if hexonly and not alpha and not digits:
+        return e >= ENCODED_MIN_ENTROPY_HEX
+    return e >= ENCODED_MIN_ENTROPY
