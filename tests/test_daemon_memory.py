@@ -89,10 +89,11 @@ def test_state_caps_hold_and_memory_is_flat():
     assert summary["evicted_keys"]["domain"] + summary["forgotten_keys"]["domain"] > N // 2
     lh = summary["long_horizon"]  # the long-horizon tables are capped too
     # eviction drops a batch at a time, so a full table sits at or a little under its cap
-    assert 0 < lh["long_domain"] <= CAPS["long_max_domains"], lh
-    # domains seen once wait at the doorkeeper (two generations of half the cap)
+    assert lh["long_domain"] <= CAPS["long_max_domains"], lh
+    # domains seen once wait at the doorkeeper (two generations of half the cap); here each
+    # replayed name comes back after ~5,000 new domains, so it is forgotten first
     assert lh["held_domains"] <= CAPS["long_max_domains"], lh
-    assert lh["evicted"]["long_domain"] > 0 and lh["forgotten_domains"] > N // 2, lh
+    assert lh["forgotten_domains"] > N // 2, lh
     assert lh["long_client_domain"] <= CAPS["long_max_pairs"], lh
     # A leak of one small object per query would be N/2 blocks; the bound is a fraction of it
     # (alerts, if any, are kept by this test and the policy's suppression map holds one entry

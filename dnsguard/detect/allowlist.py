@@ -129,26 +129,7 @@ class Allowlist:
         c = self._cache.get(name, False)
         if c is not False:
             return c
-        # Candidates: the name and the text after each dot in it (== ".".join(labels[i:])
-        # for each i); the most specific is the longest. Tried from the shortest (the text
-        # after the last dot) while they are anchors (a prefix of an entry's suffix chain):
-        # one or two lookups of short strings for most names, where the walk from the left
-        # tried every suffix of every name (a flood's never-seen names: ~2k instructions).
-        suffix = self._suffix
-        anchors = self._anchors
-        hit = None
-        end = len(name)
-        while True:
-            i = name.rfind(".", 0, end)
-            cand = name[i + 1:]
-            if cand not in anchors:
-                break
-            e = suffix.get(cand)
-            if e is not None:
-                hit = e
-            if i < 0:
-                break
-            end = i
+        hit = _most_specific(self._suffix, self._anchors, name)
         if len(self._cache) >= self.cache_size:
             self._cache.clear()
         self._cache[name] = hit
@@ -162,3 +143,32 @@ class Allowlist:
             if e.kind == kind and ip.version == net.version and ip in net:
                 return e
         return None
+
+
+def _most_specific(suffix: dict, anchors: frozenset, name: str) -> Entry | None:
+    """The entry for the longest of ``name`` and the texts after each dot in it (==
+    ``".".join(labels[i:])`` for each i). Tried from the shortest (the text after the last
+    dot) while they are ``anchors`` (an entry or the text after a dot in one): a longer
+    candidate can match only if every shorter one is an anchor. One or two lookups of short
+    strings for most names (compiled: a C scan for the dots), where trying every suffix of
+    every name cost a never-seen name ~8k instructions.
+
+    >>> e = {"b.c": 1, "x.a.b.c": 2}
+    >>> _most_specific(e, frozenset({"c", "b.c", "a.b.c", "x.a.b.c"}), "y.a.b.c")
+    1
+    """
+    hit = None
+    k = len(name) - 1
+    while True:
+        while k >= 0 and name[k] != ".":
+            k -= 1
+        cand = name[k + 1:]
+        if cand not in anchors:
+            break
+        e = suffix.get(cand)
+        if e is not None:
+            hit = e
+        if k < 0:
+            break
+        k -= 1
+    return hit

@@ -62,7 +62,7 @@ cdef class NameAnalyzer:
                seen=Py_ssize_t, table=cython.p_uchar, bits=cython.uchar, b=int,
                ml=Py_ssize_t, ent=double, dig=Py_ssize_t, non_ldh=Py_ssize_t, sub=tuple,
                svc=bint, lg=bytes, shape=int, hexend=bint, looks=bint, reg_label=bytes,
-               tl=Py_ssize_t)
+               tl=Py_ssize_t, known=object)
 cpdef NameFeatures _compute_key(object domains, bytes key)
 
 @cython.locals(i=Py_ssize_t, j=Py_ssize_t, seen=Py_ssize_t, c=cython.uchar, hexonly=bint,

@@ -564,7 +564,8 @@ def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
     f.name = name
     f.name_hash = hash(name)
     f.regdomain = tail
-    f.tld_known = domains.is_known_tld(tld)
+    known = domains._tlds.get(tld)  # is_known_tld's cache, without the method call
+    f.tld_known = known if known is not None else domains.is_known_tld(tld)
     f.label_count = nl
     f.qname_len = m
     nsub = nl - 2
