@@ -45,6 +45,11 @@ cdef class NameAnalyzer:
     cdef public dict _old
     cdef public Py_ssize_t _cache_size, computed, turnovers
 
+    # C calls from the pipeline's fast path (a Python subclass may still override them).
+    cpdef NameFeatures analyze_wire(self, bytes key, bytes data, Py_ssize_t off)
+    @cython.locals(f=NameFeatures, cache=dict)
+    cpdef NameFeatures _miss(self, bytes key, tuple labels, bytes data, Py_ssize_t off)
+
     @cython.locals(f=NameFeatures, whole=bytes, low=bytes, lower=tuple, name=str, tld=str,
                    nreg=Py_ssize_t, nl=Py_ssize_t, sub=tuple, nsub=Py_ssize_t, joined=bytes,
                    n=Py_ssize_t, dig=Py_ssize_t, upp=Py_ssize_t, prn=Py_ssize_t,
