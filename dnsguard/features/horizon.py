@@ -42,7 +42,9 @@ from zero if seen again: the summary under-counts, it never inflates a key (unli
 Space-Saving, whose newcomer inherits the evicted minimum as an over-estimate, which here
 would be a false alarm waiting to happen). A client → domain pair gets a record only at its
 second query (the first one's time is remembered in a bounded table): most pairs are one
-lookup and never need one.
+lookup and never need one. A registered domain likewise (the doorkeeper, ``Horizon.fresh``):
+its first query is held and replayed into the record at its second, so the record is exact
+and a flood of one-off domains makes no records and no evictions.
 
 Example:
     >>> from dnsguard.domain import RegisteredDomains
