@@ -25,7 +25,7 @@ from functools import lru_cache, partial
 from dnsguard.decode.packet import ip_text
 from dnsguard.detect.base import Detector
 from dnsguard.detect.policy import Policy, combine, escalates_past, severity_of
-from dnsguard.detect.rules import RuleSet
+from dnsguard.detect.rules import RuleSet, name_test
 from dnsguard.dns import rdatatype
 from dnsguard.dns.name import to_text
 from dnsguard.domain import block_zone
@@ -100,10 +100,9 @@ class Judge(Observer):
         # the bars.
         self._min_checkins = min((r.min_of("checkins") for r in self.rules["long_client_domain"]),
                                  default=0.0)
-        # The name features the message rules read (the rest only for an alert).
-        self._msg_feats = tuple(sorted({c.feature for r in self.rules["message"]
-                                        for c in (*r.when, *r.any)}
-                                       - {"qtype", "qtype_rare"}))
+        # The message rules as one test of a name's features per allowlist factor
+        # (rules.name_test: no feature dict for a name that fires nothing).
+        self._msg_test: dict[float, Callable] = {}
         self._rule_by_id = {r.id: r for r in ruleset.rules}
         # Per scope, the fewest queries a key needs before any rule could fire: keys below it
         # are not evaluated (most keys on a busy network never get there). Extra detectors
@@ -177,26 +176,22 @@ class Judge(Observer):
             vkey = (qtype, factor)
         cached = nf.verdicts.get(vkey)
         if cached is None:
-            # The rules see the features they read (a tunnel asks a new name per query, so
-            # this runs per query on a tunnel); a name that fires gets them all, for the
-            # alert it may become.
-            f = {}
-            for k in self._msg_feats:
-                v = getattr(nf, k)
-                if v.__class__ is bool:
-                    f[k] = float(v)
-                elif isinstance(v, int | float):
-                    f[k] = v
+            # A tunnel asks a new name per query, so this runs per query on a tunnel: the
+            # rules test the name's features in place, and a name that fires gets its
+            # feature dict, for the alert it may become.
+            test = self._msg_test.get(factor)
+            if test is None:
+                test = self._msg_test[factor] = name_test(self.rules["message"], factor)
+            rare = 0 if qtype in _ORDINARY else 1
+            if not test(nf, qtype, rare):
+                cached = nf.verdicts[vkey] = _NO_HITS
+                return cached
+            # The feature dict is kept only for the alert it may become: most names fire
+            # nothing, and ~1 KB per cached name was most of the name cache.
+            f = nf.fdict()
             f["qtype"] = qtype
-            f["qtype_rare"] = 0 if qtype in _ORDINARY else 1
+            f["qtype_rare"] = rare
             hits = self._rule_hits("message", f, factor)
-            if hits:
-                # The feature dict is kept only for the alert it may become: most names fire
-                # nothing, and ~1 KB per cached name was most of the name cache.
-                f = nf.fdict()
-                f["qtype"] = qtype
-                f["qtype_rare"] = 0 if qtype in _ORDINARY else 1
-                hits = self._rule_hits("message", f, factor)
             cached = nf.verdicts[vkey] = (tuple(hits), f) if hits else _NO_HITS
         return cached
 

@@ -189,6 +189,41 @@ class Rule:
         return self.reasons(f, factor) if self.fires(f, factor) else None
 
 
+#: The message features that are not attributes of a name's features: the query's own.
+_QUERY_FEATURES = ("qtype", "qtype_rare")
+
+
+def name_test(rules: list[Rule], factor: float = 1.0):
+    """Whether any of the message ``rules`` fires, as one function of a name's features
+    read as attributes (``features.payload.NameFeatures``) and the query's type:
+    ``test(nf, qtype, qtype_rare)``. The same verdict as :meth:`Rule.fires` on the name's
+    feature dict (booleans compare as 0/1) without building the dict: the judge asks it of
+    every new name, and most names fire nothing. Names only from the catalog (validated).
+
+    >>> r = Rule.parse({"id": "x", "description": "d", "severity": "low", "scope": "message",
+    ...                 "when": ["non_ldh >= 8", "qtype_rare == 1"]}, "f.yaml")
+    >>> class N:
+    ...     non_ldh = 9
+    >>> test = name_test([r])
+    >>> test(N(), 10, 1), test(N(), 1, 0), name_test([])(N(), 1, 0)
+    (True, False, False)
+    """
+    def term(c: Condition) -> str:
+        ref = c.feature if c.feature in _QUERY_FEATURES else f"n.{c.feature}"
+        return f"{ref} {c.op} {c.value!r}"
+
+    alts = []
+    for r in rules:
+        _fn, when, anyc = r._fn(factor)
+        expr = " and ".join(term(c) for c in when) or "True"
+        if anyc:
+            expr += " and (" + " or ".join(term(c) for c in anyc) + ")"
+        alts.append(f"({expr})")
+    body = " or ".join(alts) or "False"
+    return eval(f"lambda n, qtype, qtype_rare: {body}",  # noqa: S307 - validated
+                {"__builtins__": {}})
+
+
 def _holds(c: Condition, f: dict) -> bool:
     v = f.get(c.feature, 0)
     return {">=": v >= c.value, ">": v > c.value, "<=": v <= c.value, "<": v < c.value,
