@@ -38,7 +38,7 @@ from dnsguard.series import DESCRIPTION as SERIES_DESCRIPTION
 from dnsguard.settings import Settings
 
 _ORDINARY = rdatatype.ORDINARY
-_NO_HITS = ((), None)  # a name's cached message-rule verdict when no rule fires (shared)
+_NO_HITS = ()  # a name's cached message-rule verdict when no rule fires (shared)
 _suffix_text = lru_cache(maxsize=4096)(to_text)  # a key's shared suffix changes rarely
 _EXEMPT = -1.0  # Judge.factor of an exempt query: not measured
 
@@ -100,9 +100,19 @@ class Judge(Observer):
         # the bars.
         self._min_checkins = min((r.min_of("checkins") for r in self.rules["long_client_domain"]),
                                  default=0.0)
-        # The message rules as one test of a name's features per allowlist factor
-        # (rules.name_test: no feature dict for a name that fires nothing).
-        self._msg_test: dict[float, Callable] = {}
+        # The same for a long_domain rule and its domain's new names: the decayed count
+        # (``new_names``) never exceeds the names counted (``LongStats.new_total``). And for
+        # either scope the key's ``span`` (last - first, not decayed): below the least a
+        # rule asks for, the features (and a pair's beacon score) are not computed.
+        self._min_new_names = min((r.min_of("new_names") for r in self.rules["long_domain"]),
+                                  default=0.0)
+        self._min_span = {sc: min((r.min_of("span") for r in self.rules[sc]), default=0.0)
+                          for sc in ("long_domain", "long_client_domain")}
+        # The message rules as one test of a name's features per allowlist factor, and
+        # each rule's own (rules.name_test: no feature dict to judge a name).
+        self._msg_test: dict[float, tuple] = {}
+        # Per scope and allowlist factor, each rule with its compiled test (_rule_hits).
+        self._tests: dict[str, dict[float, list]] = {sc: {} for sc in win.SCOPES}
         self._rule_by_id = {r.id: r for r in ruleset.rules}
         # Per scope, the fewest queries a key needs before any rule could fire: keys below it
         # are not evaluated (most keys on a busy network never get there). Extra detectors
@@ -156,43 +166,47 @@ class Judge(Observer):
                  client: bytes, server: bytes) -> None:
         """The per-message rules. They see only the name and its type: their verdict is
         cached with the name, so a name seen again costs a dict lookup."""
-        rd = nf.regdomain
         cached = self._verdict(nf, qtype, factor)
-        if cached[0]:
+        if cached:
+            rd = nf.regdomain
             ident = ("d", rd)
-            if self.policy.repeat(ident, ts, cached[0]):
-                return  # counted; the alert's zone and samples only for one raised
-            self.raise_alert("message", ident, cached[1], list(cached[0]), ts, client,
-                             server, self._base_domain(st, rd),
-                             st, [nf.name] + [x for x in st.samples if x != nf.name])
+            if self.policy.repeat(ident, ts, cached):
+                return  # counted; the features, zone and samples only for an alert raised
+            f = nf.fdict()
+            f["qtype"] = qtype
+            f["qtype_rare"] = 0 if qtype in _ORDINARY else 1
+            hits = [(h[0], h[1], h[2], partial(h[3].reasons, f, factor)) for h in cached]
+            self.raise_alert("message", ident, f, hits, ts, client, server,
+                             self._base_domain(st, rd), st,
+                             [nf.name] + [x for x in st.samples if x != nf.name])
 
     def message_hit(self, nf, qtype: int, factor: float) -> bool:
-        return bool(self._verdict(nf, qtype, factor)[0])
+        return bool(self._verdict(nf, qtype, factor))
 
     def _verdict(self, nf, qtype: int, factor: float) -> tuple:
-        """The message rules' ``(hits, features)`` on a query, cached with its name."""
+        """The message rules that fire on a query, cached with its name: a tuple of
+        ``(rule id, severity, score, rule)``, empty if none does."""
         vkey: object = qtype
         if factor != 1.0:
             vkey = (qtype, factor)
         cached = nf.verdicts.get(vkey)
         if cached is None:
             # A tunnel asks a new name per query, so this runs per query on a tunnel: the
-            # rules test the name's features in place, and a name that fires gets its
-            # feature dict, for the alert it may become.
-            test = self._msg_test.get(factor)
-            if test is None:
-                test = self._msg_test[factor] = name_test(self.rules["message"], factor)
+            # rules test the name's features in place (rules.name_test), all at once, then
+            # one by one for a name that fires. No feature dict: it is built for an alert
+            # raised (~1 KB per cached name was most of the name cache).
+            tests = self._msg_test.get(factor)
+            if tests is None:
+                rules = self.rules["message"]
+                tests = self._msg_test[factor] = (
+                    name_test(rules, factor), [(r, name_test([r], factor)) for r in rules])
             rare = 0 if qtype in _ORDINARY else 1
-            if not test(nf, qtype, rare):
-                cached = nf.verdicts[vkey] = _NO_HITS
-                return cached
-            # The feature dict is kept only for the alert it may become: most names fire
-            # nothing, and ~1 KB per cached name was most of the name cache.
-            f = nf.fdict()
-            f["qtype"] = qtype
-            f["qtype_rare"] = rare
-            hits = self._rule_hits("message", f, factor)
-            cached = nf.verdicts[vkey] = (tuple(hits), f) if hits else _NO_HITS
+            if tests[0](nf, qtype, rare):
+                cached = tuple([(r.id, r.severity, r.score, r) for r, test in tests[1]
+                                if test(nf, qtype, rare)])
+            else:
+                cached = _NO_HITS
+            nf.verdicts[vkey] = cached
         return cached
 
     def on_due(self, scope: str, key, st: win.KeyStats, ts: float) -> None:
@@ -210,18 +224,27 @@ class Judge(Observer):
         ``first_seen``/``last_seen`` and ``bytes_up``/``bytes_down`` since the key was first
         seen (up: the decoded data its new names carried), totals in ``stats`` (with, for a
         domain, the clients that sent its new names)."""
-        ident = ("d", rd)
         lh = self.m.horizon
         for bit, scope in ((DUE_DOMAIN, "long_domain"), (DUE_PAIR, "long_client_domain")):
             if not due & bit or not self.rules[scope]:
                 continue
             if bit == DUE_DOMAIN:
                 r = lh.domains[rd]
+                if r.new_total < self._min_new_names or r.last - r.first < self._min_span[scope]:
+                    # No rule could fire yet: no feature dict. The decay reading its
+                    # features applies is applied, so the key's state is as it would be.
+                    if ts - r.t_dec > 0:
+                        r.decay(ts, lh.tau)
+                    continue
                 f = lh.domain_features(rd, ts)
             else:
                 r = lh.pairs[(client, rd)]
                 if r.q_total < self._min_checkins:
                     continue  # no rule could fire yet: spare the beacon score
+                if r.last - r.first < self._min_span[scope]:
+                    if ts - r.t_dec > 0:  # as above
+                        r.decay(ts, lh.tau)
+                    continue
                 f = lh.pair_features((client, rd), ts)
             hits = self._rule_hits(scope, f, factor)
             if not hits:
@@ -237,7 +260,7 @@ class Judge(Observer):
                 text = _suffix_text(r.suffix)
                 if len(text) > len(rd) and text.endswith("." + rd):
                     domain = text
-            self.raise_alert(scope, ident, f, hits, ts, client, server, domain, None,
+            self.raise_alert(scope, ("d", rd), f, hits, ts, client, server, domain, None,
                              r.samples or ())
             return
 
@@ -276,9 +299,13 @@ class Judge(Observer):
     def _rule_hits(self, scope: str, f: dict, factor: float) -> list:
         """The hits of the scope's rules on ``f``; their reasons (texts) deferred to an
         alert the policy raises: most hits on a tunnel are repeats it suppresses."""
+        by_factor = self._tests[scope]
+        tests = by_factor.get(factor)
+        if tests is None:  # the rules' compiled tests at this factor, kept (Rule.test)
+            tests = by_factor[factor] = [(r, r.test(factor)) for r in self.rules[scope]]
         hits = []
-        for r in self.rules[scope]:
-            if r.fires(f, factor):
+        for r, test in tests:
+            if test(f):
                 hits.append((r.id, r.severity, r.score, partial(r.reasons, f, factor)))
         return hits
 
@@ -290,15 +317,23 @@ class Judge(Observer):
         consult = True
         if dets:
             held = self.policy.held(ident, ts)
-            if held is not None and not any(escalates_past(held, h[1], h[0]) for h in hits):
+            if held is not None:
                 # A key in its suppression window that no rule escalates: a detector whose
                 # hit could not escalate either (it alerted on the key at its highest
                 # severity) is not consulted: its hit could only be suppressed. The model
                 # on a busy tunnel's keys was most of the judge's time. All or none, so an
-                # alert that escalates carries every detector's hit.
-                consult = any(not d.detector_id
-                              or escalates_past(held, d.max_severity, d.detector_id)
-                              for d in dets)
+                # alert that escalates carries every detector's hit. (Loops, not any() over
+                # generators: this runs on every evaluation of a suppressed key.)
+                for h in hits:
+                    if escalates_past(held, h[1], h[0]):
+                        break
+                else:
+                    consult = False
+                    for d in dets:
+                        if not d.detector_id or escalates_past(held, d.max_severity,
+                                                               d.detector_id):
+                            consult = True
+                            break
         for det in dets:
             # What the detector may learn from: rule verdicts, allowlist factor, addresses.
             det.observe(scope, f, ident, factor=factor, hits=hits, ts=ts, client=client,

@@ -172,9 +172,15 @@ class Rule:
             self._compiled[factor] = fn = (fn, when, anyc)
         return fn
 
+    def test(self, factor: float = 1.0):
+        """The rule at allowlist factor ``factor`` as a function of a feature dict, true
+        when it fires (compiled once per factor; the judge keeps it to call per
+        evaluation)."""
+        return self._fn(factor)[0]
+
     def fires(self, f: dict, factor: float = 1.0) -> bool:
-        """Whether the rule fires on features ``f`` (the judge's test on every evaluation;
-        the reasons are built only for an alert the policy raises: :meth:`reasons`)."""
+        """Whether the rule fires on features ``f`` (the reasons are built only for an
+        alert the policy raises: :meth:`reasons`)."""
         return bool(self._fn(factor)[0](f))
 
     def reasons(self, f: dict, factor: float = 1.0) -> list[str]:
