@@ -4,6 +4,7 @@ from dnsguard.detect.policy cimport Policy
 from dnsguard.features.measure cimport Observer
 from dnsguard.features.payload cimport NameFeatures
 from dnsguard.features.window cimport KeyStats
+from dnsguard.features.window cimport features as window_features
 
 
 cdef class Judge(Observer):
@@ -26,3 +27,10 @@ cdef class Judge(Observer):
     cpdef void on_long_due(self, int due, bytes client, bytes server, str rd, double factor,
                            double ts)
     cpdef object allowed(self, NameFeatures nf, bytes client, bytes server)
+    # The evaluation of a due key as C calls (on every evaluation, suppressed keys too).
+    cdef void _check(self, str scope, object key, KeyStats st, double ts)
+    cdef str _base_domain(self, KeyStats st, str rd)
+    cdef list _rule_hits(self, str scope, dict f, double factor)
+    cdef void _evaluate(self, str scope, tuple ident, dict f, double factor, double ts,
+                        object client, object server, object domain, KeyStats st,
+                        object samples)

@@ -33,6 +33,7 @@ from dnsguard.features import window as win
 from dnsguard.features.horizon import DUE_DOMAIN, DUE_PAIR
 from dnsguard.features.measure import WINDOW_SCOPES, Measurements, Observer
 from dnsguard.features.payload import UNCHECKED
+from dnsguard.features.window import features as window_features
 from dnsguard.output.alerts import EVENT_TUNNEL, alert_record, iso_time
 from dnsguard.series import DESCRIPTION as SERIES_DESCRIPTION
 from dnsguard.settings import Settings
@@ -283,7 +284,7 @@ class Judge(Observer):
             domain = None
         else:
             domain = self._base_domain(st, ident[1])
-        f = win.features(st, scope)
+        f = window_features(st, scope)
         self._evaluate(scope, ident, f, st.factor, ts, st.last_client, st.last_server, domain,
                        st, st.samples)
 
