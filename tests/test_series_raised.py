@@ -159,3 +159,41 @@ def test_the_store_counts_each_message_with_its_weight():
     assert got == pytest.approx({"queries": 1.0, "names": 1.0, "bytes_up": 50.0,
                                  "bytes_down": 100.0, "nxdomain": 1.0}, rel=1e-5)
     assert t.values(t.slot_of[b"o"], "bytes_up", 1).tolist() == [400.0]  # weight 1
+
+
+def _acme_step(step: int, per_step: int = 120) -> list:
+    """cert-manager's DNS-01 renewal (https://cert-manager.io/docs/configuration/acme/dns01/):
+    it polls ``_acme-challenge.<host>`` TXT until the token propagates, here 12 hosts every
+    6 s, against the node's baseline of A lookups: a shift of the type mix to TXT."""
+    out = []
+    for i in range(per_step):
+        ts = T0 + step * 60 + 0.3 + i * (59.0 / per_step)
+        name = f"_acme-challenge.app{i % 12}.corp.example.com"
+        out += _pair(ts, (step * 331 + i) & 0xFFFF, name, "TXT",
+                     DNSRR(rrname=name, type="TXT", ttl=60, rdata="x" * 43))
+    return out
+
+
+def _txt_channel_step(step: int, per_step: int = 120) -> list:
+    """The same TXT volume as a channel: a new short name under one domain each time."""
+    out = []
+    for i in range(per_step):
+        ts = T0 + step * 60 + 0.3 + i * (59.0 / per_step)
+        name = f"c{step}x{i}.poll.example.net"
+        out += _pair(ts, (step * 331 + i) & 0xFFFF, name, "TXT",
+                     DNSRR(rrname=name, type="TXT", ttl=0, rdata="x" * 43))
+    return out
+
+
+def test_service_lookups_do_not_shift_the_type_mix(tmp_path, ruleset):
+    """A TXT (or SRV) under a registered service label (RFC 8552: ``_acme-challenge``,
+    ``_domainkey``, ``_ldap._tcp``) asks for a service's record, not for data: the chi-square
+    test counts it apart from the carrier types (lab seed 9103: cert-manager's polling raised
+    ``series:chi2`` on a Kubernetes node). The same TXT volume under ordinary names still
+    does."""
+    alerts = _replay(_capture(tmp_path, _acme_step), ruleset)
+    assert [(a["event_type"], a.get("detectors")) for a in alerts] == []
+    alerts = _replay(_capture(tmp_path, _txt_channel_step), ruleset)
+    chi2 = [a for a in alerts if a["event_type"] == EVENT_VOLUME
+            and any(t["test"] == "chi2" for t in a["stats"]["tests"])]
+    assert chi2, [(a["event_type"], a.get("detectors")) for a in alerts]

@@ -45,6 +45,7 @@ from dnsguard.features import horizon as hz
 from dnsguard.features import window as win
 from dnsguard.features.sketch import DistinctCounter
 from dnsguard.features.window import note_client_domain, note_query, note_response
+from dnsguard.series.store import SERVICE
 from dnsguard.settings import Settings
 
 #: The scopes with window tables, in the order keys of one query are measured.
@@ -180,8 +181,8 @@ class Measurements:
             # series, as the rules hold it to thresholds factor times higher: a monitoring
             # host's reverse sweeps are not a volume anomaly (issue #12), a tunnel under an
             # ordinary name still is.
-            self._store.observe_query(ts, client, rd, nf.name_hash, size, qtype,
-                                      1.0 / factor)
+            self._store.observe_query(ts, client, rd, nf.name_hash, size,
+                                      SERVICE if nf.service else qtype, 1.0 / factor)
         # Whether the client gets client/domain and client keys (the vantage), and the
         # client/domain key, made once for the windows and the long horizon.
         per_client = not self._vantage_filter or self._per_client(client)

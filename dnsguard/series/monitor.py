@@ -52,7 +52,8 @@ SUSTAIN = 2
 LOG_MIN_SCALE = 0.1
 # Query-type buckets whose answers can carry data down (rdatatype.CARRIER, and the types
 # outside the mix): the chi-square test alerts only on a move toward these.
-CARRIER_BUCKETS = np.array([rdatatype.is_carrier(t) for t in rdatatype.MIX_SERIES] + [True])
+CARRIER_BUCKETS = np.array([rdatatype.is_carrier(t) for t in rdatatype.MIX_SERIES]
+                           + [False, True])  # "service" (store.SERVICE), "other"
 
 
 @dataclass

@@ -46,10 +46,17 @@ from dnsguard.dns import rdatatype
 METRICS = ("queries", "names", "bytes_up", "bytes_down", "nxdomain")
 Q, NAMES, UP, DOWN, NX = range(5)
 # Query-type buckets of the chi-square test (index in the per-key counts; the rest "other").
-QTYPE_NAMES = (*(rdatatype.to_text(t) for t in rdatatype.MIX_SERIES), "other")
+# "service": any type asked under a registered service label (features.payload.SERVICE_LABELS,
+# RFC 8552: ``_acme-challenge.<host>`` TXT, ``<selector>._domainkey`` TXT, ``_ldap._tcp`` SRV),
+# passed as the pseudo type SERVICE: a lookup of a service's record, not a carrier of data,
+# so a mail server's DKIM checks or cert-manager's DNS-01 polling do not shift the mix.
+SERVICE = -1
+QTYPE_NAMES = (*(rdatatype.to_text(t) for t in rdatatype.MIX_SERIES), "service", "other")
 _QIDX = {t: i for i, t in enumerate(rdatatype.MIX_SERIES)}
 NQ = len(QTYPE_NAMES)
+SERVICE_Q = NQ - 2
 OTHER_Q = NQ - 1
+_QIDX[SERVICE] = SERVICE_Q
 
 NAMES_CAP = 1024  # distinct names per key and step: exact up to this, then "at least"
 CUR_CAP = 4096  # keys per kind in the current step; the rest go straight to "other"
