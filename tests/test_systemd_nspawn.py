@@ -774,6 +774,57 @@ def test_stop_flushes_and_exits_0(machine):
     assert meta["learned_online"] >= learned, (meta["learned_online"], learned)
 
 
+def test_workers_ready_only_once_every_worker_captures(machine):
+    """``workers: 2`` under the shipped unit (a drop-in adds ``--workers 2``): ``systemctl
+    start`` returns when the supervisor sends READY=1, which it does once both workers are
+    in the fanout group, so a capture sent that moment is counted whole, in one /metrics.
+    Left stopped, the drop-in removed. ~17 s."""
+    from test_workers import frames
+
+    m = machine
+    m.sh("systemctl stop dnsguard.service", check=False, timeout=60)
+    dropin = "/etc/systemd/system/dnsguard.service.d"
+    m.sh(f"mkdir -p {dropin} && printf '[Service]\\nExecStart=\\nExecStart=/usr/local/bin/"
+         "dnsguard run --config /etc/dnsguard/dnsguard.yaml --workers 2\\n' > "
+         f"{dropin}/workers.conf && systemctl daemon-reload")
+    try:
+        c0 = metrics(m)  # nothing listens: {}
+        r = m.sh("systemctl start dnsguard.service", check=False, timeout=90)
+        assert r.returncode == 0, r.stdout + r.stderr + m.sh(
+            "journalctl -u dnsguard --no-pager -n 30", check=False).stdout
+        m.replay(PCAPS / "iodine_null.pcap")  # at once: Type=notify, start returned at READY
+        sent = len(frames(PCAPS / "iodine_null.pcap"))
+        t = show(m, "StatusText", "ExecMainStartTimestampMonotonic",
+                 "ActiveEnterTimestampMonotonic")
+        assert t["StatusText"] == f"capturing on {m.ifname} with 2 workers", t
+        names = [f'dnsguard_{n}_total{{interface="{m.ifname}"}}'
+                 for n in ("captured_frames", "kernel_packets")]
+        wait_for("every frame counted", lambda: all(
+            metrics(m).get(n) == sent for n in names), 20,
+            diag=lambda: f"{sent} sent; {c0}; " + str({k: v for k, v in metrics(m).items()
+                                                       if k in names}))
+        assert metrics(m)[f'dnsguard_kernel_drops_total{{interface="{m.ifname}"}}'] == 0
+        since = int(t["ExecMainStartTimestampMonotonic"])
+        recs = [x for x in journal(m) if int(x["__MONOTONIC_TIMESTAMP"]) >= since]
+        msgs = [x["MESSAGE"] for x in recs]
+        for i in (0, 1):
+            assert any(f"dnsguard.daemon[worker {i}]: {m.ifname}: TPACKET_V3 ring" in x
+                       for x in msgs), msgs
+        cap = [x for x in recs if "with 2 workers" in x["MESSAGE"]]
+        assert cap, msgs
+        # Active after the supervisor's line (READY=1 right after it), as in one process.
+        assert int(t["ActiveEnterTimestampMonotonic"]) >= int(
+            cap[-1]["__MONOTONIC_TIMESTAMP"]) - 50_000, (t, cap[-1])
+        assert not [x for x in msgs if "Traceback" in x], msgs
+        r = m.sh("systemctl stop dnsguard.service", check=False, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        s = show(m, "Result", "ExecMainStatus")
+        assert s == {"Result": "success", "ExecMainStatus": "0"}, s
+    finally:
+        m.sh(f"systemctl stop dnsguard.service; rm -rf {dropin}; systemctl daemon-reload",
+             check=False, timeout=90)
+
+
 def test_security_score_in_the_booted_system_is_the_documented_one(machine):
     m = machine
     r = m.sh("systemd-analyze security dnsguard.service --no-pager", check=False)
