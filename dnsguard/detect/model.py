@@ -112,8 +112,8 @@ def carries_data(scope: str, f: dict) -> bool:
       and then either by volume — ``MIN_NEW_DATA`` octets of information in
       ``MIN_NEW_NAMES`` new names, whatever the alphabet (short labels, word lists, a
       legitimate-looking prefix) — or by weaker signs (long subdomains, big answers) over
-      ``MIN_WEAK_NAMES`` distinct names that are mostly new (``distinct_ratio``) and mostly
-      not service names, UUIDs or embedded addresses;
+      ``MIN_WEAK_NAMES`` distinct names that are mostly new (``distinct_ratio``); in both
+      cases mostly not identifiers (service names, UUIDs, hex digests, embedded addresses);
     * for a client key, data in the registered domains themselves (encoded labels), or
       encoded names spread over many domains (not volume alone: every busy client has it);
     * for a flow (non-DNS traffic on a DNS port), sustained evidence: ``MIN_FLOW_PACKETS``
@@ -129,6 +129,8 @@ def carries_data(scope: str, f: dict) -> bool:
     >>> carries_data("domain", dict(channel, new_label_share=0.3))  # a search list
     False
     >>> carries_data("domain", {"distinct_names": 9, "rare_qtype_share": 0.1})  # DANE TLSA
+    False
+    >>> carries_data("domain", dict(channel, digest_share=1.0))  # a hex digest per name
     False
     """
     g = f.get
@@ -148,11 +150,17 @@ def carries_data(scope: str, f: dict) -> bool:
         # bringing labels never seen in the window (a channel's fresh data), not
         # search-list expansions or service names recombining a few labels.
         return False
+    # Identifiers are not data (a hex digest per ad frame or per HashBL lookup, a UUID per
+    # request, an address per host): mostly-identifier windows are not judged on volume or
+    # weak signs either.
+    structured = (g("service_share", 0) + g("uuid_share", 0) + g("addr_share", 0)
+                  + g("digest_share", 0))
+    if structured >= MAX_STRUCTURED_SHARE:
+        return False
     if g("new_data", 0) >= MIN_NEW_DATA and names >= MIN_NEW_NAMES:
         return True
     weak = g("mean_sub_len", 0) >= MIN_SUB_LEN or g("down_per_response", 0) >= MIN_DOWN
-    structured = g("service_share", 0) + g("uuid_share", 0) + g("addr_share", 0)
-    return bool(weak and names >= MIN_WEAK_NAMES and structured < MAX_STRUCTURED_SHARE
+    return bool(weak and names >= MIN_WEAK_NAMES
                 and g("distinct_ratio", 0) >= MIN_WEAK_DISTINCT_RATIO)
 
 
