@@ -69,6 +69,7 @@ cdef class NameAnalyzer:
                svc=bint, lg=bytes, shape=int, hexend=bint, looks=bint, reg_label=bytes,
                tl=Py_ssize_t, known=object)
 cpdef NameFeatures _compute_key(object domains, bytes key)
+cdef void _no_subdomain(NameFeatures f)
 
 @cython.locals(i=Py_ssize_t, j=Py_ssize_t, seen=Py_ssize_t, c=cython.uchar, hexonly=bint,
                alpha=bint, digits=bint, isdig=bint, isalpha=bint, e=double)

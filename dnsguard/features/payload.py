@@ -360,14 +360,7 @@ class NameAnalyzer:
             # what a name adds to a channel when it is new.
             f.info_bytes = n * f.sub_entropy / 8.0
         else:
-            f.max_label = 0
-            f.sub_entropy = 0.0
-            f.digit_share = f.upper_share = 0.0
-            f.nonprint = f.non_ldh = 0
-            f.hex_fit = f.b32_fit = f.b64_fit = f.b64url_fit = 0.0
-            f.encoded = f.service = f.addr = False
-            f.id_shape = 0
-            f.info_bytes = 0.0
+            _no_subdomain(f)
         # The registered domain's own label (left of the public suffix): data goes there when a
         # tunnel has no fixed domain (Reverse_DNS_Shell, dnscat2 direct mode).
         reg_label = labels[nl - nreg] if nreg and nreg <= nl else b""
@@ -485,6 +478,18 @@ def _looks_encoded(label: bytes, total: int, non_ldh: int) -> bool:
         return _h(low) >= ENCODED_MIN_ENTROPY_HEX
     return _h(low) >= ENCODED_MIN_ENTROPY
 
+
+
+def _no_subdomain(f: NameFeatures) -> None:
+    """The subdomain features of a name that is its registered domain alone (both analysers)."""
+    f.max_label = 0
+    f.sub_entropy = 0.0
+    f.digit_share = f.upper_share = 0.0
+    f.nonprint = f.non_ldh = 0
+    f.hex_fit = f.b32_fit = f.b64_fit = f.b64url_fit = 0.0
+    f.encoded = f.service = f.addr = False
+    f.id_shape = 0
+    f.info_bytes = 0.0
 
 
 def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
@@ -645,14 +650,7 @@ def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
         f.encoded = looks and (non_ldh >= 4 or (not svc and not shape))
         f.info_bytes = sn * ent / 8.0
     else:
-        f.max_label = 0
-        f.sub_entropy = 0.0
-        f.digit_share = f.upper_share = 0.0
-        f.nonprint = f.non_ldh = 0
-        f.hex_fit = f.b32_fit = f.b64_fit = f.b64url_fit = 0.0
-        f.encoded = f.service = f.addr = False
-        f.id_shape = 0
-        f.info_bytes = 0.0
+        _no_subdomain(f)
     reg_label = labels[nl - 2]
     f.reg_label_len = len(reg_label)
     f.reg_label_entropy = _h(reg_label)
