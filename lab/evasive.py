@@ -1,7 +1,7 @@
 """Evasive DNS tunnels, made to slip under dnsguard's rules (issue #12 part 3), run through the
 lab's real resolver beside benign background traffic.
 
-    sudo python -m lab.evasive --out /work/shared/lab-evasive/v1 --seeds 11,12,111 \\
+    sudo python -m lab.evasive --out lab/out/evasive --seeds 11,12,111 \\
         --minutes 20 --speed 10
 
 Each seed makes one capture with five tunnels, each from its own client and (but ``spread``)
