@@ -462,8 +462,7 @@ class Pipeline:
         its interval of capture time however quiet the other keys are)."""
         if self.first_ts is None:
             self.first_ts = ts
-        self.judge.flush_alerts(ts)
-        self._due = self.policy.next_due()
+        self.flush_alerts(ts)
 
     def sweep(self, now: float, limit: int = 2_000) -> int:
         """Live capture, no packet for a while: close the windows that ended (see
