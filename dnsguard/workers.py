@@ -209,20 +209,13 @@ class DomainMeasurements(Measurements):
         return (sum(x[0] for x in c) + unclaimed,
                 ev + self.pairs_dropped + sum(x[1] for x in c))
 
-    def checkpoint(self) -> None:
-        """Save the long horizon as one process would: the domains, and the client → domain
-        keys the workers last shipped."""
-        h = self.horizon
-        if h is None or self.long_state is None:
-            return
-        state = h.to_state(min_queries=2)
+    def long_checkpoint(self) -> dict:
+        """The long horizon as one process would save it: the domains, and the client →
+        domain keys the workers last shipped."""
+        state = Measurements.long_checkpoint(self)
         state["pairs"] = [[c, d, v] for (c, d), v in self.pair_records.items()]
         state["evicted"]["long_client_domain"] = self.pair_counts()[1]
-        try:
-            hz.write(state, self.long_state)
-        except OSError as e:
-            log.error("%s: cannot checkpoint the long-horizon state: %s", self.long_state,
-                      e.strerror or e)
+        return state
 
 
 class RecordingJudge(Judge):

@@ -684,15 +684,10 @@ def record(v: list) -> LongStats:
     return r
 
 
-def save(h: Horizon, path: str | Path) -> int:
-    """Checkpoint ``h`` to ``path`` (gzip-compressed JSON, written to a temporary file, synced,
-    then renamed: a crash leaves the previous checkpoint). Keys looked up once are left out:
-    they carry no long-horizon evidence. Returns the keys written."""
-    return write(h.to_state(min_queries=2), path)
-
-
 def write(state: dict, path: str | Path) -> int:
-    """Write a :meth:`Horizon.to_state` snapshot as :func:`save` does; returns its keys."""
+    """Checkpoint a :meth:`Horizon.to_state` snapshot to ``path`` (gzip-compressed JSON,
+    written to a temporary file, synced, then renamed: a crash leaves the previous
+    checkpoint); returns its keys."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as raw:
@@ -706,7 +701,7 @@ def write(state: dict, path: str | Path) -> int:
 
 def load(h: Horizon, path: str | Path, domains: bool = True, pairs: bool = True,
          state: dict | None = None) -> int:
-    """Restore ``h`` from a checkpoint :func:`save` wrote (or from ``state``, the file as
+    """Restore ``h`` from a checkpoint :func:`write` wrote (or from ``state``, the file as
     read already: :func:`read`), leaving out its domains or its client → domain keys if
     asked; returns the keys restored. A missing file restores nothing (0); an unreadable or
     foreign one is logged at ERROR naming the file, and the state starts empty (-1): the

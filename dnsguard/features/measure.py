@@ -410,10 +410,15 @@ class Measurements:
         if self.horizon is None or self.long_state is None:
             return
         try:
-            hz.save(self.horizon, self.long_state)
+            hz.write(self.long_checkpoint(), self.long_state)
         except OSError as e:
             log.error("%s: cannot checkpoint the long-horizon state: %s", self.long_state,
                       e.strerror or e)
+
+    def long_checkpoint(self) -> dict:
+        """The long-horizon snapshot :meth:`checkpoint` writes (keys looked up once left
+        out: they carry no long-horizon evidence)."""
+        return self.horizon.to_state(min_queries=2)
 
     def summary(self) -> dict:
         return {
