@@ -161,28 +161,27 @@ def test_the_store_counts_each_message_with_its_weight():
     assert t.values(t.slot_of[b"o"], "bytes_up", 1).tolist() == [400.0]  # weight 1
 
 
-def _acme_step(step: int, per_step: int = 120) -> list:
+def _txt_step(step: int, name_of, ttl: int, per_step: int = 120) -> list:
+    """``per_step`` TXT lookups in one minute, the ``i``-th of ``name_of(step, i)``."""
+    out = []
+    for i in range(per_step):
+        ts = T0 + step * 60 + 0.3 + i * (59.0 / per_step)
+        name = name_of(step, i)
+        out += _pair(ts, (step * 331 + i) & 0xFFFF, name, "TXT",
+                     DNSRR(rrname=name, type="TXT", ttl=ttl, rdata="x" * 43))
+    return out
+
+
+def _acme_step(step: int) -> list:
     """cert-manager's DNS-01 renewal (https://cert-manager.io/docs/configuration/acme/dns01/):
     it polls ``_acme-challenge.<host>`` TXT until the token propagates, here 12 hosts every
     6 s, against the node's baseline of A lookups: a shift of the type mix to TXT."""
-    out = []
-    for i in range(per_step):
-        ts = T0 + step * 60 + 0.3 + i * (59.0 / per_step)
-        name = f"_acme-challenge.app{i % 12}.corp.example.com"
-        out += _pair(ts, (step * 331 + i) & 0xFFFF, name, "TXT",
-                     DNSRR(rrname=name, type="TXT", ttl=60, rdata="x" * 43))
-    return out
+    return _txt_step(step, lambda s, i: f"_acme-challenge.app{i % 12}.corp.example.com", 60)
 
 
-def _txt_channel_step(step: int, per_step: int = 120) -> list:
+def _txt_channel_step(step: int) -> list:
     """The same TXT volume as a channel: a new short name under one domain each time."""
-    out = []
-    for i in range(per_step):
-        ts = T0 + step * 60 + 0.3 + i * (59.0 / per_step)
-        name = f"c{step}x{i}.poll.example.net"
-        out += _pair(ts, (step * 331 + i) & 0xFFFF, name, "TXT",
-                     DNSRR(rrname=name, type="TXT", ttl=0, rdata="x" * 43))
-    return out
+    return _txt_step(step, lambda s, i: f"c{s}x{i}.poll.example.net", 0)
 
 
 def test_service_lookups_do_not_shift_the_type_mix(tmp_path, ruleset):
