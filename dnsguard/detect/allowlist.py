@@ -115,7 +115,11 @@ class Allowlist:
         self._nets = [(ipaddress.ip_network(e.value), e) for e in entries
                       if e.kind in ("client", "resolver")]
         self.ports = frozenset(int(e.value) for e in entries if e.kind == "port")
-        self._cache: dict[str, Entry | None] = {}
+        # Names under an entry, with their entry (the walk to it is as long as the entry).
+        # A miss is not remembered: its walk stops at the first suffix that is no anchor,
+        # one or two lookups for most names, cheaper than a cache insert (and a flood of
+        # never-seen names would only churn the cache).
+        self._cache: dict[str, Entry] = {}
         self.cache_size = 100_000  # names remembered (Settings.allow_cache in the pipeline)
 
     @property
@@ -126,13 +130,15 @@ class Allowlist:
         """The entry covering ``name`` (lower-case), the most specific one if several."""
         if not self._suffix:
             return None
-        c = self._cache.get(name, False)
-        if c is not False:
+        cache = self._cache
+        c = cache.get(name)
+        if c is not None:
             return c
         hit = _most_specific(self._suffix, self._anchors, name)
-        if len(self._cache) >= self.cache_size:
-            self._cache.clear()
-        self._cache[name] = hit
+        if hit is not None:
+            if len(cache) >= self.cache_size:
+                cache.clear()
+            cache[name] = hit
         return hit
 
     def for_address(self, kind: str, addr: str) -> Entry | None:

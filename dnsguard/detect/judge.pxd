@@ -1,5 +1,7 @@
 # Cython declarations for judge.py (see setup.py): the observer callbacks measurement makes
 # on every message (factor, on_query, on_due) as C calls.
+cimport cython
+from dnsguard.detect.allowlist cimport Allowlist
 from dnsguard.detect.policy cimport Policy
 from dnsguard.features.measure cimport Observer
 from dnsguard.features.payload cimport NameFeatures
@@ -10,7 +12,8 @@ from dnsguard.features.window cimport features as window_features
 cdef class Judge(Observer):
     cdef dict __dict__
     cdef public Policy policy
-    cdef public object allow, rules, m
+    cdef public Allowlist allow
+    cdef public object rules, m
     cdef public list extra_detectors
     cdef public tuple _need
     cdef public Py_ssize_t _need_for
@@ -26,6 +29,7 @@ cdef class Judge(Observer):
     cpdef void on_close(self, str scope, object key, KeyStats st)
     cpdef void on_long_due(self, int due, bytes client, bytes server, str rd, double factor,
                            double ts)
+    @cython.locals(allow=Allowlist)
     cpdef object allowed(self, NameFeatures nf, bytes client, bytes server)
     # The evaluation of a due key as C calls (on every evaluation, suppressed keys too).
     cdef void _check(self, str scope, object key, KeyStats st, double ts)

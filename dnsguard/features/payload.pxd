@@ -1,8 +1,12 @@
 # Cython declarations for payload.py (see setup.py): NameFeatures' fields as C fields, read
 # per packet by features/window.py and the pipeline.
 cimport cython
+from dnsguard.domain cimport RegisteredDomains
 
 cdef list _LOG2
+cdef double _LOG2C[256]  # _LOG2 as C doubles (compiled only: _fill_log2)
+@cython.locals(i=int)
+cdef void _fill_log2()
 cdef bint _COMPILED
 
 @cython.locals(n=Py_ssize_t, i=Py_ssize_t, seen=Py_ssize_t, b=cython.uchar, p=cython.p_uchar)
@@ -67,8 +71,8 @@ cdef class NameAnalyzer:
                seen=Py_ssize_t, table=cython.p_uchar, bits=cython.uchar, b=int,
                ml=Py_ssize_t, ent=double, dig=Py_ssize_t, non_ldh=Py_ssize_t, sub=tuple,
                svc=bint, lg=bytes, shape=int, hexend=bint, looks=bint, reg_label=bytes,
-               tl=Py_ssize_t, known=object)
-cpdef NameFeatures _compute_key(object domains, bytes key)
+               tl=Py_ssize_t, known=object, cnt=cython.long)
+cpdef NameFeatures _compute_key(RegisteredDomains domains, bytes key)
 cdef void _no_subdomain(NameFeatures f)
 
 @cython.locals(i=Py_ssize_t, j=Py_ssize_t, seen=Py_ssize_t, c=cython.uchar, hexonly=bint,

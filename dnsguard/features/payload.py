@@ -120,15 +120,26 @@ def _entropy_c(data: bytes) -> float:
     return _entropy_sum(counts, order, seen, n)
 
 
+def _fill_log2() -> None:
+    """Compiled only: ``_LOG2`` copied into the C array ``_LOG2C`` (payload.pxd), the same
+    doubles, read without a list item and a float object per term."""
+    for i in range(256):
+        _LOG2C[i] = _LOG2[i]  # noqa: F821 - declared in payload.pxd
+
+
+if _COMPILED:
+    _fill_log2()
+
+
 def _entropy_sum(counts, order, seen, n) -> float:
     """The entropy of ``n`` octets from their counts, summed in first-occurrence ``order``
     (compiled only: C arrays; both C paths share it, so their floats agree to the bit)."""
     s = 0.0
     for i in range(seen):
         c = counts[order[i]]
-        lg = _LOG2[c] if c < 256 else math.log2(c)  # a C double: C float arithmetic
+        lg = _LOG2C[c] if c < 256 else math.log2(c)  # noqa: F821 - C float arithmetic
         s += c * lg
-    return _LOG2[n] - s / n if n < 256 else math.log2(n) - s / n
+    return _LOG2C[n] - s / n if n < 256 else math.log2(n) - s / n  # noqa: F821
 
 
 def entropy(data: bytes, _count=_count_elements, _lg=_LOG2, _log2=math.log2) -> float:
@@ -557,7 +568,9 @@ def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
     if not domains._fast or tail in domains._tails2 or tld in domains._wild1:
         return None
     f = NameFeatures()
-    labels = tuple([key[starts[k]:starts[k] + lens[k]] for k in range(nl)])
+    # p[a:b] of the C pointer: each label one PyBytes_FromStringAndSize (a slice of the
+    # bytes object went through the generic sequence protocol).
+    labels = tuple([p[starts[k]:starts[k] + lens[k]] for k in range(nl)])
     if upper:
         lower = tuple([cbuf[starts[k] - 1:starts[k] - 1 + lens[k]] for k in range(nl)])
     else:
@@ -599,10 +612,19 @@ def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
                 order[seen] = c
                 seen += 1
             counts[c] += 1
-            bits = table[c]
-            for b in range(8):
-                if bits & (1 << b):
-                    ccounts[b] += 1
+    # The alphabets' counts from the distinct octets (a name repeats most of its octets).
+    for i in range(seen):
+        c = order[i]
+        cnt = counts[c]
+        bits = table[c]
+        ccounts[0] += cnt * (bits & 1)
+        ccounts[1] += cnt * ((bits >> 1) & 1)
+        ccounts[2] += cnt * ((bits >> 2) & 1)
+        ccounts[3] += cnt * ((bits >> 3) & 1)
+        ccounts[4] += cnt * ((bits >> 4) & 1)
+        ccounts[5] += cnt * ((bits >> 5) & 1)
+        ccounts[6] += cnt * ((bits >> 6) & 1)
+        ccounts[7] += cnt * ((bits >> 7) & 1)
     f.sub_len = sn + nsub - 1 if nsub else 0
     if sn:
         f.max_label = ml = lens[longest]

@@ -41,7 +41,7 @@ cdef class SeriesStore:
     cpdef void observe_response(self, double ts, object client, object regdomain,
                                 Py_ssize_t size, int rcode, double w=*)
 
-    @cython.locals(qi=Py_ssize_t)
+    @cython.locals(qi=Py_ssize_t, e=Entry)
     cpdef void _query(self, object client, object regdomain, object name_hash, Py_ssize_t size,
                       int qtype, double w=*)
 
