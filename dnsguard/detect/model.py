@@ -39,7 +39,7 @@ DETECTOR_ID = "model:hoeffding"
 MODEL_SCOPES = ("domain", "client_domain", "client", "flow")
 # Window features the shipped model was not trained with (added to the catalog after it):
 # a retrain (docs/model.md) may take them in, and then drops them from here.
-NOT_INPUTS: frozenset[str] = frozenset()
+NOT_INPUTS: frozenset[str] = frozenset({"ident_share"})
 # Every window feature of the model's scopes, in catalog order (missing in a scope → 0).
 WINDOW_FEATURES = [n for n, f in catalog.FEATURES.items()
                    if any(s in MODEL_SCOPES for s in f.scopes) and n not in NOT_INPUTS]

@@ -46,7 +46,8 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("tld_known", ("message",), "1 if the TLD is in the Public Suffix List"),
     Feature("id_shape", ("message",), "1 if the subdomain's one long label is a UUID/GUID, "
             "2 if it is a hex digest of a hash length (MD5, SHA-1, SHA-2) or a hex device id "
-            "after a short word (android-<16 hex>, sep<MAC>), else 0"),
+            "after a short word (android-<16 hex>, sep<MAC>), 3 if it is a cloud resource id "
+            "of words and short id fields (vpce-<17 hex>-<8>, <deployment>-<hash>-<5>), else 0"),
     Feature("service", ("message",), "1 if the subdomain holds a registered underscored "
             "label (_domainkey, _dmarc, _tcp, _udp, _msdcs, _sites, …: RFC 8552)"),
     Feature("addr", ("message",), "1 if the subdomain holds an IPv4 address as four decimal "
@@ -88,6 +89,8 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("uuid_share", W, "share of queries whose subdomain is one UUID/GUID"),
     Feature("digest_share", W, "share of queries whose subdomain is one hex digest or "
             "hex device id"),
+    Feature("ident_share", W, "share of queries whose subdomain is one generated identifier: "
+            "a UUID/GUID, a hex digest or device id, or a cloud resource id (id_shape 1-3)"),
     Feature("service_share", W, "share of queries naming a registered underscored label"),
     Feature("addr_share", W, "share of queries with an IPv4 address in the subdomain"),
     Feature("new_label_share", ("domain",), "share of the names new to the window that hold "
@@ -193,11 +196,13 @@ PHRASES: dict[str, str] = {
     "unknown_tld_domains": "{v} registered domains under unknown top-level domains",
     "unknown_tld_share": "{v} of the registered domains are under unknown top-level domains",
     "info_bytes": "subdomain holds {v} bytes of information",
-    "id_shape": "subdomain shaped as an identifier (UUID 1, hex digest or device id 2: {v})",
+    "id_shape": "subdomain shaped as an identifier (UUID 1, hex digest or device id 2, "
+                "resource id 3: {v})",
     "service": "subdomain holds a registered underscored service label ({v})",
     "addr": "subdomain holds an IPv4 address ({v})",
     "uuid_share": "{v} of queries name one UUID/GUID",
     "digest_share": "{v} of queries name one hex digest or device id",
+    "ident_share": "{v} of queries name one generated identifier (UUID, digest, resource id)",
     "service_share": "{v} of queries name a registered underscored service label",
     "addr_share": "{v} of queries hold an IPv4 address in the name",
     "new_label_share": "{v} of the new names bring a label not seen before in the window",

@@ -32,7 +32,7 @@ _M = 1 << P
 
 _ADD = ("queries", "responses", "bytes_up", "bytes_down", "sum_sub_len", "sum_entropy",
         "encoded", "non_ldh", "rare", "carrier", "txt", "nxdomain", "packets", "uuid",
-        "digest", "service", "addr", "new_data", "label_names", "label_fresh")
+        "digest", "resource", "service", "addr", "new_data", "label_names", "label_fresh")
 
 
 def _registers(d: DistinctCounter) -> bytearray:

@@ -87,6 +87,20 @@ _WORD_COMPOUND = re.compile(rb"[a-z]{1,12}(?:-[a-z]{1,12})+\Z")
 # Base32 and hex have no '-', and a Base64url label breaks into fields of 17 or less at two
 # '-' or more about once in 20 (a 30-character label); the model's new_data still counts it.
 _ID_FIELD_MAX = 17
+# A cloud or orchestrator resource id in one label: words (letters only, at most 12) and id
+# fields joined by hyphens: at most two id fields (3 octets or more, not a word), at most one
+# of them longer than 8, at most 28 octets in them. Real ids: AWS ``vpce-<17 hex>-<8>`` and
+# its zonal ``…-<region><az>`` form
+# (https://docs.aws.amazon.com/vpc/latest/privatelink/privatelink-access-aws-services.html),
+# ``eni-``/``i-<17 hex>`` (EC2 resource-based host names:
+# https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-instance-naming.html), load
+# balancers ``<name>-<16 hex>`` and ``k8s-<ns>-<name>-<10 hex>``, Kubernetes pods
+# ``<deployment>-<replica-set hash, 9-10>-<5>`` (k8s.io/apimachinery pkg/util/rand), AKS
+# ``<prefix>-<8 hex>.hcp.<region>.azmk8s.io``, Cloud Run ``<svc>-<10>-<region>.a.run.app``;
+# IPv6 addresses with dashes (fields of at most 4 hex). Data cut into hyphen-joined fields is
+# not one: it has several long fields or more random octets (bench/id_fields.py measures both).
+_RESOURCE_LONG_FIELD = 8
+_RESOURCE_RANDOM_MAX = 28
 _OCTET = rb"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _ADDR = re.compile(rb"(?<![0-9])" + _OCTET + rb"([-._])" + _OCTET + rb"\1" + _OCTET + rb"\1"
                    + _OCTET + rb"(?![0-9])")
@@ -386,6 +400,7 @@ class NameAnalyzer:
 
 ID_UUID = 1
 ID_DIGEST = 2
+ID_RESOURCE = 3
 
 
 def _has_service(sub: tuple[bytes, ...]) -> bool:
@@ -419,15 +434,70 @@ def _id_shape(longest: bytes, sub: tuple[bytes, ...]) -> int:
     if n != 36 and n not in _DIGEST_LENGTHS:
         if 14 <= n <= 29 and _HEX_ID.match(longest.lower()) is not None:
             return ID_DIGEST if _single_long(sub) else 0
-        return 0
+        return _resource_shape(longest, sub)
     if not _single_long(sub):
         return 0
     low = longest.lower()
     if n == 36:
-        return ID_UUID if _UUID.match(low) is not None else 0
-    if not low.translate(None, _HEXLOW) and not low.isdigit():
+        if _UUID.match(low) is not None:
+            return ID_UUID
+    elif not low.translate(None, _HEXLOW) and not low.isdigit():
         return ID_DIGEST
-    return 0
+    return _resource_shape(longest, sub)
+
+
+def _resource_shape(longest: bytes, sub: tuple[bytes, ...]) -> int:
+    """ID_RESOURCE if the subdomain's one long label that is not a plain word (service
+    names such as ``secretsmanager`` are) is a resource id (:func:`_resource_id`), else 0.
+
+    >>> _resource_shape(b"vpce-0a1b2c3d4e5f67890-ab12cd34",
+    ...                 (b"vpce-0a1b2c3d4e5f67890-ab12cd34", b"secretsmanager", b"us-east-1"))
+    3
+    >>> _resource_shape(b"k7vq2mzx4hbp6wjd-n3c5fr2tyg8s",
+    ...                 (b"k7vq2mzx4hbp6wjd-n3c5fr2tyg8s", b"q4n8bz2kxm3jw7hvt"))
+    0
+    """
+    if len(longest) < 14 or b"-" not in longest or not _resource_id(longest.lower()):
+        return 0
+    for x in sub:
+        if len(x) >= 14 and x is not longest and not x.isalpha():
+            return 0
+    return ID_RESOURCE
+
+
+def _resource_id(low: bytes) -> bool:
+    """A lower-case label that reads as a generated resource id (``_RESOURCE_*`` above).
+
+    >>> _resource_id(b"vpce-0a1b2c3d4e5f67890-ab12cd34-us-east-1a")
+    True
+    >>> _resource_id(b"api-gateway-7d9f8b6c5d-x2k4p"), _resource_id(b"2001-db8-0-8a2e-370-7334")
+    (True, True)
+    >>> _resource_id(b"mfrggzdfmztwq2lkn-nwg23tpobyxe43u-on2xmzlbmjygk3tb")  # Base32 in fields
+    False
+    >>> _resource_id(b"mfrggzdf-mztwq2lk-nnwg23tp-obyxe43u")
+    False
+    """
+    if b"-" not in low:
+        return False
+    fields = low.split(b"-")
+    if len(fields) <= 8:
+        for x in fields:  # an IPv6 address with dashes ("--" where "::" was)
+            if len(x) > 4 or x.translate(None, _HEXLOW):
+                break
+        else:
+            return True
+    ids = long_fields = rand = 0
+    for x in fields:
+        n = len(x)
+        if n > _ID_FIELD_MAX:
+            return False
+        if n <= 2 or (n <= 12 and x.isalpha()):
+            continue  # a word (vpce, internal, east, controller) or a zone's "1a"
+        ids += 1
+        rand += n
+        if n > _RESOURCE_LONG_FIELD:
+            long_fields += 1
+    return ids <= 2 and long_fields <= 1 and rand <= _RESOURCE_RANDOM_MAX
 
 
 def _may_hold_address(s: bytes) -> bool:
@@ -660,6 +730,8 @@ def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
                     break
             if hexend:
                 shape = _id_shape(lg, sub)
+        if not shape and ml >= 14 and hy and b"-" in lg:  # maybe a resource id
+            shape = _resource_shape(lg, sub)
         f.id_shape = shape
         if non_ldh >= 4:
             looks = True

@@ -14,7 +14,7 @@ cdef class KeyStats:
     cdef public double start, last, sum_entropy, factor
     cdef public long long queries, responses, bytes_up, bytes_down, sum_sub_len, max_label
     cdef public long long encoded, non_ldh, rare, carrier, txt, nxdomain, packets
-    cdef public long long evaluated_at, uuid, digest, service, addr, label_names, label_fresh
+    cdef public long long evaluated_at, uuid, digest, resource, service, addr, label_names, label_fresh
     cdef public double new_data
     cdef public Py_hash_t last_hash
     cdef public DistinctCounter names

@@ -46,7 +46,7 @@ class KeyStats:
                  "sum_sub_len", "sum_entropy", "max_label", "encoded", "non_ldh", "rare",
                  "carrier", "txt", "nxdomain", "qtypes", "clients", "servers", "domains",
                  "enc_domains", "unk_domains", "samples", "suffix", "last_client",
-                 "last_server", "packets", "evaluated_at", "uuid", "digest", "service",
+                 "last_server", "packets", "evaluated_at", "uuid", "digest", "resource", "service",
                  "addr", "new_data", "last_hash", "factor", "label_map", "label_names",
                  "label_fresh")
 
@@ -67,7 +67,7 @@ class KeyStats:
         self.queries = self.responses = self.bytes_up = self.bytes_down = 0
         self.sum_sub_len = self.encoded = self.non_ldh = self.rare = self.carrier = 0
         self.txt = self.nxdomain = self.packets = self.max_label = self.evaluated_at = 0
-        self.uuid = self.digest = self.service = self.addr = 0
+        self.uuid = self.digest = self.resource = self.service = self.addr = 0
         self.sum_entropy = self.new_data = 0.0
         self.last_hash = 0
         # Labels the window's names held (domain keys only, made on the first new name):
@@ -240,8 +240,10 @@ def note_query(st: KeyStats, nf, qtype: int, client: bytes, server: bytes,
     if shape:
         if shape == 1:
             st.uuid += 1
-        else:
+        elif shape == 2:
             st.digest += 1
+        else:
+            st.resource += 1
     if nf.service:
         st.service += 1
     if nf.addr:
@@ -355,6 +357,7 @@ def features(st: KeyStats, scope: str) -> dict[str, float]:
     f["new_data_rate"] = st.new_data / max(dur, 1.0)
     f["uuid_share"] = st.uuid / qd
     f["digest_share"] = st.digest / qd
+    f["ident_share"] = (st.uuid + st.digest + st.resource) / qd
     f["service_share"] = st.service / qd
     f["addr_share"] = st.addr / qd
     if scope == "domain":
