@@ -454,3 +454,14 @@ def test_cloud_shaped_channel_is_not_an_identifier():
     hits = alerts_for(hyphen_cut_channel(random.Random(5)), use_model=False)
     assert any("unique-subdomain-volume" in a["detectors"] for a in hits
                if (a["domain"] or "").endswith("c2cloud.example")), hits
+
+
+def test_data_cut_into_short_hyphen_fields_counts_as_encoded():
+    """The evasion the id test left open: Base32 cut into hyphen-joined fields of 17 (63-octet
+    labels) read as an AWS-style id and escaped "encoded". It no longer does (three long id
+    fields are not one resource id), so encoded-subdomains finds it; real ids stay quiet
+    (aws_estate_at_scale, cloud_endpoints, tests/test_features.py)."""
+    hits = alerts_for(hyphen_cut_channel(random.Random(6), field=17, length=60, names=300),
+                      use_model=False)
+    assert any("encoded-subdomains" in a["detectors"] for a in hits
+               if (a["domain"] or "").endswith("c2cloud.example")), hits

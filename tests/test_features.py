@@ -69,6 +69,29 @@ def test_identifier_service_and_address_shapes():
     assert feats("mzxw6ytboi4dsnzqgezdgnbvgy3tqojq.tunnel.example").encoded
 
 
+@pytest.mark.parametrize("name", [
+    # AWS interface endpoints, regional and zonal; EC2 resource names; a Kubernetes pod
+    # (<deployment>-<replica-set hash>-<5>); AKS (formats: payload._RESOURCE_*)
+    "vpce-0a1b2c3d4e5f67890-ab12cd34.secretsmanager.us-east-1.vpce.amazonaws.com",
+    "vpce-0a1b2c3d4e5f67890-ab12cd34-ap-southeast-2a.logs.ap-southeast-2.vpce.amazonaws.com",
+    "i-0123456789abcdef0.us-west-2.compute.internal",
+    "kube-prometheus-stack-operator-7d9f8b6c5d-x2k4p.monitoring.svc.cluster.local",
+    "payments-api-dns-4f1c2a9e.hcp.westeurope.azmk8s.io"])
+def test_cloud_resource_ids_are_identifiers_not_data(name):
+    f = feats(name)
+    assert f.id_shape == 3 and not f.encoded, f.as_dict()
+
+
+@pytest.mark.parametrize("label", [
+    "mfrggzdfmztwq2lkn-nwg23tpobyxe43u-on2xmzlbmjygk3tb-mzxw6ytb",  # Base32, fields of 17
+    "3f9a0c7e41b2d8e6-5a7c9e1f3b2d4a6c-8e0f2a4c6e8a0b2d-4f6a8c0e",  # hex, fields of 16
+    "mfrggzdf-mztwq2lk-nnwg23tp-obyxe43u-on2xmzlb-mjygk3tb",  # Base32, fields of 8
+    "q2hhbgxlbmdl-lwrhdgetzm9y-lwh5cghlbi1m-awvszhm"])  # Base64url, fields of 12
+def test_data_cut_into_hyphen_fields_is_encoded(label):
+    f = feats(f"{label}.api.eu-west-1.c2cloud.example")
+    assert f.encoded and f.id_shape == 0, f.as_dict()
+
+
 def test_words_are_not_encoded_but_random_labels_are():
     assert not feats("aks-prod-southeastasia.access-point.cloudmessaging.edge.microsoft.com"
                      ).encoded

@@ -30,11 +30,11 @@ cpdef bint _single_long(tuple sub) except -1
 cdef Py_ssize_t _ID_FIELD_MAX, _RESOURCE_LONG_FIELD, _RESOURCE_RANDOM_MAX
 @cython.locals(x=bytes)
 cpdef int _resource_shape(bytes longest, tuple sub) except -1
+@cython.locals(x=bytes)
+cpdef bint _words(bytes label) except -1
 @cython.locals(fields=list, x=bytes, n=Py_ssize_t, ids=Py_ssize_t, long_fields=Py_ssize_t,
                rand=Py_ssize_t)
 cpdef bint _resource_id(bytes low) except -1
-@cython.locals(n=Py_ssize_t, x=bytes)
-cpdef Py_ssize_t _longest_field(bytes low) except -1
 @cython.locals(low=bytes)
 cpdef bint _looks_encoded(bytes label, Py_ssize_t total, Py_ssize_t non_ldh) except -1
 

@@ -79,13 +79,7 @@ _HEX_ID = re.compile(rb"[a-z]{2,12}[-_]?[0-9a-f]{12}(?:[0-9a-f]{4})?\Z")
 # 10,000 matches (measured). A channel of hyphenated dictionary words is not "encoded" then;
 # unique-subdomain-volume's new_label_share and the model's new_data still see its volume.
 _WORD_COMPOUND = re.compile(rb"[a-z]{1,12}(?:-[a-z]{1,12})+\Z")
-# Fields joined by hyphens, none longer than an AWS resource id's 17 hex digits: generated
-# identifiers (``vpce-<17 hex>-<8 chars>.<svc>.<region>.vpce.amazonaws.com``,
-# ``internal-<name>-<10 digits>.<region>.elb.amazonaws.com``, AWS Load Balancer Controller's
-# ``k8s-<ns>-<name>-<10 hex>``) and IPv6 addresses written with dashes (Plex's
-# ``<address>.<32 hex>.plex.direct``, sslip.io, ISPs' forward names). Encoders write one run:
-# Base32 and hex have no '-', and a Base64url label breaks into fields of 17 or less at two
-# '-' or more about once in 20 (a 30-character label); the model's new_data still counts it.
+# No field of a resource id is longer than an AWS resource id's 17 hex digits.
 _ID_FIELD_MAX = 17
 # A cloud or orchestrator resource id in one label: words (letters only, at most 12) and id
 # fields joined by hyphens: at most two id fields (3 octets or more, not a word), at most one
@@ -447,8 +441,9 @@ def _id_shape(longest: bytes, sub: tuple[bytes, ...]) -> int:
 
 
 def _resource_shape(longest: bytes, sub: tuple[bytes, ...]) -> int:
-    """ID_RESOURCE if the subdomain's one long label that is not a plain word (service
-    names such as ``secretsmanager`` are) is a resource id (:func:`_resource_id`), else 0.
+    """ID_RESOURCE if the subdomain's one long label that is not made of words (service
+    and region names: ``secretsmanager``, ``ap-southeast-2``) is a resource id
+    (:func:`_resource_id`), else 0.
 
     >>> _resource_shape(b"vpce-0a1b2c3d4e5f67890-ab12cd34",
     ...                 (b"vpce-0a1b2c3d4e5f67890-ab12cd34", b"secretsmanager", b"us-east-1"))
@@ -460,9 +455,17 @@ def _resource_shape(longest: bytes, sub: tuple[bytes, ...]) -> int:
     if len(longest) < 14 or b"-" not in longest or not _resource_id(longest.lower()):
         return 0
     for x in sub:
-        if len(x) >= 14 and x is not longest and not x.isalpha():
+        if len(x) >= 14 and x is not longest and not _words(x):
             return 0
     return ID_RESOURCE
+
+
+def _words(label: bytes) -> bool:
+    """Letters-only fields, or fields of at most 2, joined by hyphens: ``ap-southeast-2``."""
+    for x in label.split(b"-"):  # noqa: SIM110 - a C loop compiled
+        if len(x) > 2 and not x.isalpha():
+            return False
+    return True
 
 
 def _resource_id(low: bytes) -> bool:
@@ -520,19 +523,6 @@ def _single_long(sub: tuple[bytes, ...]) -> bool:
     return long_labels == 1
 
 
-def _longest_field(low: bytes) -> int:
-    """The longest run between hyphens.
-
-    >>> _longest_field(b"vpce-0a1b2c3d4e5f67890-ab12cd34"), _longest_field(b"abc")
-    (17, 3)
-    """
-    n = 0
-    for x in low.split(b"-"):  # noqa: SIM110 - a C loop compiled
-        if len(x) > n:
-            n = len(x)
-    return n
-
-
 def _looks_encoded(label: bytes, total: int, non_ldh: int) -> bool:
     """A label that carries data: long and high-entropy, or raw octets outside letters/digits.
     Not words joined by hyphens (Helm's ``<release>-<chart>-<component>`` service names).
@@ -543,6 +533,8 @@ def _looks_encoded(label: bytes, total: int, non_ldh: int) -> bool:
     True
     >>> _looks_encoded(b"vpce-0a1b2c3d4e5f67890-ab12cd34", 31, 0)
     False
+    >>> _looks_encoded(b"mfrggzdfmztwq2lkn-nwg23tpobyxe43u-on2xmzlbmjygk3tb", 51, 0)
+    True
     """
     if non_ldh >= 4:  # iodine base128/raw modes, binary payloads
         return True
@@ -552,7 +544,7 @@ def _looks_encoded(label: bytes, total: int, non_ldh: int) -> bool:
     low = label.lower()
     if _WORD_COMPOUND.match(low) is not None:
         return False
-    if low.count(b"-") >= 2 and _longest_field(low) <= _ID_FIELD_MAX:
+    if _resource_id(low):  # a cloud resource id, not data cut into hyphen-joined fields
         return False
     if not low.translate(None, _HEXLOW) and not low.isalpha() and not low.isdigit():
         # Hex has 16 symbols: random hex of 24-64 chars sits at 3.4-3.9 bits/char.
