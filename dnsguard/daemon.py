@@ -382,6 +382,7 @@ class Daemon:
             log.error("nothing to read: set 'interfaces:' (or --interface) to capture, and/or "
                       "'dnstap:' (or --dnstap) to receive dnstap from DNS servers")
             return 2
+        self._install_signals()
         ready = self._prepare()
         if isinstance(ready, int):
             return ready
@@ -510,6 +511,11 @@ class Daemon:
                                    self._capture_options())
 
     def _install_signals(self) -> None:
+        """SIGTERM/SIGINT/SIGHUP set flags and wake the loop. Installed once, as early as the
+        run starts: a stop during the start (``systemctl stop`` right after ``start``) is then
+        a clean, logged stop (exit 0), not death by the signal's default action."""
+        if self._wake_r is not None:
+            return
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)

@@ -222,12 +222,35 @@ class WorkerDaemon(Daemon):
                             i.kernel_freezes) for i in self.interfaces],
         }
 
+    def starting_signals(self, parent: Daemon) -> None:
+        """Just forked from ``parent``: this worker's own stop flag for SIGTERM/SIGINT (systemd
+        signals the whole control group) and no wake-up descriptor of the parent's; a signal
+        the parent's handler took in this process since the fork is kept."""
+        signal.set_wakeup_fd(-1)
+        for s in (parent._wake_r, parent._wake_w):
+            if s is not None:
+                s.close()
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor passes it on when ready
+        self.stop_signal = self.stop_signal or parent.stop_signal
+
+    def _stopped_starting(self) -> bool:
+        """Told to stop before capturing: nothing to save, so end now (exit 0)."""
+        if self.stop_signal is None:
+            return False
+        log.info("worker %d: stopping on %s before capturing", self.index,
+                 signal.Signals(self.stop_signal).name)
+        return True
+
     def run_worker(self, pw) -> int:
         from dnsguard.capture.live import CaptureOpenError
         from dnsguard.metrics import Metrics
 
         cfg = self.cfg
         settings = cfg.to_settings()
+        if self._stopped_starting():
+            return 0
         try:
             ruleset = load_dir(cfg.rules)
             self.metrics = Metrics(__version__)  # not served: what the loop observes
@@ -238,6 +261,8 @@ class WorkerDaemon(Daemon):
             log.error("worker %d: %s", self.index, e)
             self.tell_failed(str(e))
             return 2
+        if self._stopped_starting():
+            return 0
         self._track_captures()
         _preload()
         if pw is not None:
@@ -414,12 +439,16 @@ class Supervisor(Daemon):
                 log.error("workers: %d: '%s:' runs in one process; set workers: 1 to use "
                           "it", cfg.workers, key)
                 return 2
+        self.children: list[tuple[int, socket.socket]] = []
+        self._install_signals()  # a stop from here on is a clean one (exit 0)
         ready = self._prepare()  # as one process: interfaces, rules, user, state dir
         if isinstance(ready, int):
             return ready
         settings, ruleset, pw = ready
+        if self.stop_signal is not None:
+            log.info("stopping on %s before the start", signal.Signals(self.stop_signal).name)
+            return 0
         # Workers first: no thread and no output file exists yet to be inherited.
-        self.children: list[tuple[int, socket.socket]] = []
         fanout = fanout_base(os.getpid())
         for i in range(cfg.workers):
             ours, theirs = socket.socketpair()
@@ -433,6 +462,7 @@ class Supervisor(Daemon):
                 worker = None
                 try:
                     worker = WorkerDaemon(cfg, i, theirs, fanout)
+                    worker.starting_signals(self)
                     rc = worker.run_worker(pw)
                 except BaseException as e:
                     log.exception("worker %d failed", i)
@@ -611,11 +641,13 @@ class Supervisor(Daemon):
                     merger.close(k)
                     if k in failed:
                         pass
-                    elif k in starting and stopping_since is None:
+                    elif k in starting and self.stop_signal is None:
+                        # (asked to stop, a starting worker ends at once: systemd signals
+                        # every process of the unit, the loop may not have seen it yet)
                         self._failed(k, None, True)
                         rc = 2
                         self.stop_signal = signal.SIGTERM
-                    elif finals[k] is None and stopping_since is None:
+                    elif finals[k] is None and self.stop_signal is None:
                         log.error("worker %d (pid %d) ended unexpectedly: stopping the sensor "
                                   "so that the service manager restarts it whole", k,
                                   self.children[k][0])

@@ -397,3 +397,50 @@ def test_a_worker_refused_its_fanout_group_fails_the_start_by_name(pair, tmp_pat
             os.killpg(sensor.p.pid, signal.SIGKILL)  # the squatter too
         sensor.kill()
         notify.close()
+
+
+@pytest.mark.parametrize("to", ["group", "supervisor"])
+def test_sigterm_during_the_start_stops_cleanly(pair, tmp_path, to):  # noqa: F811
+    """``systemctl stop`` right after the start: SIGTERM reaches the sensor while its workers
+    are still starting (a long allowlist to load), before READY=1. systemd sends it to the
+    whole control group ("group"); a plain ``kill`` only to the supervisor. The sensor logs the
+    stop and exits 0, no worker is reported failed, and READY=1 is never sent. ~5 s each."""
+    ns_s, if_s, _, _ = pair
+    os.chmod(tmp_path, 0o755)
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", rules)
+    (rules / "site.yaml").write_text("allowlist:\n" + "".join(
+        f"  - suffix: host{i}.site-allow.test\n    source: the site's own\n"
+        for i in range(FANOUT_ALLOWLIST)))
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.setblocking(False)
+    sensor = Proc(["ip", "netns", "exec", ns_s, sys.executable, "-m", "dnsguard", "run",
+                   "--interface", if_s, "--workers", "2", "--alerts", str(tmp_path / "a.json"),
+                   "--no-model", "--user", "root", "--state-dir", str(tmp_path / "state"),
+                   "--rules", str(rules), "--metrics-address", "127.0.0.1:0"],
+                  tmp_path / "sensor.log",
+                  env={**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
+    try:
+        wait_for("the workers forked", lambda: "started 2 workers" in sensor.text()
+                 or sensor.p.poll() is not None, 60, diag=sensor.text)
+        assert "capturing on" not in sensor.text(), "the workers started too fast to test"
+        if to == "group":
+            os.killpg(sensor.p.pid, signal.SIGTERM)
+        else:
+            sensor.p.send_signal(signal.SIGTERM)
+        rc = sensor.p.wait(timeout=40)
+        log = sensor.text()
+        assert rc == 0, log
+        assert "stopping on SIGTERM" in log and "stopped:" in log, log
+        assert not re.search(r"failed|exited with|Traceback|ERROR", log), log
+        said = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                said.append(notify.recv(4096).decode())
+        assert not [x for x in said if x.startswith("READY=1")], said
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(sensor.p.pid, signal.SIGKILL)
+        sensor.kill()
+        notify.close()
