@@ -2,8 +2,9 @@
 Workers; the split itself: :mod:`dnsguard.workers`).
 
 * The **supervisor** (the process systemd starts) reads the configuration and the rules, forks
-  the workers, then opens the alert file and the metrics port, drops privileges and runs the
-  judge (:class:`~dnsguard.workers.JudgePipeline`), the merger and the one alert funnel.
+  the workers (which build their pipelines on its parsed rules: not read again), then opens
+  the alert file and the metrics port, drops privileges and runs the judge
+  (:class:`~dnsguard.workers.JudgePipeline`), the merger and the one alert funnel.
 * Each **worker** (:class:`WorkerDaemon`, the ordinary capture loop of
   :class:`~dnsguard.daemon.Daemon`) opens its own capture on every interface, joined to the
   interface's fanout group, drops privileges, and runs a
@@ -57,7 +58,7 @@ from dnsguard.daemon import (
     _preload,
     drop_privileges,
 )
-from dnsguard.detect.rules import load_dir
+from dnsguard.detect.rules import RuleSet
 from dnsguard.detect.yamlsrc import SourceError
 from dnsguard.workers import (
     ALERT,
@@ -77,10 +78,10 @@ MAX_MESSAGE = 64 << 20  # bytes: a batch is at most one wake-up's frames
 STATS_EVERY = 1.0
 FINAL_WAIT = 30.0  # seconds the supervisor waits for the workers' last windows at stop
 # Seconds the supervisor waits for every worker to be capturing (in its fanout groups). A
-# worker only loads the rules and opens its rings (the modules are imported before the fork):
-# about a second on a loaded 2-core machine. 30 s leaves the supervisor's own start-up room
-# under the unit's TimeoutStartSec=60s, so a stuck worker is reported by name here, not
-# killed by systemd without a cause.
+# worker only builds its pipeline on the supervisor's parsed rules and opens its rings (the
+# modules are imported and the rules read before the fork): well under a second. 30 s leaves
+# the supervisor's own start-up room under the unit's TimeoutStartSec=60s, so a stuck worker
+# is reported by name here, not killed by systemd without a cause.
 WORKER_START_TIMEOUT = 30.0
 # How far behind the wall clock a quiet worker's watermark stays: a frame still in a ring
 # block the kernel has not handed over is at most frame_timeout old, plus scheduling slack.
@@ -243,7 +244,11 @@ class WorkerDaemon(Daemon):
                  signal.Signals(self.stop_signal).name)
         return True
 
-    def run_worker(self, pw) -> int:
+    def run_worker(self, pw, ruleset: RuleSet) -> int:
+        """Build the pipeline on ``ruleset``, the supervisor's (parsed and checked before the
+        fork: a bad file has already stopped the start naming its FILE:LINE; not read again
+        here, which took each worker about a second with a long allowlist), join the fanout
+        groups, say ready, then capture."""
         from dnsguard.capture.live import CaptureOpenError
         from dnsguard.metrics import Metrics
 
@@ -252,7 +257,6 @@ class WorkerDaemon(Daemon):
         if self._stopped_starting():
             return 0
         try:
-            ruleset = load_dir(cfg.rules)
             self.metrics = Metrics(__version__)  # not served: what the loop observes
             self.pipeline = self._build_pipeline(settings, ruleset)
             self._ports = settings.ports
@@ -463,7 +467,7 @@ class Supervisor(Daemon):
                 try:
                     worker = WorkerDaemon(cfg, i, theirs, fanout)
                     worker.starting_signals(self)
-                    rc = worker.run_worker(pw)
+                    rc = worker.run_worker(pw, ruleset)
                 except BaseException as e:
                     log.exception("worker %d failed", i)
                     if worker is not None:

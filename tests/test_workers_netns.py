@@ -152,10 +152,11 @@ def test_two_workers_alert_and_count_as_one(pair, tmp_path):  # noqa: F811 - the
     pcap = tmp_path / "traffic.pcap"
     write_pcap(pcap, fr)
     # The shipped rules and a site's long allowlist (none of it about this traffic): each
-    # worker loads the rules again after the fork, which takes it a while (~1 s of CPU
-    # here). The supervisor used to say READY=1 before its workers had joined the fanout
-    # group: replayed then, the frames were lost (3 of 3 runs with 5,000 to 20,000
-    # entries; 0 of 4 without them, when the workers happen to be quicker).
+    # worker used to load the rules again after the fork, which took it a while (~1 s of
+    # CPU here; now they use the supervisor's). The supervisor used to say READY=1 before
+    # its workers had joined the fanout group: replayed then, the frames were lost (3 of 3
+    # runs with 5,000 to 20,000 entries; 0 of 4 without them, when the workers happen to be
+    # quicker).
     rules = tmp_path / "rules"
     shutil.copytree(ROOT / "rules", rules)
     (rules / "site.yaml").write_text("allowlist:\n" + "".join(
@@ -422,8 +423,10 @@ def test_sigterm_during_the_start_stops_cleanly(pair, tmp_path, to):  # noqa: F8
                   tmp_path / "sensor.log",
                   env={**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
     try:
+        # The supervisor builds its judge after the fork (~1.5 s with this allowlist) and says
+        # READY=1 only after that and every worker's "ready": time enough to stop it first.
         wait_for("the workers forked", lambda: "started 2 workers" in sensor.text()
-                 or sensor.p.poll() is not None, 60, diag=sensor.text)
+                 or sensor.p.poll() is not None, 60, diag=sensor.text, every=0.02)
         assert "capturing on" not in sensor.text(), "the workers started too fast to test"
         if to == "group":
             os.killpg(sensor.p.pid, signal.SIGTERM)
@@ -442,5 +445,76 @@ def test_sigterm_during_the_start_stops_cleanly(pair, tmp_path, to):  # noqa: F8
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(sensor.p.pid, signal.SIGKILL)
+        sensor.kill()
+        notify.close()
+
+
+def _opens_of(path: Path):
+    """Count the opens of ``path`` from now on (inotify IN_OPEN, any process): returns a
+    function that reads the count so far. IN_CLOSE_NOWRITE is watched too: the kernel merges
+    an event with an identical one still unread, so open, open would count once."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    assert fd >= 0, os.strerror(ctypes.get_errno())
+    assert libc.inotify_add_watch(fd, str(path).encode(), 0x20 | 0x10) >= 0
+    seen = [0]
+
+    def count() -> int:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                buf = os.read(fd, 4096)
+                i = 0
+                while i < len(buf):  # struct inotify_event: wd, mask, cookie, len, name
+                    _, mask, _, n = struct.unpack_from("iIII", buf, i)
+                    seen[0] += bool(mask & 0x20)  # IN_OPEN
+                    i += 16 + n
+        return seen[0]
+
+    count.close = lambda: os.close(fd)  # type: ignore[attr-defined]
+    return count
+
+
+def test_workers_use_the_supervisors_rules_and_a_bad_file_names_its_line(pair, tmp_path):  # noqa: F811
+    """The supervisor reads and checks the rules once, before the fork; its workers build
+    their pipelines on that parsed rule set instead of reading every file again after the
+    fork (which took each of them about a second with a long allowlist). Counted by inotify:
+    the site's allowlist file is opened once for a 2-worker start, up to READY=1. A broken
+    file still stops the start (exit 2) naming the file and line. ~10 s."""
+    ns_s, if_s, _, _ = pair
+    os.chmod(tmp_path, 0o755)
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", rules)
+    site = rules / "site.yaml"
+    site.write_text("allowlist:\n" + "".join(
+        f"  - suffix: host{i}.site-allow.test\n    source: the site's own\n"
+        for i in range(FANOUT_ALLOWLIST)))
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(1)
+
+    def start() -> Proc:
+        return Proc(["ip", "netns", "exec", ns_s, sys.executable, "-m", "dnsguard", "run",
+                     "--interface", if_s, "--workers", "2", "--alerts", "-", "--no-model",
+                     "--user", "root", "--state-dir", str(tmp_path / "state"), "--rules",
+                     str(rules), "--metrics-address", "127.0.0.1:0"], tmp_path / "sensor.log",
+                    env={**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
+
+    opens = _opens_of(site)
+    sensor = start()
+    try:
+        msg = wait_ready(notify, sensor, 60)
+        assert msg.startswith("READY=1\n"), msg
+        assert opens() == 1, (opens(), sensor.text())
+        sensor.p.send_signal(signal.SIGTERM)
+        assert sensor.p.wait(timeout=40) == 0, sensor.text()
+        site.write_text("allowlist:\n  - suffix: [not, a, suffix]\n    source: x\n")
+        sensor = start()
+        assert sensor.p.wait(timeout=60) == 2, sensor.text()
+        assert re.search(r"site\.yaml:2", sensor.text()), sensor.text()
+    finally:
+        opens.close()
         sensor.kill()
         notify.close()
