@@ -425,19 +425,17 @@ def _id_shape(longest: bytes, sub: tuple[bytes, ...]) -> int:
     2
     """
     n = len(longest)
-    if n != 36 and n not in _DIGEST_LENGTHS:
-        if 14 <= n <= 29 and _HEX_ID.match(longest.lower()) is not None:
-            return ID_DIGEST if _single_long(sub) else 0
-        return _resource_shape(longest, sub)
-    if not _single_long(sub):
-        return 0
-    low = longest.lower()
-    if n == 36:
-        if _UUID.match(low) is not None:
-            return ID_UUID
-    elif not low.translate(None, _HEXLOW) and not low.isdigit():
+    if n == 36 or n in _DIGEST_LENGTHS:
+        if _single_long(sub):
+            low = longest.lower()
+            if n == 36:
+                if _UUID.match(low) is not None:
+                    return ID_UUID
+            elif not low.translate(None, _HEXLOW) and not low.isdigit():
+                return ID_DIGEST
+    elif 14 <= n <= 29 and _HEX_ID.match(longest.lower()) is not None and _single_long(sub):
         return ID_DIGEST
-    return _resource_shape(longest, sub)
+    return _resource_shape(longest, sub)  # its own test of the other long labels
 
 
 def _resource_shape(longest: bytes, sub: tuple[bytes, ...]) -> int:
