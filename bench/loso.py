@@ -8,7 +8,8 @@ the minimum-evidence gate on the held-out snapshots.
 
     python bench/loso.py [--corpus ../shared/corpus] [--classifier hoeffding|adaptive]
                          [--jobs 2] [--out bench/loso-hoeffding.md] [--json PATH]
-                         [--extra DIR ...] [--hold-out PREFIX] [--folds DIR [--report-only]]
+                         [--extra DIR ...] [--train-only DIR ...] [--hold-out PREFIX]
+                         [--snapshots DIR] [--folds DIR [--report-only]]
 
 The rules are read once, before any fold runs (a fold used to read them from disk: an edit
 to the rules during a long run made a fold raise, and the error, which then could not be
@@ -16,6 +17,10 @@ unpickled, broke the process pool as "terminated abruptly"). A fold that fails i
 with its source and the run goes on. ``--folds DIR`` keeps each finished fold there, so an
 interrupted run resumes where it stopped and ``--report-only`` writes the table from the folds
 done so far, naming the ones missing (clear DIR when code, model settings or data change).
+``--train-only DIR`` adds captures to every fold's training that are never held out or scored
+(the synthetic set of ``lab/synth.py``). ``--snapshots DIR`` keeps each capture's collected
+snapshots (``dnsguard.train.collect``, the slow first step) and reuses them while the capture's
+SHA-256 is the same (clear DIR when the features or the labels change).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from dnsguard.detect import model as M  # noqa: E402
 from dnsguard.detect.rules import RuleSet, load_dir  # noqa: E402
 from dnsguard.evaluate import evaluate_capture, expand, load_truth  # noqa: E402
 from dnsguard.settings import Settings  # noqa: E402
-from dnsguard.train import collect, fit  # noqa: E402
+from dnsguard.train import _sha256, collect, fit  # noqa: E402
 
 THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 MIN_QUERIES = (2, 3, 4, 6, 8)
@@ -177,9 +182,25 @@ def _fold_safe(args):
 
 
 def _fold_key(repo: str, held: set[str], kind: str, a) -> str:
-    h = hashlib.sha256(json.dumps([repo, sorted(held), kind, a.threshold, a.min_queries])
+    h = hashlib.sha256(json.dumps([repo, sorted(held), kind, a.threshold, a.min_queries]
+                                  + ([sorted(str(d) for d in a.train_only)]
+                                     if a.train_only else []))
                        .encode()).hexdigest()[:16]
     return re.sub(r"[^A-Za-z0-9]+", "_", repo)[:60] + "-" + h
+
+
+def collect_cached(p: Path, truth, settings: Settings, ruleset: RuleSet, cache: Path | None):
+    """``collect`` for one capture, through the ``--snapshots`` cache when given."""
+    f = cache / (p.name + ".pkl") if cache else None
+    if f is not None and f.exists():
+        c = pickle.loads(f.read_bytes())
+        if c.sha256 == _sha256(p) and c.cls == truth.cls:
+            return c
+    c = collect(p, truth, settings, ruleset)
+    if f is not None:
+        f.with_suffix(".tmp").write_bytes(pickle.dumps(c))
+        f.with_suffix(".tmp").replace(f)
+    return c
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -209,6 +230,12 @@ def main() -> int:
                     help="another directory of captures with its own truth.yaml, held out as "
                     "one more source (e.g. the project's pcaps/), or as the sources its "
                     "MANIFEST.md names (the lab's sets: one per seed)")
+    ap.add_argument("--train-only", type=Path, action="append", default=[],
+                    help="a directory of captures with its own truth.yaml in every fold's "
+                    "training, never held out or scored (the synthetic set of lab/synth.py)")
+    ap.add_argument("--snapshots", type=Path,
+                    help="keep each capture's collected snapshots here and reuse them while "
+                    "the capture is unchanged (clear it when features or labels change)")
     ap.add_argument("--hold-out", default="",
                     help="hold out only the sources whose name starts with one of these "
                     "comma-separated prefixes (e.g. 'dnsguard-lab/,slow/': the lab's seeds and "
@@ -265,9 +292,18 @@ def main() -> int:
                 done[j[0]] = pickle.loads(f.read_bytes())
     reused = len(done)
     todo = [] if a.report_only else [j for j in jobs if j[0] not in done]
+    train_only = []
+    for d in a.train_only:
+        t = load_truth(d / "truth.yaml")
+        train_only += [(p, t[p.name]) for p in expand([str(d)])
+                       if p.name in t and p.name not in truth]
     caps = []
     if todo:
-        caps = [collect(p, truth[p.name], settings, ruleset) for p in paths]
+        if a.snapshots:
+            a.snapshots.mkdir(parents=True, exist_ok=True)
+        caps = [collect_cached(p, truth[p.name], settings, ruleset, a.snapshots)
+                for p in paths]
+        caps += [collect_cached(p, t, settings, ruleset, a.snapshots) for p, t in train_only]
     t_collect = time.monotonic() - t0
     print(f"loso: {len(jobs)} folds, {len(done)} kept in {a.folds}, {len(todo)} to run; "
           f"snapshots {sum(len(c.samples) for c in caps)} collected in {t_collect:.0f} s, "
@@ -318,7 +354,9 @@ def main() -> int:
             s["fp_keys"] += v["fp_keys"]
     lines = [f"# Leave-one-source-out, {a.classifier}, threshold {a.threshold}, "
              f"min queries {a.min_queries}", "",
-             f"{len(groups)} sources ({len(jobs)} held out in turn), {len(paths)} captures; "
+             f"{len(groups)} sources ({len(jobs)} held out in turn), {len(paths)} captures"
+             + (f" (+ {len(train_only)} training-only, never held out or scored)"
+                if train_only else "") + "; "
              f"wall time {elapsed:.0f} s "
              f"(snapshot collection {t_collect:.0f} s, {a.jobs} processes); "
              f"mean fit {sum(r[4] for r in results) / len(results):.1f} s per fold", ""]
