@@ -50,6 +50,19 @@ def _source(name: str) -> Path:
     return _PKG.parent / (name.replace(".", "/") + ".py")
 
 
+class NoCython:
+    """What a compiled module's ``import cython`` falls back to when Cython is not installed
+    (it then runs interpreted): the class decorators it uses, doing nothing."""
+
+    compiled = False
+
+    @staticmethod
+    def cclass(c):
+        return c
+
+    no_gc = cclass
+
+
 class _FromSource:
     """A meta-path finder that loads the named modules from their ``.py`` files."""
 

@@ -1,11 +1,10 @@
 # Cython declarations for horizon.py (see setup.py): per-key counters as C fields, and the
-# per-query accounting typed. A LongStats holds numbers, a set of ints, lists of bytes and
-# strings, arrays: never part of a reference cycle (no_gc).
+# per-query accounting typed. LongStats is kept out of the cyclic collector by its
+# ``@cython.no_gc`` in horizon.py (the decorator has no effect in a .pxd).
 cimport cython
 from dnsguard.features.payload cimport NameFeatures
 
 
-@cython.no_gc
 cdef class LongStats:
     cdef public double first, last, t_dec, q, new, enc, up, down, sub, ent, carrier
     cdef public double up_total, down_total

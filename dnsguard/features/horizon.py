@@ -73,6 +73,11 @@ import os
 from array import array
 from pathlib import Path
 
+try:
+    import cython
+except ImportError:  # interpreted, Cython not installed: the class decorators do nothing
+    from dnsguard._compiled import NoCython as cython
+
 log = logging.getLogger(__name__)
 
 # Inter-arrival intervals and sizes kept per client → domain (RITA keeps every timestamp of
@@ -201,6 +206,13 @@ def beacon_score(intervals: list, sizes: list, count: int, span: float) -> dict:
     return out
 
 
+# Not tracked by the cyclic collector (compiled): a record holds numbers, a set of ints,
+# lists of bytes and strings, a tuple of bytes, an array, never a reference back to a record,
+# so it cannot be part of a cycle. With some 10^5 records alive over a day-long replay the
+# collector walked them at every older-generation collection. ``no_gc`` takes effect only
+# here, on the class in the .py with ``cclass``: written in the .pxd it is ignored.
+@cython.no_gc
+@cython.cclass
 class LongStats:
     """One key's long-horizon counters. ``q``, ``new``, ``enc``, ``up``, ``down``, ``sub``,
     ``ent`` and ``carrier`` decay with the horizon's time constant; the ``*_total`` fields and
