@@ -13,6 +13,7 @@ import pytest
 
 from dnsguard.domain import RegisteredDomains
 from dnsguard.features.horizon import RING, Horizon, beacon_score
+from dnsguard.features.horizon import record_of as hz_record
 
 CLIENT = bytes([10, 0, 0, 7])
 OTHER = bytes([10, 0, 0, 8])
@@ -428,3 +429,63 @@ def test_doorkeeper_records_what_a_record_from_the_first_query_would(analyze):
         small.observe_query(float(i), CLIENT, analyze(f"a.once{i}.org"), 1, 40, True)
     assert small.summary()["held_domains"] <= 64 and not small.domains
     assert small.summary()["forgotten_domains"] >= 1000 - 64
+
+
+def test_an_idle_restart_is_a_new_record(analyze):
+    """A key idle past ``idle`` starts afresh in place (``LongStats.restart``: the record
+    and its name set and lists reused): from then on it is what a horizon that never saw the
+    earlier traffic records (domains: the same records, features and due flags; the pair:
+    the same as a new record fed the same queries), on names, clients, samples, answers."""
+    rng = random.Random(9)
+
+    def day(t0: float) -> list:
+        ev = []
+        for i in range(300):
+            t = t0 + i * rng.choice((1.0, 15.0, 40.0))
+            d = rng.randrange(12)
+            label = rng.choice((f"w{rng.randrange(4)}", "_dmarc",
+                                base64.b32encode(rng.randbytes(15)).decode().lower()))
+            ev.append((t, rng.choice((CLIENT, OTHER)), f"{label}.d{d}.org",
+                       rng.choice((1, 16, 28)), f"d{d}.org", rng.randrange(200)))
+        return ev
+
+    first, second = day(0.0), day(100_000.0)
+    used, fresh = Horizon(tau=3600.0, idle=86400.0), Horizon(tau=3600.0, idle=86400.0)
+    for ts, client, name, qt, rd, down in first:
+        used.observe_query(ts, client, analyze(name), qt, 60, True)
+        used.observe_response(ts + 0.01, client, rd, down, True)
+    assert all(r.names for r in used.domains.values())  # sets and lists to be reused
+    for ts, client, name, qt, rd, down in second:
+        nf = analyze(name)
+        assert used.observe_query(ts, client, nf, qt, 60, True) == \
+            fresh.observe_query(ts, client, nf, qt, 60, True), (ts, name)
+        used.observe_response(ts + 0.01, client, rd, down, True)
+        fresh.observe_response(ts + 0.01, client, rd, down, True)
+    assert used.restarted >= 12
+    su, sf = used.to_state(), fresh.to_state()
+    assert su["domains"] == sf["domains"]
+    for rd in fresh.domains:
+        assert used.domain_features(rd) == fresh.domain_features(rd)
+    # A pair's record (with an interval ring), restarted in place, against a new record:
+    # the same checkpoint record.
+    from dnsguard.features.horizon import LongStats
+
+    p = used.pairs[(CLIENT, "d0.org")]
+    assert p.ivals is not None and p.n_ivals
+    p.restart(5.0)
+    assert hz_record(p) == hz_record(LongStats(5.0))
+    # A domain's record (a name set, clients, samples) likewise, then names after it.
+    p = used.domains["d0.org"]
+    assert p.names and p.clients and p.samples
+    p.restart(5.0)
+    q = LongStats(5.0)
+    assert hz_record(p) == hz_record(q)
+    hashes = [rng.randrange(40) for _ in range(400)]
+    seen = []
+    for r in (p, q):
+        out = []
+        for h in hashes:
+            out.append(r.is_new(h, 16))
+            r.q_total += 1
+        seen.append(out)
+    assert seen[0] == seen[1] and 16 < sum(seen[0]) < 400

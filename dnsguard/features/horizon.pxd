@@ -15,6 +15,7 @@ cdef class LongStats:
     cdef public object suffix, ivals
     cdef public Py_ssize_t pos, n_ivals
 
+    cpdef void restart(self, double ts)
     @cython.locals(f=double)
     cpdef void decay(self, double ts, double tau)
 

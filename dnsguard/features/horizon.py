@@ -241,6 +241,29 @@ class LongStats:
         self.pos = 0
         self.n_ivals = 0
 
+    def restart(self, ts: float) -> None:
+        """Start afresh at ``ts`` (a key idle past the horizon's ``idle``): what a new
+        ``LongStats(ts)`` holds, in this record and its emptied name set and lists, not a new
+        record and new containers at its next new name. An empty set or list reads as None
+        does everywhere (``is_new``: the first name is new and is the set's first)."""
+        self.first = self.last = self.t_dec = ts
+        self.q = self.new = self.enc = self.up = self.down = 0.0
+        self.sub = self.ent = self.carrier = 0.0
+        self.q_total = self.new_total = 0
+        self.up_total = self.down_total = 0.0
+        self.h1 = 0
+        if self.names is not None:
+            self.names.clear()
+        if self.clients is not None:
+            self.clients.clear()
+        if self.samples is not None:
+            self.samples.clear()
+        self.suffix = None
+        self.evaluated_new = -1
+        self.ivals = None  # as new (a checkpoint writes the whole ring)
+        self.pos = 0
+        self.n_ivals = 0
+
     def decay(self, ts: float, tau: float) -> None:
         f = math.exp((self.t_dec - ts) / tau)
         self.t_dec = ts
@@ -350,7 +373,7 @@ class Horizon:
         r = table.get(key)
         if r is not None:
             if ts - r.last > self.idle:
-                r = table[key] = LongStats(ts)
+                r.restart(ts)
                 self.restarted += 1
             elif ts - r.t_dec >= DECAY_STEP:
                 r.decay(ts, self.tau)
@@ -388,7 +411,7 @@ class Horizon:
                 r = self._admit(rd, held, ts)
         elif r is not None:
             if ts - r.last > self.idle:
-                r = self.domains[rd] = LongStats(ts)
+                r.restart(ts)
                 self.restarted += 1
             elif ts - r.t_dec >= DECAY_STEP:
                 r.decay(ts, self.tau)
@@ -510,7 +533,7 @@ class Horizon:
             r.down += down
             r.down_total += down
         if ts - r.last > self.idle:
-            r = table[rd] = LongStats(ts)
+            r.restart(ts)
             self.restarted += 1
         elif ts - r.t_dec >= DECAY_STEP:
             r.decay(ts, self.tau)
