@@ -23,6 +23,11 @@ cdef class LongStats:
     cpdef bint is_new(self, Py_hash_t h, Py_ssize_t cap) except -1
 
 
+cdef class FirstQuery:
+    cdef public double t, est, sub, ent
+    cdef public bint enc
+
+
 cpdef double worth(LongStats r, double now, double tau) except? -1.0
 
 # Feature helpers (what the judge reads when a key is due) and per-query helpers as C calls.
@@ -53,6 +58,7 @@ cdef class Horizon:
 
     @cython.locals(r=LongStats, p=LongStats, new=bint, carrier=bint, cl=list, due=int,
                    est=double, iv=double, i=Py_ssize_t, sm=list, once=dict, t1=object,
+                   fq=FirstQuery,
                    held=tuple, fresh=dict)
     cpdef int observe_query(self, double ts, bytes client, NameFeatures nf, int qtype,
                             Py_ssize_t size, bint per_client, tuple key=*) except -1
