@@ -38,7 +38,7 @@ cpdef bint _resource_id(bytes low) except -1
 @cython.locals(low=bytes)
 cpdef bint _looks_encoded(bytes label, Py_ssize_t total, Py_ssize_t non_ldh) except -1
 
-@cython.no_gc  # strings, numbers, a verdict dict of tuples: never part of a cycle
+# strings, numbers, a verdict dict of tuples: never part of a cycle (no_gc: in payload.py)
 cdef class NameFeatures:
     cdef public object name, regdomain, lower, verdicts, allow, name_hash
     cdef public bint tld_known, encoded, reg_encoded, counted, service, addr

@@ -104,7 +104,9 @@ try:
     import cython
 
     _COMPILED = cython.compiled
-except ImportError:  # interpreted, Cython not installed
+except ImportError:  # interpreted, Cython not installed: the class decorators do nothing
+    from dnsguard._compiled import NoCython as cython
+
     _COMPILED = False
 
 
@@ -203,6 +205,10 @@ def _class_counts_c(data: bytes) -> tuple[int, ...]:
             counts[7])
 
 
+# Not tracked by the cyclic collector (compiled; see the .pxd for why no cycle can pass
+# through one): ``@cython.no_gc`` takes effect here, with ``cclass``, not in the .pxd.
+@cython.no_gc
+@cython.cclass
 class NameFeatures:
     """Features of one query name. Shares and fits are 0..1; lengths in octets."""
 

@@ -10,7 +10,7 @@ cdef list _INV2
 cpdef double _estimate(bytearray regs) except? -1.0
 
 
-@cython.no_gc  # holds a set of ints or a bytearray: never part of a cycle
+# holds a set of ints or a bytearray: never part of a cycle (no_gc: in sketch.py)
 cdef class DistinctCounter:
     cdef public set _set
     cdef public bytearray _regs

@@ -20,6 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 
+try:
+    import cython
+except ImportError:  # interpreted, Cython not installed: the class decorators do nothing
+    from dnsguard._compiled import NoCython as cython
+
 
 def _hash32(h: int) -> int:
     # Items arrive as Python's 64-bit, per-process-seeded SipHash of the name: well mixed, so
@@ -56,6 +61,10 @@ def _estimate(regs: bytearray) -> float:
     return float(-(1 << 32) * np.log(1.0 - e / (1 << 32)))
 
 
+# Not tracked by the cyclic collector (compiled; see the .pxd for why no cycle can pass
+# through one): ``@cython.no_gc`` takes effect here, with ``cclass``, not in the .pxd.
+@cython.no_gc
+@cython.cclass
 class DistinctCounter:
     """Distinct items: an exact set of hashes up to ``cap``, then HyperLogLog registers.
 

@@ -9,8 +9,7 @@ from dnsguard.features.sketch cimport DistinctCounter
 cdef dict _QINFO
 
 
-@cython.no_gc
-cdef class KeyStats:
+cdef class KeyStats:  # no_gc: in window.py (a .pxd decorator is ignored)
     cdef public double start, last, sum_entropy, factor
     cdef public long long queries, responses, bytes_up, bytes_down, sum_sub_len, max_label
     cdef public long long encoded, non_ldh, rare, carrier, txt, nxdomain, packets

@@ -28,6 +28,11 @@ from collections import OrderedDict
 from dnsguard.dns import rdatatype
 from dnsguard.features.sketch import DistinctCounter
 
+try:
+    import cython
+except ImportError:  # interpreted, Cython not installed: the class decorators do nothing
+    from dnsguard._compiled import NoCython as cython
+
 # The long-horizon scopes (hours, not a window) are measured by dnsguard.features.horizon.
 LONG_SCOPES = ("long_domain", "long_client_domain")
 SCOPES = ("message", "domain", "client_domain", "client", "flow") + LONG_SCOPES
@@ -38,6 +43,10 @@ ORDINARY_QTYPES = rdatatype.ORDINARY
 CARRIER_QTYPES = rdatatype.CARRIER
 
 
+# Not tracked by the cyclic collector (compiled; see the .pxd for why no cycle can pass
+# through one): ``@cython.no_gc`` takes effect here, with ``cclass``, not in the .pxd.
+@cython.no_gc
+@cython.cclass
 class KeyStats:
     """Counters for one key in its current window. All scopes share the class; each uses the
     fields that make sense for it."""

@@ -2,7 +2,7 @@
 cimport cython
 
 
-@cython.no_gc  # counters, a set of ints, a dict of ints: never part of a cycle
+# counters, a set of ints, a dict of ints: never part of a cycle (no_gc: in store.py)
 cdef class Entry:
     cdef public double q, up, down, nx, nw
     cdef public set names

@@ -43,6 +43,11 @@ import numpy as np
 
 from dnsguard.dns import rdatatype
 
+try:
+    import cython
+except ImportError:  # interpreted, Cython not installed: the class decorators do nothing
+    from dnsguard._compiled import NoCython as cython
+
 METRICS = ("queries", "names", "bytes_up", "bytes_down", "nxdomain")
 Q, NAMES, UP, DOWN, NX = range(5)
 # Query-type buckets of the chi-square test (index in the per-key counts; the rest "other").
@@ -68,6 +73,10 @@ SWAPS_PER_STEP = 8
 OTHER = ("other",)  # the aggregate's key: equal to no client (bytes) or domain (str)
 
 
+# Not tracked by the cyclic collector (compiled; see the .pxd for why no cycle can pass
+# through one): ``@cython.no_gc`` takes effect here, with ``cclass``, not in the .pxd.
+@cython.no_gc
+@cython.cclass
 class Entry:
     """One key's counters in the current step, each message counted with its weight
     (:meth:`SeriesStore.observe_query`: 1, or 1/factor for allowlisted ``raise`` traffic).
