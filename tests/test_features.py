@@ -180,3 +180,33 @@ def test_client_features_count_encoded_and_unknown_tld_domains():
     f = win.features(st, "client")
     assert f["distinct_domains"] == 31 and f["encoded_domains"] == 30
     assert f["encoded_domain_share"] == pytest.approx(30 / 31)
+
+
+def test_pair_memory_keeps_the_pairs_first_seen_last():
+    """Measurements' (client, server) -> domain memory (a dict and a ring) holds exactly
+    what the OrderedDict it replaced held: the PAIR_MEMORY pairs first seen most recently,
+    each with the domain it asked last (asking again does not make a pair younger)."""
+    import random
+    from collections import OrderedDict
+
+    from dnsguard.features.measure import PAIR_MEMORY, Measurements, Observer
+    from dnsguard.settings import Settings
+
+    m = Measurements(Settings(series=False, long_horizon=False))
+    m.attach(Observer())
+    names = NameAnalyzer(RegisteredDomains(64), 64)
+    nfs = [names.analyze((b"www", b"d%d" % i, b"com")) for i in range(8)]
+    model: OrderedDict = OrderedDict()
+    rnd = random.Random(3)
+    for i in range(2 * PAIR_MEMORY):
+        c = rnd.randrange(PAIR_MEMORY + PAIR_MEMORY // 2)
+        client, server = c.to_bytes(4, "big"), bytes([10, 0, 0, c % 3])
+        nf = rnd.choice(nfs)
+        m.query(float(i), nf, 1, 40, client, server)
+        model[(client, server)] = nf.regdomain
+        if len(model) > PAIR_MEMORY:
+            model.popitem(last=False)
+    assert len(model) == PAIR_MEMORY
+    assert m.pair_domain == dict(model)
+    k = next(iter(model))
+    assert m.flow_domain(k) == model[k]

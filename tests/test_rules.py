@@ -206,3 +206,43 @@ def test_rules_check_cli(tmp_path, capsys):
     assert main(["rules", "check", str(d)]) == 1
     err = capsys.readouterr().err
     assert "r.yaml:2" in err and "rules[0]" in err
+
+
+def test_message_gate_never_hides_a_rule_that_fires():
+    """The judge's gate (one integer condition of each message rule read as a C field)
+    decides a name fires nothing only when the rules' own test agrees: on names of every
+    shape (words, Base32/Base64 runs, binary labels, long and short), at factor 1 and 5,
+    and for rules that have no gating condition it stands aside."""
+    import random
+
+    from dnsguard.detect.judge import _gate, _gate_open
+    from dnsguard.detect.rules import name_test
+    from dnsguard.domain import RegisteredDomains
+    from dnsguard.features.payload import NameAnalyzer
+
+    rules = load_dir(REPO / "rules").for_scope("message")
+    assert rules
+    rnd = random.Random(5)
+    alpha = [b"abcdefghijklmnopqrstuvwxyz", b"abcdefghijklmnopqrstuvwxyz234567",
+             b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=",
+             bytes(range(0x21, 0x7F)), bytes(range(256))]
+    names = NameAnalyzer(RegisteredDomains(64), 100_000)
+    tests = {f: (_gate(rules, f), name_test(rules, f)) for f in (1.0, 5.0)}
+    assert None not in [g for g, _t in tests.values()]  # the shipped rules each have one
+    fired = gated = 0
+    for _ in range(2500):
+        a = rnd.choice(alpha)
+        sub = tuple(bytes(rnd.choices(a, k=rnd.randint(1, 63))).replace(b".", b"x")
+                    for _ in range(rnd.randint(1, 3)))
+        nf = names.analyze(sub + (b"example", b"com"))
+        for factor, (gate, test) in tests.items():
+            for qtype, rare in ((1, 0), (10, 1)):
+                fires = test(nf, qtype, rare)
+                fired += bool(fires)
+                if not _gate_open(nf, gate):
+                    gated += 1
+                    assert not fires, (sub, factor, qtype)
+    assert fired > 100 and gated > 1000  # both outcomes, often
+    ungated = Rule.parse({"id": "x", "description": "d", "severity": "low", "scope": "message",
+                          "when": ["sub_entropy >= 4.0"]}, "f.yaml")
+    assert _gate(rules + [ungated], 1.0) is None

@@ -9,6 +9,12 @@ from dnsguard.features.window cimport KeyStats
 from dnsguard.features.window cimport features as window_features
 
 
+cdef tuple _GATE_FIELDS
+cdef long long _gate_value(NameFeatures nf, int idx)
+@cython.locals(idx=int, bar=double, strict=bint, v=cython.longlong)
+cpdef bint _gate_open(NameFeatures nf, tuple gate) except -1
+
+
 cdef class Judge(Observer):
     cdef dict __dict__
     cdef public Policy policy
@@ -24,6 +30,7 @@ cdef class Judge(Observer):
     cpdef void on_query(self, double ts, NameFeatures nf, int qtype, double factor,
                         KeyStats st, bytes client, bytes server)
     cpdef bint message_hit(self, NameFeatures nf, int qtype, double factor) except -1
+    @cython.locals(verdicts=dict)
     cdef tuple _verdict(self, NameFeatures nf, int qtype, double factor)
     cpdef void on_due(self, str scope, object key, KeyStats st, double ts)
     cpdef void on_close(self, str scope, object key, KeyStats st)

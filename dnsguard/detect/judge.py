@@ -40,6 +40,52 @@ from dnsguard.settings import Settings
 
 _ORDINARY = rdatatype.ORDINARY
 _NO_HITS = ()  # a name's cached message-rule verdict when no rule fires (shared)
+# Integer name features a message rule's gate reads as C fields (_gate_value).
+_GATE_FIELDS = ("max_label", "non_ldh", "sub_len", "qname_len", "label_count", "sub_labels",
+                "nonprint")
+
+
+def _gate(rules: list, factor: float) -> tuple | None:
+    """Of each message rule, one condition that must hold for it to fire and that reads an
+    integer name feature from below (``max_label >= 40``, ``non_ldh >= 8``): ``(field,
+    bar, strict)``. A name that meets none of them fires no rule, decided without the
+    rules' combined test (an interpreted call: most of the judge's cost for a never-seen
+    name, a flood's every name). None if some rule has no such condition (no gate)."""
+    out = []
+    for r in rules:
+        for c in r._fn(factor)[1]:  # its ``when`` conditions at this factor
+            if c.feature in _GATE_FIELDS and c.op in (">=", ">"):
+                out.append((_GATE_FIELDS.index(c.feature), float(c.value), c.op == ">"))
+                break
+        else:
+            return None
+    return tuple(out)
+
+
+def _gate_value(nf, idx: int) -> int:
+    """The name feature ``_GATE_FIELDS[idx]`` (compiled: a C field read)."""
+    if idx == 0:
+        return nf.max_label
+    if idx == 1:
+        return nf.non_ldh
+    if idx == 2:
+        return nf.sub_len
+    if idx == 3:
+        return nf.qname_len
+    if idx == 4:
+        return nf.label_count
+    if idx == 5:
+        return nf.sub_labels
+    return nf.nonprint
+
+
+def _gate_open(nf, gate: tuple) -> bool:
+    """Whether a name meets some rule's gating condition (:func:`_gate`)."""
+    for idx, bar, strict in gate:
+        v = _gate_value(nf, idx)
+        if v > bar or (v == bar and not strict):
+            return True
+    return False
 _suffix_text = lru_cache(maxsize=4096)(to_text)  # a key's shared suffix changes rarely
 _EXEMPT = -1.0  # Judge.factor of an exempt query: not measured
 
@@ -190,7 +236,8 @@ class Judge(Observer):
         vkey: object = qtype
         if factor != 1.0:
             vkey = (qtype, factor)
-        cached = nf.verdicts.get(vkey)
+        verdicts = nf.verdicts  # None until one is stored (features.payload)
+        cached = verdicts.get(vkey) if verdicts is not None else None
         if cached is None:
             # A tunnel asks a new name per query, so this runs per query on a tunnel: the
             # rules test the name's features in place (rules.name_test), all at once, then
@@ -200,14 +247,20 @@ class Judge(Observer):
             if tests is None:
                 rules = self.rules["message"]
                 tests = self._msg_test[factor] = (
-                    name_test(rules, factor), [(r, name_test([r], factor)) for r in rules])
+                    name_test(rules, factor), [(r, name_test([r], factor)) for r in rules],
+                    _gate(rules, factor))
+            gate = tests[2]
+            if gate is not None and not _gate_open(nf, gate):
+                return _NO_HITS  # not cached: the gate costs less than the cache insert
             rare = 0 if qtype in _ORDINARY else 1
             if tests[0](nf, qtype, rare):
                 cached = tuple([(r.id, r.severity, r.score, r) for r, test in tests[1]
                                 if test(nf, qtype, rare)])
             else:
                 cached = _NO_HITS
-            nf.verdicts[vkey] = cached
+            if verdicts is None:
+                verdicts = nf.verdicts = {}
+            verdicts[vkey] = cached
         return cached
 
     def on_due(self, scope: str, key, st: win.KeyStats, ts: float) -> None:

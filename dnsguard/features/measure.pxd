@@ -27,7 +27,10 @@ cdef class Observer:
 
 cdef class Measurements:
     cdef dict __dict__
-    cdef public object ports, tables, pair_domain, client_suspect, regdomains, on_query
+    cdef public object ports, tables, client_suspect, regdomains, on_query
+    cdef public dict pair_domain
+    cdef public list _pair_ring
+    cdef public Py_ssize_t _pair_pos
     cdef public object series, _resolvers, _home, _client_ok
     cdef public tuple _tables3
     cdef public bint _vantage_filter
@@ -37,7 +40,8 @@ cdef class Measurements:
 
     @cython.locals(factor=double, st=KeyStats, t_dom=WindowTable, t_cd=WindowTable,
                    t_cl=WindowTable, need=tuple, j=Observer, lh=Horizon, d=int,
-                   per_client=bint, key=tuple, rec=tuple)
+                   per_client=bint, key=tuple, rec=tuple, pd=dict, n=Py_ssize_t,
+                   i=Py_ssize_t, pair=tuple, ring=list)
     cpdef bint query(self, double ts, NameFeatures nf, int qtype, Py_ssize_t size,
                      bytes client, bytes server) except -1
 

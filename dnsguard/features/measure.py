@@ -119,7 +119,12 @@ class Measurements:
                          self.tables["client"])
         # (client, server) → registered domain last queried directly between them: lets an
         # alert on a non-DNS flow name the domain its DNS handshake used (iodine raw mode).
-        self.pair_domain: OrderedDict[tuple[bytes, bytes], str] = OrderedDict()
+        # The PAIR_MEMORY pairs first seen last are kept: a new pair takes the place of the
+        # oldest in a ring (a plain dict and a list: an OrderedDict's insert and popitem
+        # were ~1.5k instructions a packet when every pair is new, a flood).
+        self.pair_domain: dict[tuple[bytes, bytes], str] = {}
+        self._pair_ring: list[tuple[bytes, bytes] | None] = [None] * PAIR_MEMORY
+        self._pair_pos = 0
         # client → registered domain it last queried with a rare type or an encoded name: a
         # raw-mode tunnel's handshake often goes through the resolver, not the pair itself.
         self.client_suspect: OrderedDict[bytes, str] = OrderedDict()
@@ -193,9 +198,17 @@ class Measurements:
             if d:
                 j.on_long_due(d, client, server, rd, factor, ts)
         pd = self.pair_domain
-        pd[(client, server)] = rd
-        if len(pd) > PAIR_MEMORY:
-            pd.popitem(last=False)
+        n = len(pd)
+        pair = (client, server)
+        pd[pair] = rd
+        if len(pd) != n:  # a new pair
+            ring = self._pair_ring
+            i = self._pair_pos
+            old = ring[i]
+            if old is not None:
+                del pd[old]
+            ring[i] = pair
+            self._pair_pos = i + 1 if i + 1 < PAIR_MEMORY else 0
         if nf.encoded or qtype not in _ORDINARY:
             cs = self.client_suspect
             cs[client] = rd

@@ -5,11 +5,17 @@ from dnsguard.domain cimport RegisteredDomains
 
 cdef list _LOG2
 cdef double _LOG2C[256]  # _LOG2 as C doubles (compiled only: _fill_log2)
+# Octet counters of _compute_key, _looks_encoded_plain and _entropy_c (one each: none calls
+# itself), zero between calls: each resets the octets it counted.
+cdef long _CNT_K[256]
+cdef long _CNT_L[256]
+cdef long _CNT_E[256]
 @cython.locals(i=int)
 cdef void _fill_log2()
 cdef bint _COMPILED
 
-@cython.locals(n=Py_ssize_t, i=Py_ssize_t, seen=Py_ssize_t, b=cython.uchar, p=cython.p_uchar)
+@cython.locals(n=Py_ssize_t, i=Py_ssize_t, seen=Py_ssize_t, b=cython.uchar, p=cython.p_uchar,
+               counts=cython.p_long, e=double)
 cdef double _entropy_c(bytes data) except? -1.0
 @cython.locals(i=Py_ssize_t, c=cython.long, s=cython.double, lg=cython.double)
 cdef double _entropy_sum(long* counts, unsigned char* order, Py_ssize_t seen,
@@ -76,11 +82,13 @@ cdef class NameAnalyzer:
                seen=Py_ssize_t, table=cython.p_uchar, bits=cython.uchar, b=int,
                ml=Py_ssize_t, ent=double, dig=Py_ssize_t, non_ldh=Py_ssize_t, sub=tuple,
                svc=bint, lg=bytes, shape=int, hexend=bint, looks=bint, reg_label=bytes,
-               tl=Py_ssize_t, known=object, cnt=cython.long)
+               tl=Py_ssize_t, known=object, cnt=cython.long, counts=cython.p_long,
+               plain=cython.p_uchar, lc=cython.uchar)
 cpdef NameFeatures _compute_key(RegisteredDomains domains, bytes key)
 cdef void _no_subdomain(NameFeatures f)
 
 @cython.locals(i=Py_ssize_t, j=Py_ssize_t, seen=Py_ssize_t, c=cython.uchar, hexonly=bint,
-               alpha=bint, digits=bint, isdig=bint, isalpha=bint, e=double)
+               alpha=bint, digits=bint, isdig=bint, isalpha=bint, e=double,
+               counts=cython.p_long)
 cdef bint _looks_encoded_plain(const unsigned char* p, Py_ssize_t start,
                                Py_ssize_t ln) except -1

@@ -114,12 +114,10 @@ def _entropy_c(data: bytes) -> float:
     """:func:`entropy` in the compiled build (C counters, no int objects), summed in the
     order the interpreted one sums its dict (first occurrence), so both give the same
     float to the last bit. Never called interpreted."""
-    counts = cython.declare(cython.long[256])
     order = cython.declare(cython.uchar[256])
+    counts = _CNT_E  # noqa: F821 - C counters (payload.pxd), zero between calls
     n = len(data)
     p = data  # a C pointer: no bounds check or object per octet
-    for i in range(256):
-        counts[i] = 0
     seen = 0
     for i in range(n):
         b = p[i]
@@ -127,7 +125,10 @@ def _entropy_c(data: bytes) -> float:
             order[seen] = b
             seen += 1
         counts[b] += 1
-    return _entropy_sum(counts, order, seen, n)
+    e = _entropy_sum(counts, order, seen, n)
+    for i in range(seen):
+        counts[order[i]] = 0
+    return e
 
 
 def _fill_log2() -> None:
@@ -182,6 +183,10 @@ def _h(data: bytes) -> float:
 _ALPHABETS = (_DIGITS, _UPPER, _PRINT, _LDH, _HEX, _B32, _B64, _B64URL)
 # Per octet value, a bit per alphabet above that holds it (bit i: _ALPHABETS[i]).
 _CLASS = bytes(sum(1 << i for i, a in enumerate(_ALPHABETS) if c in a) for c in range(256))
+# Per octet, its lower-case form where _compute_key takes it into a name (printable, not a
+# dot, an escape or a character presentation quotes), else 0: one table read an octet.
+_PLAIN_LOWER = bytes((c + 32 if 65 <= c <= 90 else c)
+                     if 0x21 <= c <= 0x7E and c not in b'."\\()@;$' else 0 for c in range(256))
 
 
 def _class_counts(data: bytes) -> tuple[int, ...]:
@@ -318,8 +323,9 @@ class NameAnalyzer:
         low = whole.lower()
         lower = f.lower = labels if low == whole else tuple([x.lower() for x in labels])
         # Per (qtype, threshold factor): message-rule verdicts, cached with the name because
-        # they depend on nothing else; cleared with the cache when rules change.
-        f.verdicts = {}
+        # they depend on nothing else; cleared with the cache when rules change. None until
+        # the judge stores one (most never-seen names get none: its gate decides them).
+        f.verdicts = None
         f.allow = UNCHECKED
         f.counted = False
         tld = ""
@@ -583,7 +589,6 @@ def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
     starts = cython.declare(cython.int[128])
     lens = cython.declare(cython.int[128])
     buf = cython.declare(cython.uchar[256])
-    counts = cython.declare(cython.long[256])
     order = cython.declare(cython.uchar[256])
     ccounts = cython.declare(cython.long[8])
     n = len(key)
@@ -608,6 +613,7 @@ def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
     if i != n - 1 or nl < 2:
         return None
     # The lower-case presentation form into buf (n - 2 octets), plain octets only.
+    plain = _PLAIN_LOWER
     m = 0
     upper = False
     for k in range(nl):
@@ -617,13 +623,12 @@ def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
         st = starts[k]
         for j in range(st, st + lens[k]):
             c = p[j]
-            if 65 <= c <= 90:
-                c += 32
-                upper = True
-            if c < 0x21 or c > 0x7E or c == 46 or c == 92 or c == 34 or c == 40 or \
-                    c == 41 or c == 64 or c == 59 or c == 36:
+            lc = plain[c]  # _PLAIN_LOWER: the octet lower-cased, 0 if not plain
+            if lc == 0:
                 return None  # "." inside a label, an escape, a space or a raw octet
-            buf[m] = c
+            if lc != c:
+                upper = True
+            buf[m] = lc
             m += 1
     cbuf = cython.cast(cython.p_char, buf)
     name = cbuf[:m].decode("ascii")
@@ -642,7 +647,7 @@ def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
     else:
         lower = labels
     f.lower = lower
-    f.verdicts = {}
+    f.verdicts = None
     f.allow = UNCHECKED
     f.counted = False
     f.name = name
@@ -658,8 +663,9 @@ def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
     sn = 0
     longest = 0
     under = False
-    for i in range(256):
-        counts[i] = 0
+    # _CNT_K, zero between calls: the octets counted are reset below, right after their
+    # last use (no memset of 256 counters per name).
+    counts = _CNT_K  # noqa: F821 - a C array declared in payload.pxd (compiled only)
     for i in range(8):
         ccounts[i] = 0
     seen = 0
@@ -691,10 +697,15 @@ def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
         ccounts[5] += cnt * ((bits >> 5) & 1)
         ccounts[6] += cnt * ((bits >> 6) & 1)
         ccounts[7] += cnt * ((bits >> 7) & 1)
+    ent = _entropy_sum(counts, order, seen, sn) if sn >= 2 else 0.0
+    hy = counts[45]
+    us = counts[95]
+    for i in range(seen):
+        counts[order[i]] = 0
     f.sub_len = sn + nsub - 1 if nsub else 0
     if sn:
         f.max_label = ml = lens[longest]
-        f.sub_entropy = ent = _entropy_sum(counts, order, seen, sn) if sn >= 2 else 0.0
+        f.sub_entropy = ent
         dig = ccounts[0]
         f.digit_share = dig / sn
         f.upper_share = ccounts[1] / sn
@@ -706,8 +717,6 @@ def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
         f.b64url_fit = ccounts[7] / sn
         sub = labels[:nsub]
         f.service = svc = _has_service(sub) if under else False
-        hy = counts[45]
-        us = counts[95]
         # _may_hold_address's own test of three separators (dots: between the labels).
         f.addr = dig >= 4 and (nsub - 1 >= 3 or hy >= 3 or us >= 3) and \
             _may_hold_address(b".".join(sub))
@@ -733,7 +742,7 @@ def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
             looks = True
         elif ml < ENCODED_MIN_LABEL:
             looks = False
-        elif counts[45]:
+        elif hy:
             looks = _looks_encoded(lg, sn, non_ldh)  # a "-": maybe words joined by hyphens
         else:
             looks = _looks_encoded_plain(p, starts[longest], ml)
@@ -753,10 +762,8 @@ def _looks_encoded_plain(p, start, ln) -> bool:
     """:func:`_looks_encoded` of a label of ``ln`` >= 24 octets with no "-" (so not words
     joined by hyphens) and few raw octets, at ``p[start:start + ln]``: its lower-case
     form's hex test and entropy in C (compiled only)."""
-    counts = cython.declare(cython.long[256])
     order = cython.declare(cython.uchar[256])
-    for i in range(256):
-        counts[i] = 0
+    counts = _CNT_L  # noqa: F821 - C counters (payload.pxd), zero between calls
     seen = 0
     hexonly = True
     alpha = True
@@ -778,6 +785,8 @@ def _looks_encoded_plain(p, start, ln) -> bool:
         if not isdig:
             digits = False
     e = _entropy_sum(counts, order, seen, ln)
+    for i in range(seen):
+        counts[order[i]] = 0
     if hexonly and not alpha and not digits:
         return e >= ENCODED_MIN_ENTROPY_HEX
     return e >= ENCODED_MIN_ENTROPY

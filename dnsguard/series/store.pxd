@@ -1,6 +1,8 @@
 # Cython declarations for store.py (see setup.py): the per-packet adds typed.
 cimport cython
 
+cdef dict _QIDX  # qtype -> bucket: a typed dict's get, not a method looked up per query
+
 
 # counters, a set of ints, a dict of ints: never part of a cycle (no_gc: in store.py)
 cdef class Entry:
