@@ -185,7 +185,8 @@ def test_client_features_count_encoded_and_unknown_tld_domains():
 def test_pair_memory_keeps_the_pairs_first_seen_last():
     """Measurements' (client, server) -> domain memory (a dict and a ring) holds exactly
     what the OrderedDict it replaced held: the PAIR_MEMORY pairs first seen most recently,
-    each with the domain it asked last (asking again does not make a pair younger)."""
+    each with the domain it asked last (asking again does not make a pair younger); the
+    client -> suspect domain memory stays least recently used first."""
     import random
     from collections import OrderedDict
 
@@ -197,16 +198,24 @@ def test_pair_memory_keeps_the_pairs_first_seen_last():
     names = NameAnalyzer(RegisteredDomains(64), 64)
     nfs = [names.analyze((b"www", b"d%d" % i, b"com")) for i in range(8)]
     model: OrderedDict = OrderedDict()
+    suspect: OrderedDict = OrderedDict()  # client -> domain of its last rare-type query
     rnd = random.Random(3)
-    for i in range(2 * PAIR_MEMORY):
-        c = rnd.randrange(PAIR_MEMORY + PAIR_MEMORY // 2)
+    for i in range(3 * PAIR_MEMORY):
+        c = rnd.randrange(2 * PAIR_MEMORY)
         client, server = c.to_bytes(4, "big"), bytes([10, 0, 0, c % 3])
         nf = rnd.choice(nfs)
-        m.query(float(i), nf, 1, 40, client, server)
+        qtype = rnd.choice((1, 10, 10))  # A, or NULL (rare: the client becomes a suspect)
+        m.query(float(i), nf, qtype, 40, client, server)
         model[(client, server)] = nf.regdomain
         if len(model) > PAIR_MEMORY:
             model.popitem(last=False)
-    assert len(model) == PAIR_MEMORY
+        if qtype == 10:
+            suspect[client] = nf.regdomain
+            suspect.move_to_end(client)
+            if len(suspect) > PAIR_MEMORY:
+                suspect.popitem(last=False)
+    assert len(model) == len(suspect) == PAIR_MEMORY  # both memories full, turning over
     assert m.pair_domain == dict(model)
+    assert m.client_suspect == suspect  # OrderedDicts: the same order (least recent first)
     k = next(iter(model))
     assert m.flow_domain(k) == model[k]

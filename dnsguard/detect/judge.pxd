@@ -22,6 +22,7 @@ cdef class Judge(Observer):
     cdef public object rules, m
     cdef public list extra_detectors
     cdef public tuple _need
+    cdef public dict _msg_test
     cdef public Py_ssize_t _need_for
     cdef public bint _allow_nets
 

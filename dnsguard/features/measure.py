@@ -211,9 +211,11 @@ class Measurements:
             self._pair_pos = i + 1 if i + 1 < PAIR_MEMORY else 0
         if nf.encoded or qtype not in _ORDINARY:
             cs = self.client_suspect
+            n = len(cs)
             cs[client] = rd
-            cs.move_to_end(client)
-            if len(cs) > PAIR_MEMORY:
+            if len(cs) == n:  # a client it held: now the most recent
+                cs.move_to_end(client)
+            elif n >= PAIR_MEMORY:  # a new client (last already), past the bound
                 cs.popitem(last=False)
         t_dom, t_cd, t_cl = self._tables3
         need = j.evidence_need()

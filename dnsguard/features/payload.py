@@ -67,7 +67,7 @@ _UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 # https://support.google.com/admanager/answer/6023110), Microsoft's footprintdns probes,
 # file-reputation lookups; and hex ids after a short word, as DHCP-registered host names carry
 # them (``android-<16 hex>`` Android ID, ``sep<12 hex>`` a MAC address).
-_DIGEST_LENGTHS = frozenset({32, 40, 56, 64, 96, 128})
+_DIGEST_LENGTHS = frozenset({32, 40, 56, 64, 96, 128})  # also spelled out in _compute_key
 _HEX_ID = re.compile(rb"[a-z]{2,12}[-_]?[0-9a-f]{12}(?:[0-9a-f]{4})?\Z")
 # An IPv4 address written into a host name, four decimal octets joined by one of "-", ".",
 # "_" (ISP and cloud host names: ``24-48-150-22.res.isp.net``, ``ec2-54-1-2-3``,
@@ -722,7 +722,8 @@ def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
             _may_hold_address(b".".join(sub))
         lg = labels[longest]
         shape = 0
-        if ml == 36 or ml in _DIGEST_LENGTHS:
+        if ml == 36 or ml == 32 or ml == 40 or ml == 56 or ml == 64 or ml == 96 or \
+                ml == 128:  # _DIGEST_LENGTHS, as C comparisons
             shape = _id_shape(lg, sub)
         elif 14 <= ml <= 29:
             # _HEX_ID ends in 12 (or 16) hex digits: without them it cannot match.
