@@ -376,6 +376,24 @@ def main() -> int:
                      f"keys, benign captures alerting {s['benign_alerting']}, median TTD "
                      f"{s['median_ttd']} s, median TTD of the {s['continuous']} tunnels with "
                      f"≥100 queries {s['median_ttd_continuous']} s")
+    lines += ["", "Per held-out source (tunnels found by the model alone, the rules alone and "
+              "the product; model-only = found by the product or the model alone, missed by "
+              "the rules alone; FP keys alone / rules / product; benign captures alerting "
+              "with the product):", "",
+              "| source | captures | tunnels | model alone | rules alone | product | model-only "
+              "| FP keys | benign alerting |", "|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for repo, _held, res, _, _ in results:
+        per = {k: summarize(res[k]) for k in ("alone", "rules", "product")}
+        n_only = sum(1 for ra, rp, rr in zip(res["alone"], res["product"], res["rules"],
+                                             strict=True)
+                     for ta, tp, tr in zip(ra["tunnels"], rp["tunnels"], rr["tunnels"],
+                                           strict=True)
+                     if (ta["hit"] or tp["hit"]) and not tr["hit"])
+        lines.append(f"| {repo} | {len(res['alone'])} | {per['alone']['tunnels']} | "
+                     f"{per['alone']['detected']} | {per['rules']['detected']} | "
+                     f"{per['product']['detected']} | {n_only} | {per['alone']['fp_keys']} / "
+                     f"{per['rules']['fp_keys']} / {per['product']['fp_keys']} | "
+                     f"{per['product']['benign_alerting']} |")
     lines += ["", "| source | capture | tunnel | alone | TTD s | q | FP keys (alone) | product "
               "| TTD s | detectors | FP keys (product) |", "|" + "---|" * 11]
     for repo, _held, res, _, _ in results:
