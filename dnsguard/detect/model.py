@@ -92,7 +92,10 @@ MAX_STRUCTURED_SHARE = 0.5  # … and most of them not service names, UUIDs or a
 MIN_NEW_DATA = 1500.0  # octets of information in new names: a channel with short labels …
 MIN_NEW_NAMES = 40  # … over this many distinct names …
 MIN_NEW_LABEL_SHARE = 0.9  # … and of names with no data shape, new labels in most new names
-MIN_ENCODED_DOMAIN_SHARE = 0.2  # client keys: registered domains whose label is data
+MIN_ENCODED_DOMAIN_SHARE = 0.2  # client keys: registered domains whose label is data …
+MIN_ENCODED_DOMAINS = MIN_STRONG_NAMES  # … at least this many (the domain scope's bar): a
+# home client's three Chrome intranet probes completed with an unknown search suffix
+# (`<random letters>.lan`) are 3 of its 8 registered domains, not a channel
 MIN_CLIENT_ENCODED_NAMES = 20  # client keys: encoded names spread over many domains
 MIN_FLOW_PACKETS = 40  # flow keys: sustained non-DNS traffic on a DNS port (the rule's bar) …
 MIN_FLOW_BYTES = 4000  # … moving real volume, not an application's 4-packet handshake
@@ -114,8 +117,9 @@ def carries_data(scope: str, f: dict) -> bool:
       legitimate-looking prefix) — or by weaker signs (long subdomains, big answers) over
       ``MIN_WEAK_NAMES`` distinct names that are mostly new (``distinct_ratio``); in both
       cases mostly not identifiers (service names, UUIDs, hex digests, embedded addresses);
-    * for a client key, data in the registered domains themselves (encoded labels), or
-      encoded names spread over many domains (not volume alone: every busy client has it);
+    * for a client key, data in the registered domains themselves (encoded labels, in at
+      least ``MIN_ENCODED_DOMAINS`` of them), or encoded names spread over many domains
+      (not volume alone: every busy client has it);
     * for a flow (non-DNS traffic on a DNS port), sustained evidence: ``MIN_FLOW_PACKETS``
       packets and ``MIN_FLOW_BYTES`` octets, not one application's short exchange.
 
@@ -132,6 +136,11 @@ def carries_data(scope: str, f: dict) -> bool:
     False
     >>> carries_data("domain", dict(channel, digest_share=1.0))  # a hex digest per name
     False
+    >>> home = {"distinct_domains": 8, "encoded_domains": 3, "encoded_domain_share": 0.375}
+    >>> carries_data("client", home)  # three random intranet probes under `.lan`
+    False
+    >>> carries_data("client", dict(home, encoded_domains=8, encoded_domain_share=0.5))
+    True
     """
     g = f.get
     if scope == "flow":
@@ -139,7 +148,8 @@ def carries_data(scope: str, f: dict) -> bool:
                 and g("bytes_up", 0) + g("bytes_down", 0) >= MIN_FLOW_BYTES)
     names = g("distinct_names", 0)
     if scope == "client":
-        return (g("encoded_domain_share", 0) >= MIN_ENCODED_DOMAIN_SHARE
+        return ((g("encoded_domain_share", 0) >= MIN_ENCODED_DOMAIN_SHARE
+                 and g("encoded_domains", 0) >= MIN_ENCODED_DOMAINS)
                 or (g("encoded_share", 0) >= MIN_ENCODED_DOMAIN_SHARE
                     and g("encoded_queries", 0) >= MIN_CLIENT_ENCODED_NAMES))
     strong = g("encoded_share", 0) + g("non_ldh_share", 0) + g("rare_qtype_share", 0)
