@@ -40,7 +40,7 @@ cdef class Measurements:
 
     @cython.locals(factor=double, st=KeyStats, t_dom=WindowTable, t_cd=WindowTable,
                    t_cl=WindowTable, need=tuple, j=Observer, lh=Horizon, d=int,
-                   per_client=bint, key=tuple, rec=tuple, pd=dict, n=Py_ssize_t,
+                   per_client=bint, key=tuple, first=tuple, pd=dict, n=Py_ssize_t,
                    i=Py_ssize_t, pair=tuple, ring=list)
     cpdef bint query(self, double ts, NameFeatures nf, int qtype, Py_ssize_t size,
                      bytes client, bytes server) except -1

@@ -220,14 +220,15 @@ class Measurements:
         t_dom, t_cd, t_cl = self._tables3
         need = j.evidence_need()
         # A key no rule or detector of its scope can judge on one query is tracked from its
-        # second (WindowTable's admission): until then its first query is held as ``rec``.
-        rec = None
+        # second (WindowTable's admission): until then its first query is held, as
+        # ``first`` (one tuple, immutable, shared by the keys of the query that are held).
+        first = None
         st = self._window(t_dom, rd, ts, factor, need[0] > 1, 0, None)
         if st is None and j.message_rules and j.message_hit(nf, qtype, factor):
             st = self._window(t_dom, rd, ts, factor, False, 0, None)  # a message alert
         if st is None:
-            rec = (ts, nf, qtype, -1, client, server)
-            t_dom.hold(rd, (rec,))
+            first = ((ts, nf, qtype, -1, client, server),)
+            t_dom.hold(rd, first)
         else:
             note_query(st, nf, qtype, client, server)
             if j.message_rules:
@@ -237,17 +238,17 @@ class Measurements:
             return True
         st = self._window(t_cd, key, ts, factor, need[1] > 1, 1, None)
         if st is None:
-            if rec is None:
-                rec = (ts, nf, qtype, -1, client, server)
-            t_cd.hold(key, (rec,))
+            if first is None:
+                first = ((ts, nf, qtype, -1, client, server),)
+            t_cd.hold(key, first)
         else:
             note_query(st, nf, qtype, client, server)
             self._due(t_cd, key, st, need[1], ts)
         st = self._window(t_cl, client, ts, 1.0, need[2] > 1, 2, None)
         if st is None:
-            if rec is None:
-                rec = (ts, nf, qtype, -1, client, server)
-            t_cl.hold(client, (rec,))
+            if first is None:
+                first = ((ts, nf, qtype, -1, client, server),)
+            t_cl.hold(client, first)
         else:
             note_query(st, nf, qtype, client, server, False)
             note_client_domain(st, nf)

@@ -641,7 +641,17 @@ def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
     f = NameFeatures()
     # p[a:b] of the C pointer: each label one PyBytes_FromStringAndSize (a slice of the
     # bytes object went through the generic sequence protocol).
-    labels = tuple([p[starts[k]:starts[k] + lens[k]] for k in range(nl)])
+    # Two to four labels (most names) as a tuple display: no list, no int per label.
+    if nl == 2:
+        labels = (p[starts[0]:starts[0] + lens[0]], p[starts[1]:starts[1] + lens[1]])
+    elif nl == 3:
+        labels = (p[starts[0]:starts[0] + lens[0]], p[starts[1]:starts[1] + lens[1]],
+                  p[starts[2]:starts[2] + lens[2]])
+    elif nl == 4:
+        labels = (p[starts[0]:starts[0] + lens[0]], p[starts[1]:starts[1] + lens[1]],
+                  p[starts[2]:starts[2] + lens[2]], p[starts[3]:starts[3] + lens[3]])
+    else:
+        labels = tuple([p[starts[k]:starts[k] + lens[k]] for k in range(nl)])
     if upper:
         lower = tuple([cbuf[starts[k] - 1:starts[k] - 1 + lens[k]] for k in range(nl)])
     else:
