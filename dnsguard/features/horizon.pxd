@@ -19,8 +19,8 @@ cdef class LongStats:
     @cython.locals(f=double)
     cpdef void decay(self, double ts, double tau)
 
-    @cython.locals(s=set)
-    cpdef bint is_new(self, Py_hash_t h, Py_ssize_t cap) except -1
+    @cython.locals(s=set, hv=Py_hash_t)
+    cpdef bint is_new(self, object h, Py_ssize_t cap) except -1
 
 
 cdef class FirstQuery:
@@ -58,7 +58,7 @@ cdef class Horizon:
 
     @cython.locals(r=LongStats, p=LongStats, new=bint, carrier=bint, cl=list, due=int,
                    est=double, iv=double, i=Py_ssize_t, sm=list, once=dict, t1=object,
-                   fq=FirstQuery,
+                   fq=FirstQuery, ring=Py_ssize_t,
                    held=tuple, fresh=dict)
     cpdef int observe_query(self, double ts, bytes client, NameFeatures nf, int qtype,
                             Py_ssize_t size, bint per_client, tuple key=*) except -1

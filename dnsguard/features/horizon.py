@@ -277,13 +277,16 @@ class LongStats:
         self.carrier *= f
 
     def is_new(self, h: int, cap: int) -> bool:
-        """Whether the name with hash ``h`` is new under this key (see the module notes)."""
+        """Whether the name with hash ``h`` is new under this key (see the module notes).
+        ``h`` is the name's own int (``NameFeatures.name_hash``), which the set keeps: no
+        new int object per name (compiled, ``hv`` is its C value)."""
         s = self.names
         if s is None:
+            hv = h
             if self.q_total == 0:
-                self.h1 = h
+                self.h1 = hv
                 return True
-            if h == self.h1:
+            if hv == self.h1:
                 return False
             self.names = s = {self.h1}
         if h in s:
@@ -476,11 +479,12 @@ class Horizon:
             if ivals is None:
                 ivals = p.ivals = array("H", bytes(4 * RING))
             i = p.pos
+            ring = RING  # compiled: a C integer (RING is a Python global)
             # Whole seconds (as RITA), 16 bits: an interval past 18 h reads as 18 h; time
             # going backwards (merged captures, reordered packets) reads as 0.
             ivals[i] = 0 if iv <= 0.0 else int(iv + 0.5) if iv < 65535.0 else 65535
-            ivals[RING + i] = size if size < 65535 else 65535
-            p.pos = (i + 1) % RING
+            ivals[ring + i] = size if size < 65535 else 65535
+            p.pos = (i + 1) % ring
             p.n_ivals += 1
         if ts > p.last:
             p.last = ts
