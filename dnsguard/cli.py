@@ -105,6 +105,12 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     m.add_argument("--model", type=Path, metavar="PATH",
                    help="model file (default: the model shipped with dnsguard; docs/model.md)")
     m.add_argument("--no-model", action="store_true", help="rules only, no model")
+    lm = p.add_mutually_exclusive_group()
+    lm.add_argument("--long-model", type=Path, metavar="PATH",
+                    help="long-horizon model file (default: the one shipped with dnsguard, "
+                    "if any; docs/model.md)")
+    lm.add_argument("--no-long-model", action="store_true",
+                    help="no long-horizon model (the window model and the rules still run)")
     p.add_argument("--model-state", type=Path, metavar="PATH",
                    help="checkpoint what the model learns online here (atomically, every "
                    "5 min and at exit) and resume from it when it exists")
@@ -130,6 +136,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     if getattr(args, "no_model", False):
         s.use_model = False
     s.model = getattr(args, "model", None)
+    s.long_model = getattr(args, "long_model", None)
+    if getattr(args, "no_long_model", False):
+        s.use_long_model = False
     s.model_state = getattr(args, "model_state", None)
     s.feedback = getattr(args, "feedback", None)
     s.learn_from_rules = getattr(args, "learn_from_rules", False)
@@ -449,6 +458,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=2, help="passes over the data (default: 2)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--json", metavar="PATH", help="also write the metadata here")
+    p.add_argument("--long-output", type=Path, metavar="PATH",
+                   help="long-horizon model file to write (default: long_MODEL beside MODEL: "
+                   "model.pkl → long_model.pkl)")
+    p.add_argument("--long-only", action="store_true",
+                   help="build only the long-horizon model (MODEL is not written)")
     _add_pipeline_args(p)
     p.set_defaults(fn=cmd_train)
 

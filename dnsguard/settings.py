@@ -46,6 +46,10 @@ class Settings:
     feedback: Path | None = None  # analyst verdicts (``dnsguard label``), JSON lines
     learn_from_rules: bool = False  # also learn from high-severity rule verdicts
     checkpoint_every: float = 300.0  # seconds between checkpoints (when model_state is set)
+    # The long-horizon model (dnsguard.detect.longmodel): judged on due long-horizon keys.
+    # None = the shipped file when present; off with use_model (rules only) too.
+    use_long_model: bool = True
+    long_model: Path | None = None
     # Time series per client and registered domain (dnsguard.series, docs/timeseries.md).
     series: bool = True  # keep the series (needed by the volume detectors and --report)
     volume_alerts: bool = True  # run the detectors when a step closes: dns_volume_anomaly

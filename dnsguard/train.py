@@ -20,6 +20,7 @@ from pathlib import Path
 
 from dnsguard.capture.pcapfile import expand
 from dnsguard.decode.packet import ip_text
+from dnsguard.detect import longmodel as LM
 from dnsguard.detect import model as M
 from dnsguard.detect.base import Detector
 from dnsguard.detect.rules import RuleSet
@@ -42,6 +43,9 @@ class CaptureSamples:
     # (group key, scope, x, label, queries)
     samples: list[tuple] = field(default_factory=list)
     skipped: int = 0
+    # The long-horizon keys' snapshots the long model judges, in the same form (queries: 1)
+    long_samples: list[tuple] = field(default_factory=list)
+    long_skipped: int = 0
 
 
 class _Collector(Detector):
@@ -61,6 +65,20 @@ class _Collector(Detector):
             self.rows.append((scope, ident, M.vectorize(scope, f), int(f["queries"]),
                               ip_text(client) if client else None,
                               ip_text(server) if server else None, domain, factor))
+        return None
+
+
+class _LongCollector(LM.LongModel):
+    """The judge's long-horizon model during training: records every due long-horizon key
+    past the long model's evidence gate (``longmodel.judged``), judges nothing."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple] = []
+
+    def score(self, scope, f, ident, client=None, factor=1.0):
+        if LM.judged(scope, f):
+            self.rows.append((scope, ident, LM.vectorize(scope, f),
+                              ip_text(client) if client else None, factor))
         return None
 
 
@@ -108,8 +126,10 @@ def label_row(truth: Truth, tunnel_clients: set[str], scope: str, ident: tuple,
     return BENIGN
 
 
-def collect(path: Path, truth: Truth, settings: Settings, ruleset: RuleSet) -> CaptureSamples:
-    """Replay one capture with the rules off and return its labelled snapshots."""
+def collect(path: Path, truth: Truth, settings: Settings, ruleset: RuleSet,
+            window: bool = True) -> CaptureSamples:
+    """Replay one capture with the rules off and return its labelled snapshots: the window
+    model's (unless ``window`` is False) and the long-horizon model's."""
     from dnsguard.pipeline import Pipeline
     from dnsguard.replay import replay
 
@@ -117,7 +137,11 @@ def collect(path: Path, truth: Truth, settings: Settings, ruleset: RuleSet) -> C
     empty = RuleSet(rules=[], allowlist=ruleset.allowlist)
     pipe = Pipeline(s, empty, lambda a: None)
     col = _Collector()
-    pipe.extra_detectors = [col]
+    if window:
+        pipe.extra_detectors = [col]
+    lcol = _LongCollector()
+    pipe.judge.long_model = lcol
+    pipe.judge.set_rules(empty)  # the long-horizon gates with the collector's bars
     dom = [t.domain for t in truth.tunnels if t.domain]
     tunnel_clients: set[str] = set()
     if dom:
@@ -134,6 +158,15 @@ def collect(path: Path, truth: Truth, settings: Settings, ruleset: RuleSet) -> C
             continue
         g = (scope, ident, client if scope == "client_domain" else None)
         out.samples.append((g, scope, x, y, q))
+    for scope, ident, x, client, factor in lcol.rows:
+        # Labelled as the window scope of the same key (a domain; one client's traffic to it)
+        y = label_row(truth, tunnel_clients, "domain" if scope == "long_domain"
+                      else "client_domain", ident, client, None, ident[1], factor)
+        if y is SKIP:
+            out.long_skipped += 1
+            continue
+        g = (scope, ident, client if scope == "long_client_domain" else None)
+        out.long_samples.append((g, scope, x, y, 1))
     return out
 
 
@@ -203,6 +236,57 @@ def fit(caps: list[CaptureSamples], kind: str = "hoeffding", epochs: int = 2, se
     return bundle
 
 
+def fit_long(caps: list[CaptureSamples], epochs: int = 2, seed: int = 7,
+             **params) -> dict:
+    """A trained long-horizon bundle (:func:`dnsguard.detect.longmodel.new_bundle`) from the
+    captures' long-horizon snapshots, thinned and weighted as :func:`weighted` does the
+    window model's; each leaf's tunnel box kept for the support check."""
+    bundle = LM.new_bundle(**params)
+    longs = [replace(c, samples=c.long_samples) for c in caps]
+    data = weighted(longs)
+    rng = random.Random(seed)
+    tree = bundle["tree"]
+    for _ in range(epochs):
+        rng.shuffle(data)
+        for x, y, w in data:
+            tree.learn_one(x, y, w=w)
+    bundle["support"] = M.support_boxes(tree, data, inputs=LM.INPUTS)
+    bundle["n_samples"] = len(data)
+    return bundle
+
+
+def long_output(output: Path) -> Path:
+    """Where the long-horizon model goes beside the window model ``output``:
+    ``model.pkl`` → ``long_model.pkl`` (the shipped pair), ``fold.pkl`` → ``long_fold.pkl``."""
+    return output.with_name("long_" + output.name)
+
+
+def save_long(caps: list[CaptureSamples], path: Path, args, truth_files: list[Path]):
+    """Fit and write the long-horizon model; its metadata, or None when the captures hold
+    no long-horizon key of one class (nothing to learn; logged)."""
+    n_t = sum(1 for c in caps for s in c.long_samples if s[3])
+    n_b = sum(1 for c in caps for s in c.long_samples if not s[3])
+    if not n_t or not n_b:
+        print(f"dnsguard: {path}: not written: the captures hold {n_t} tunnel / {n_b} benign "
+              f"long-horizon snapshots past its evidence gate (both are needed)",
+              file=sys.stderr)
+        return None
+    bundle = fit_long(caps, epochs=args.epochs, seed=args.seed)
+    meta = {"threshold": LM.THRESHOLD,
+            "training": {"digest": training_digest(caps, truth_files),
+                         "captures": [{"file": c.name, "class": c.cls,
+                                       "samples": len(c.long_samples),
+                                       "skipped": c.long_skipped}
+                                      for c in caps if c.long_samples],
+                         "snapshots": {"tunnel": n_t, "benign": n_b},
+                         "weighted_samples": bundle.pop("n_samples"),
+                         "epochs": args.epochs, "seed": args.seed}}
+    meta = LM.save(bundle, meta, path)
+    print(f"{path}: long-horizon {meta['classifier']} trained on {n_t} tunnel / {n_b} benign "
+          f"long-horizon snapshots; sha256 {meta['sha256']}", file=sys.stderr)
+    return meta
+
+
 def training_digest(caps: list[CaptureSamples], truth_files: list[Path]) -> str:
     h = hashlib.sha256()
     for c in sorted(caps, key=lambda c: c.name):
@@ -233,10 +317,13 @@ def train_cli(args, settings: Settings, ruleset: RuleSet) -> int:
         if t is None:
             print(f"dnsguard: {p.name}: not in the truth file(s), skipped", file=sys.stderr)
             continue
-        caps.append(collect(p, t, settings, ruleset))
+        caps.append(collect(p, t, settings, ruleset, window=not args.long_only))
     if not caps:
         print("dnsguard: no capture with ground truth to train on", file=sys.stderr)
         return 2
+    long_path = args.long_output or long_output(args.output)
+    if args.long_only:
+        return 0 if save_long(caps, long_path, args, list(args.truth)) else 1
     bundle = fit(caps, kind=args.classifier, epochs=args.epochs, seed=args.seed)
     n_t = sum(1 for c in caps for s in c.samples if s[3])
     n_b = sum(1 for c in caps for s in c.samples if not s[3])
@@ -261,4 +348,5 @@ def train_cli(args, settings: Settings, ruleset: RuleSet) -> int:
           file=sys.stderr)
     if args.json and not write_json(args.json, meta, "model metadata"):
         return 1
+    save_long(caps, long_path, args, list(args.truth))
     return 0

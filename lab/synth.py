@@ -29,7 +29,11 @@ Per tunnel, drawn independently (``Channel.draw``):
 * one registered domain (optionally a sub-zone) or data spread over 2-60 domains;
 * rate (0.03-20 queries/s, Poisson or a jittered sleep), record types (A, AAAA, TXT, CNAME,
   MX, NULL mixes), answer sizes, NXDOMAIN share, retransmissions;
-* 3-30 simulated minutes, at most ``MAX_QUERIES`` queries.
+* 3-30 simulated minutes, at most ``MAX_QUERIES`` queries;
+* with ``--slow`` (the long-horizon model's training: detect/longmodel.py), the same
+  channels drawn the same way, then slowed: one query every 20-150 s (as a careful
+  exfiltration or a sleeping beacon), for 60-150 simulated minutes
+  (``synth_slow_s<seed>.pcap``, another random stream than the fast files' seeds).
 
 Outputs ``synth_s<seed>.pcap``, ``truth.yaml`` (corpus format: a single-domain tunnel by its
 zone, a spread one by its client), ``MANIFEST.md`` (``source repo`` ``dnsguard-lab/synth``)
@@ -100,7 +104,7 @@ class Channel:
     stats: dict = field(default_factory=dict)
 
     @classmethod
-    def draw(cls, rng: random.Random, client: str) -> Channel:
+    def draw(cls, rng: random.Random, client: str, slow: bool = False) -> Channel:
         a = rng.random()
         joiner = ""
         if a < 0.55:
@@ -150,7 +154,15 @@ class Channel:
                    answer_octets=rng.choice([0, 16, 64, 160, 220]),
                    nx_share=rng.choice([0.0, 0.0, 0.0, 0.5, 1.0]),
                    retransmit=rng.choice([0.0, 0.0, 0.02, 0.1]),
-                   minutes=rng.uniform(3, 30), client=client)
+                   minutes=rng.uniform(3, 30), client=client)._slowed(rng, slow)
+
+    def _slowed(self, rng: random.Random, slow: bool) -> Channel:
+        """Low and slow: one query every 20-150 s for 60-150 minutes (``--slow``)."""
+        if slow:
+            self.rate = 1.0 / math.exp(rng.uniform(math.log(20), math.log(150)))
+            self.minutes = rng.uniform(60, 150)
+            self.retransmit = 0.0
+        return self
 
     def encode(self, rng: random.Random) -> str:
         """The data part of one name: ``octets`` random octets written in the symbols."""
@@ -279,16 +291,16 @@ def write_pcap(path: Path, frames: list[tuple[float, bytes]]) -> None:
             fh.write(struct.pack("<IIII", s, int((t - s) * 1e6), len(b), len(b)) + b)
 
 
-def generate_one(out: Path, seed: int, tunnels: int = 4) -> dict:
-    rng = random.Random(f"synth-{seed}")
+def generate_one(out: Path, seed: int, tunnels: int = 4, slow: bool = False) -> dict:
+    rng = random.Random(f"synth-slow-{seed}" if slow else f"synth-{seed}")
     t0 = 1_780_000_000.0 + seed * 7200
     chans = []
     frames: list[tuple[float, bytes]] = []
     for i in range(tunnels):
-        ch = Channel.draw(rng, f"10.66.{seed % 250 + 1}.{i + 10}")
+        ch = Channel.draw(rng, f"10.66.{seed % 250 + 1}.{i + 10}", slow=slow)
         frames += tunnel_frames(ch, rng, t0 + rng.uniform(0, 60))
         chans.append(ch)
-    name = f"synth_s{seed}.pcap"
+    name = f"synth_slow_s{seed}.pcap" if slow else f"synth_s{seed}.pcap"
     write_pcap(out / name, frames)
     tl = []
     for ch in chans:
@@ -318,9 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seeds", default="1-24", help="e.g. 1-24 or 1,2,5")
     ap.add_argument("--tunnels", type=int, default=4, help="tunnels per capture")
+    ap.add_argument("--slow", action="store_true",
+                    help="low-and-slow channels: a query every 20-150 s for 1-2.5 h")
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
-    entries = [generate_one(a.out, s, a.tunnels) for s in _seeds(a.seeds)]
+    entries = [generate_one(a.out, s, a.tunnels, a.slow) for s in _seeds(a.seeds)]
     (a.out / "manifest.json").write_text(json.dumps(
         {"generator": "python -m lab.synth (lab/synth.py): synthetic, training only",
          "captures": [{k: v for k, v in e.items() if k != "truth"} for e in entries]},

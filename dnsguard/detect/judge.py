@@ -128,6 +128,13 @@ class Judge(Observer):
             det = detector_for(settings)
             if det is not None:
                 self.extra_detectors.append(det)
+        # The long-horizon model (detect.longmodel), asked on due long-horizon keys beside
+        # the long-horizon rules (on_long_due); None: rules only there.
+        self.long_model = None
+        if settings.use_model and settings.use_long_model:
+            from dnsguard.detect.longmodel import detector_for as long_detector_for
+
+            self.long_model = long_detector_for(settings)
         self.set_rules(ruleset)
 
     # --- rules --------------------------------------------------------------------------------
@@ -145,15 +152,19 @@ class Judge(Observer):
         # long_client_domain rule could fire: below it the pair's features (the beacon
         # score sorts its interval ring) are not computed. An allowlist factor only raises
         # the bars.
-        self._min_checkins = min((r.min_of("checkins") for r in self.rules["long_client_domain"]),
-                                 default=0.0)
+        lm = self.long_model
+        self._min_checkins = min([r.min_of("checkins") for r in self.rules["long_client_domain"]]
+                                 + ([lm.min_checkins] if lm is not None else []), default=0.0)
         # The same for a long_domain rule and its domain's new names: the decayed count
         # (``new_names``) never exceeds the names counted (``LongStats.new_total``). And for
         # either scope the key's ``span`` (last - first, not decayed): below the least a
         # rule asks for, the features (and a pair's beacon score) are not computed.
-        self._min_new_names = min((r.min_of("new_names") for r in self.rules["long_domain"]),
+        # The long-horizon model's gate (detect.longmodel.judged) lowers them to its own.
+        self._min_new_names = min([r.min_of("new_names") for r in self.rules["long_domain"]]
+                                  + ([lm.min_new_names] if lm is not None else []),
                                   default=0.0)
-        self._min_span = {sc: min((r.min_of("span") for r in self.rules[sc]), default=0.0)
+        self._min_span = {sc: min([r.min_of("span") for r in self.rules[sc]]
+                                  + ([lm.min_span] if lm is not None else []), default=0.0)
                           for sc in ("long_domain", "long_client_domain")}
         # The message rules as one test of a name's features per allowlist factor, and
         # each rule's own (rules.name_test: no feature dict to judge a name).
@@ -279,8 +290,9 @@ class Judge(Observer):
         seen (up: the decoded data its new names carried), totals in ``stats`` (with, for a
         domain, the clients that sent its new names)."""
         lh = self.m.horizon
+        lm = self.long_model
         for bit, scope in ((DUE_DOMAIN, "long_domain"), (DUE_PAIR, "long_client_domain")):
-            if not due & bit or not self.rules[scope]:
+            if not due & bit or (not self.rules[scope] and lm is None):
                 continue
             if bit == DUE_DOMAIN:
                 r = lh.domains[rd]
@@ -301,6 +313,10 @@ class Judge(Observer):
                     continue
                 f = lh.pair_features((client, rd), ts)
             hits = self._rule_hits(scope, f, factor)
+            if lm is not None:
+                h = lm.score(scope, f, ("d", rd), client, factor)
+                if h is not None:
+                    hits.append(h)
             if not hits:
                 continue
             # What moved since when (raise_alert reads first_seen, last_seen, bytes_up and
@@ -469,6 +485,9 @@ class Judge(Observer):
         for det in self.extra_detectors:
             if det_id == det.detector_id:
                 return det.description, det.mitre
+        lm = self.long_model
+        if lm is not None and det_id == lm.detector_id:
+            return lm.description, lm.mitre
         if det_id.startswith("series:"):
             return SERIES_DESCRIPTION, ()
         return "", ()

@@ -220,14 +220,15 @@ def leaf_path(tree, x: dict) -> tuple[tuple[int, ...], object]:
     return tuple(path), node
 
 
-def support_boxes(tree, data) -> dict:
+def support_boxes(tree, data, inputs: list[str] = INPUTS) -> dict:
     """Per leaf (its path) and class: the box of the training inputs that reach it, and the
-    weight. ``data`` holds (x, y, w)."""
+    weight. ``data`` holds (x, y, w); ``inputs``: the model's input list (the long-horizon
+    model has its own: detect.longmodel)."""
     boxes: dict = {}
     for x, y, w in data:
         path, _ = leaf_path(tree, x)
         b = boxes.setdefault(path, {})
-        v = [x[n] for n in INPUTS]
+        v = [x[n] for n in inputs]
         c = b.get(y)
         if c is None:
             b[y] = [list(v), list(v), w]
@@ -242,7 +243,8 @@ def support_boxes(tree, data) -> dict:
     return boxes
 
 
-def outside_box(boxes: dict, path: tuple, x: dict, cls: bool = True) -> list[str] | None:
+def outside_box(boxes: dict, path: tuple, x: dict, cls: bool = True,
+                inputs: list[str] = INPUTS) -> list[str] | None:
     """Inputs of ``x`` outside the ``cls`` box of its leaf (or of the nearest ancestor with
     one, for leaves grown online); None when no box is known (no support data)."""
     if not boxes:
@@ -257,7 +259,7 @@ def outside_box(boxes: dict, path: tuple, x: dict, cls: bool = True) -> list[str
         p = p[:-1]
     lo, hi, _w = b[cls]
     out = []
-    for i, n in enumerate(INPUTS):
+    for i, n in enumerate(inputs):
         v = x.get(n, 0.0)
         m = SUPPORT_MARGIN + 0.1 * (hi[i] - lo[i])
         if v < lo[i] - m or v > hi[i] + m:
