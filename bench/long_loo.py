@@ -38,6 +38,15 @@ from dnsguard.settings import Settings  # noqa: E402
 from dnsguard.train import collect, save_long  # noqa: E402
 
 
+def _judged_x(scope: str, x: dict) -> bool:
+    """``longmodel.judged`` on a collected input vector (its span passed the gate when it
+    was collected; the vector does not hold it)."""
+    f = {n: LM._natural(n, v) for n, v in x.items()}
+    f["new_names"] = round(f["new_names"], 4)
+    f["span"] = float("inf")
+    return LM.judged(scope, f)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--truth", type=Path, action="append", required=True)
@@ -69,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
               f"({time.monotonic() - t0:.0f} s)", file=sys.stderr)
         if a.cache:
             a.cache.write_bytes(pickle.dumps(caps))
+    for c in caps.values():  # snapshots collected under an older, looser gate: drop them
+        c.long_samples = [r for r in c.long_samples if _judged_x(r[1], r[2])]
     args = Namespace(epochs=2, seed=7)
     tmp = Path(tempfile.mkdtemp(prefix="lm7-loo-"))
     print("| held out | tunnel | long model alone | ttd s | queries | first detectors "

@@ -33,7 +33,8 @@ Per tunnel, drawn independently (``Channel.draw``):
 * with ``--slow`` (the long-horizon model's training: detect/longmodel.py), the same
   channels drawn the same way, then slowed: one query every 20-150 s (as a careful
   exfiltration or a sleeping beacon), for 60-150 simulated minutes
-  (``synth_slow_s<seed>.pcap``, another random stream than the fast files' seeds).
+  (``synth_slow_s<seed>.pcap``, another random stream than the fast files' seeds); 3 in 10
+  single-domain channels spread over 2-6 hosts (a multi-host trickle).
 
 Outputs ``synth_s<seed>.pcap``, ``truth.yaml`` (corpus format: a single-domain tunnel by its
 zone, a spread one by its client), ``MANIFEST.md`` (``source repo`` ``dnsguard-lab/synth``)
@@ -101,6 +102,7 @@ class Channel:
     retransmit: float
     minutes: float
     client: str = ""
+    hosts: int = 1  # clients sharing the channel (--slow only: a multi-host trickle)
     stats: dict = field(default_factory=dict)
 
     @classmethod
@@ -162,7 +164,16 @@ class Channel:
             self.rate = 1.0 / math.exp(rng.uniform(math.log(20), math.log(150)))
             self.minutes = rng.uniform(60, 150)
             self.retransmit = 0.0
+            if len(self.domains) == 1 and rng.random() < 0.3:
+                self.hosts = rng.randint(2, 6)  # the data spread over hosts, each quieter
         return self
+
+    def host(self, rng: random.Random) -> str:
+        """The client sending the next query: one of ``hosts`` addresses."""
+        if self.hosts == 1:
+            return self.client
+        a, b, c, d = self.client.split(".")
+        return f"{a}.{b}.{c}.{int(d) + 20 * rng.randrange(self.hosts)}"
 
     def encode(self, rng: random.Random) -> str:
         """The data part of one name: ``octets`` random octets written in the symbols."""
@@ -273,10 +284,11 @@ def tunnel_frames(ch: Channel, rng: random.Random, t0: float) -> list[tuple[floa
         qtype = rng.choices(types, weights)[0]
         qw, rw = _messages(name, qtype, rng.randrange(65536), ch, rng)
         sport = rng.randrange(20000, 65000)
+        src = ch.host(rng)
         for _ in range(2 if rng.random() < ch.retransmit else 1):
-            out.append((t, frame(ch.client, RESOLVER, sport, 53, qw)))
+            out.append((t, frame(src, RESOLVER, sport, 53, qw)))
             sent += 1
-        out.append((t + rng.uniform(0.002, 0.08), frame(RESOLVER, ch.client, 53, sport, rw)))
+        out.append((t + rng.uniform(0.002, 0.08), frame(RESOLVER, src, 53, sport, rw)))
         gap = 1.0 / ch.rate
         t += gap * rng.uniform(0.5, 1.5) if ch.regular else rng.expovariate(ch.rate)
     ch.stats = {"queries": sent}

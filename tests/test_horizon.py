@@ -276,7 +276,8 @@ LONG_RULES = {"slow-encoded-exfil": "long_domain", "slow-high-entropy-names": "l
 def test_lab_slow_captures_detected_within_the_hour():
     """The lab's two-hour captures (pcaps/slow/, made by lab/slow_exfil.py through Unbound, beside
     a browsing client): each tunnel found within 60 minutes of its first query by a
-    long-horizon rule, its zone named, nothing else alerting. ~1 s."""
+    long-horizon rule, its zone named, nothing else alerting. ~1 s. (The long-horizon model,
+    trained on these captures, is off: tests/test_longmodel.py checks it.)"""
     from conftest import ROOT, RULES_DIR
     from dnsguard.detect.rules import load_dir
     from dnsguard.evaluate import evaluate, load_truth
@@ -284,7 +285,8 @@ def test_lab_slow_captures_detected_within_the_hour():
 
     pc = ROOT / "pcaps" / "slow"
     truth = load_truth(pc / "truth.yaml")
-    res = evaluate([pc / f for f in SLOW], truth, Settings(), load_dir(RULES_DIR))
+    res = evaluate([pc / f for f in SLOW], truth, Settings(use_long_model=False),
+                   load_dir(RULES_DIR))
     assert len(res["captures"]) == len(SLOW)
     for r in res["captures"]:
         (t,) = r["tunnels"]

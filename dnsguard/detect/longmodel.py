@@ -25,6 +25,8 @@ Example:
     (0.95, 1.0, 20.0)
     >>> judged("long_domain", {"new_names": 40.0, "new_bytes_up": 800.0, "span": 1800.0})
     True
+    >>> judged("long_domain", {"new_names": 40.0, "new_bytes_up": 500.0, "span": 1800.0})
+    False
     >>> judged("long_domain", {"new_names": 40.0, "new_bytes_up": 80.0, "span": 1800.0})
     False
 """
@@ -77,10 +79,20 @@ DEFAULT_LONG_MODEL = M.DEFAULT_MODEL.with_name("long_model.pkl")
 
 # --- the evidence gate: which long keys the model may judge --------------------------------
 # A domain: enough new names carrying enough data over a long enough history (the bars of
-# the long-horizon rules: rules/long_horizon.yaml, slow-encoded-exfil's 16 names, 10 min).
+# the long-horizon rules: rules/long_horizon.yaml, slow-encoded-exfil's 16 names, 10 min) …
 MIN_NEW_NAMES = 16.0  # new names (decayed count, as the rules read it)
 MIN_NEW_BYTES = 150.0  # estimated bytes carried up by them
 MIN_SPAN = 600.0  # seconds from the key's first to its last query
+# … in names of a data shape: most of them encoded, or high entropy, or carrying many
+# bytes each. Not names of no data shape (short labels, words, host names), at any volume:
+# one client looking up two dozen host names of its company's internal zone over half an
+# hour (``printer-16``, ``desktop-o76mdz1``, ``android-<hex>``: every query a new name,
+# ~7 bytes each) looks like a slow channel in short labels; it raised a false alarm on the
+# lab's benign test seeds 102 and 103 without this condition, and 48 such names over
+# 90 minutes still did with a volume path (tests/test_longmodel.py; docs/model.md).
+MIN_ENCODED_SHARE = 0.5
+MIN_ENTROPY = 3.8  # bits per character of the new names' subdomains (the rules' bar)
+MIN_BYTES_PER_NAME = 20.0
 # A client → domain pair: the same data evidence, or a beacon's check-ins (the
 # cache-busting-beacon rule's 30 over 15 min).
 MIN_CHECKINS = 30
@@ -92,13 +104,26 @@ SMOOTHING = 2.0  # leaf prior mass (half tunnel, half benign): P = (t + 1) / (t 
 def judged(scope: str, f: dict) -> bool:
     """Is there enough long-horizon evidence to ask the tree about this key? A domain (or a
     pair) whose new names carried data: ``MIN_NEW_NAMES`` names, ``MIN_NEW_BYTES`` bytes,
-    ``MIN_SPAN`` seconds; or a pair that checked in ``MIN_CHECKINS`` times over
-    ``MIN_BEACON_SPAN`` seconds (a beacon moves little data)."""
+    ``MIN_SPAN`` seconds, in names of a data shape (encoded, high entropy or many bytes
+    each); or a pair that checked in
+    ``MIN_CHECKINS`` times over ``MIN_BEACON_SPAN`` seconds (a beacon moves little data).
+
+    >>> host_names = {"new_names": 22.4, "new_bytes_up": 153.3, "span": 2076.5,
+    ...               "new_encoded_share": 0.0, "new_mean_sub_entropy": 3.38}
+    >>> judged("long_domain", host_names), judged("long_domain", dict(host_names, new_names=50,
+    ...                                                               new_bytes_up=420))
+    (False, False)
+    >>> judged("long_domain", dict(host_names, new_mean_sub_entropy=4.1))
+    True
+    """
     g = f.get
     span = g("span", 0.0)
-    if (g("new_names", 0.0) >= MIN_NEW_NAMES and g("new_bytes_up", 0.0) >= MIN_NEW_BYTES
-            and span >= MIN_SPAN):
-        return True
+    names, up = g("new_names", 0.0), g("new_bytes_up", 0.0)
+    if names >= MIN_NEW_NAMES and up >= MIN_NEW_BYTES and span >= MIN_SPAN:
+        if (g("new_encoded_share", 0.0) >= MIN_ENCODED_SHARE
+                or g("new_mean_sub_entropy", 0.0) >= MIN_ENTROPY
+                or up >= MIN_BYTES_PER_NAME * names):
+            return True
     return (scope == "long_client_domain" and g("checkins", 0) >= MIN_CHECKINS
             and span >= MIN_BEACON_SPAN)
 
