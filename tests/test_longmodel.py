@@ -132,9 +132,19 @@ def test_gate_needs_names_data_and_history():
     assert not LM.judged("long_domain", dict(plain, new_names=60.0, new_bytes_up=500.0))
     assert LM.judged("long_domain", dict(plain, new_mean_sub_entropy=3.9))  # high entropy
     assert LM.judged("long_domain", dict(plain, new_bytes_up=700.0))  # 23 bytes a name
-    beacon = {"checkins": 40, "span": 2400.0}
+    beacon = {"checkins": 40, "span": 2400.0, "timing_score": 0.91, "interval_jitter": 0.07}
     assert LM.judged("long_client_domain", beacon)
     assert not LM.judged("long_domain", beacon)  # check-ins are a pair's evidence
+    # Lookups at random times are not check-ins (jitter ~0.69 for Poisson arrivals) …
+    assert not LM.judged("long_client_domain", dict(beacon, timing_score=0.49,
+                                                    interval_jitter=0.7))
+    # … nor every 60-150 s (a monitor, or a beacon sleeping ±40 %: too irregular to tell)
+    assert not LM.judged("long_client_domain", dict(beacon, timing_score=0.7,
+                                                    interval_jitter=0.22))
+    # A long period with small jitter: RITA's timing score (against 30 s) is low, the
+    # jitter relative to the period is not
+    assert LM.judged("long_client_domain", dict(beacon, timing_score=0.3,
+                                                interval_jitter=0.08))
 
 
 def _tiny(tmp_path):
