@@ -234,7 +234,7 @@ class LongModel(Detector):
     its features; a hit is raised like a long-horizon rule's (what moved since when)."""
 
     detector_id = DETECTOR_ID
-    description = ("A decision tree trained on the long-horizon records (hours) of real and "
+    description = ("A decision tree trained on the long-horizon records (hours) of lab and "
                    "synthetic tunnels and benign networks judges the registered domain's, or "
                    "the client's traffic to it, tunnel-like: a low-and-slow channel or a "
                    "beacon too quiet for any five-minute window.")
@@ -287,26 +287,25 @@ class LongModel(Detector):
         return (DETECTOR_ID, sev, round(p, 4), partial(self._reasons, scope, x, p))
 
     def _reasons(self, scope: str, x: dict, p: float) -> list[str]:
-        """The split tests on the key's path (each feature once, in words, natural units),
-        the leaf's training mass, the probability."""
-        out: list[str] = []
-        seen: set[str] = set()
+        """The split tests on the key's path in words and natural units (a feature tested
+        twice once, with its tightest bound), the leaf's training mass, the probability."""
+        tests: dict[str, tuple[int, float]] = {}
         node = getattr(self.tree, "_root", None)
         while node is not None and getattr(node, "children", None):
             i = node.branch_no(x)
             feat, thr = getattr(node, "feature", None), getattr(node, "threshold", None)
-            if feat is not None and thr is not None and feat not in seen \
-                    and not feat.startswith("scope_") and len(seen) < 4:
-                seen.add(feat)
-                v, t = _natural(feat, x.get(feat, 0.0)), _natural(feat, thr)
-                side = "above" if i else "at most"
-                if feat in DERIVED:
-                    words = f"{DERIVED[feat].split(' (')[0]} {catalog.rounded(feat, v)}"
-                else:
-                    words = catalog.in_words(feat, v)
-                out.append(f"model-long: {words} ({side} {catalog.rounded(feat, t)}, "
-                           f"learned)")
+            if feat is not None and thr is not None and not feat.startswith("scope_"):
+                tests[feat] = (i, thr)  # deeper tests on a feature are tighter
             node = node.children[i]
+        out: list[str] = []
+        for feat, (i, thr) in list(tests.items())[:4]:
+            v, t = _natural(feat, x.get(feat, 0.0)), _natural(feat, thr)
+            if feat in DERIVED:
+                words = f"{DERIVED[feat].split(' (')[0]} {catalog.rounded(feat, v)}"
+            else:
+                words = catalog.in_words(feat, v)
+            side = "above" if i else "at most"
+            out.append(f"model-long: {words} ({side} {catalog.rounded(feat, t)}, learned)")
         stats = getattr(node, "stats", None) or {}
         out.append(f"model-long: leaf learned from {stats.get(True, 0.0):.0f} tunnel / "
                    f"{stats.get(False, 0.0):.0f} benign (weighted) long-horizon keys")
