@@ -10,8 +10,8 @@ import base64
 import random
 
 import pytest
-from conftest import dns_query, eth, udp4
 
+from conftest import dns_query, eth, udp4
 from dnsguard.detect import longmodel as LM
 from dnsguard.detect.model import ModelError
 from dnsguard.settings import Settings
@@ -64,7 +64,6 @@ def _host_lookups(rng: random.Random, minutes: int = 90):
 
 def _run(events, **settings) -> list[dict]:
     from conftest import RULES_DIR
-
     from dnsguard.detect.rules import load_dir
     from dnsguard.pipeline import Pipeline
 

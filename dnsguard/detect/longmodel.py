@@ -132,11 +132,11 @@ def judged(scope: str, f: dict) -> bool:
     g = f.get
     span = g("span", 0.0)
     names, up = g("new_names", 0.0), g("new_bytes_up", 0.0)
-    if names >= MIN_NEW_NAMES and up >= MIN_NEW_BYTES and span >= MIN_SPAN:
-        if (g("new_encoded_share", 0.0) >= MIN_ENCODED_SHARE
-                or g("new_mean_sub_entropy", 0.0) >= MIN_ENTROPY
-                or up >= MIN_BYTES_PER_NAME * names):
-            return True
+    shaped = (g("new_encoded_share", 0.0) >= MIN_ENCODED_SHARE
+              or g("new_mean_sub_entropy", 0.0) >= MIN_ENTROPY
+              or up >= MIN_BYTES_PER_NAME * names)
+    if names >= MIN_NEW_NAMES and up >= MIN_NEW_BYTES and span >= MIN_SPAN and shaped:
+        return True
     return (scope == "long_client_domain" and g("checkins", 0) >= MIN_CHECKINS
             and span >= MIN_BEACON_SPAN
             and (g("timing_score", 0.0) >= MIN_BEACON_TIMING
