@@ -1,8 +1,8 @@
 """The long-horizon model (dnsguard/detect/longmodel.py): its evidence gate, its files, and the
 shipped model on crafted two-hour traffic through the real pipeline — a slow exfiltration
-spread over three hosts in labels too short to look encoded (below every long-horizon rule
-by design: the one-host rules allow at most 2 clients, the multi-host one needs encoded
-names), and benign long keys that must stay quiet. ~5 s."""
+spread over three hosts in short encoded names (below every long-horizon rule by design:
+the one-host rules allow at most 2 clients, the multi-host one needs subdomains of 30
+characters), and benign long keys that must stay quiet. ~10 s."""
 
 from __future__ import annotations
 
@@ -23,12 +23,13 @@ shipped = pytest.mark.skipif(not LM.DEFAULT_LONG_MODEL.exists(),
 
 
 def _trickle(rng: random.Random, hosts: list[str], minutes: int = 90):
-    """One chunk of 25 random bytes every ~75 s from one of ``hosts``, as two 20-character
-    Base32 labels (each under the 24-character 'encoded' bar) and a sequence label."""
+    """One chunk of 15 random bytes every ~75 s from one of ``hosts``, as one 24-character
+    Base32 label (encoded) and a sequence label: subdomains of ~27 characters, under the
+    multi-host rule's 30."""
     t, i = T0, 0
     while t < T0 + minutes * 60:
-        b32 = base64.b32encode(rng.randbytes(25)).decode().rstrip("=").lower()
-        name = f"{b32[:20]}.{b32[20:]}.{i:x}.{ZONE}"
+        b32 = base64.b32encode(rng.randbytes(15)).decode().lower()
+        name = f"{b32}.{i:x}.{ZONE}"
         yield t, rng.choice(hosts), name
         t += rng.uniform(45, 105)
         i += 1
@@ -84,7 +85,7 @@ def _on(alerts: list[dict], zone: str) -> list[dict]:
 
 @shipped
 def test_multi_host_short_label_trickle_found_by_the_long_model_only():
-    """Three hosts send a file in 20-character Base32 labels, one chunk every ~75 s: no rule
+    """Three hosts send a file in 24-character Base32 labels, one chunk every ~75 s: no rule
     fires (with the long model off, nothing on the zone), the long model finds it within
     the hour and the alert says what moved since when, from which hosts, and why."""
     rng = random.Random(5)
@@ -98,7 +99,7 @@ def test_multi_host_short_label_trickle_found_by_the_long_model_only():
     assert "model-long" in a["detectors"] and a["scope"] == "long_domain", a
     assert a["timestamp"] and a["stats"]["span"] <= 3600, a
     assert a["first_seen"].startswith("2023-11-14T22:13:2")  # its first chunk's time
-    assert a["stats"]["queries"] >= 16 and a["bytes_up"] >= 300, a
+    assert a["stats"]["queries"] >= 16 and a["bytes_up"] >= 150, a
     assert set(a["stats"]["clients"]) == set(hosts), a
     assert any(r.startswith("model-long: P(tunnel)") for r in a["reasons"]), a["reasons"]
     assert any("learned" in r for r in a["reasons"]), a["reasons"]
@@ -121,16 +122,19 @@ def test_benign_long_keys_stay_quiet():
 
 
 def test_gate_needs_names_data_and_history():
-    f = {"new_names": 30.0, "new_bytes_up": 900.0, "span": 1200.0, "new_encoded_share": 0.9}
+    f = {"new_names": 30.0, "new_bytes_up": 900.0, "span": 1200.0, "new_encoded_share": 0.9,
+         "new_name_share": 0.95}
     assert LM.judged("long_domain", f)
+    assert not LM.judged("long_domain", dict(f, new_name_share=0.3))  # tokens asked again
     assert not LM.judged("long_domain", dict(f, span=300.0))  # a short history
     assert not LM.judged("long_domain", dict(f, new_names=8.0))  # few names
     assert not LM.judged("long_domain", dict(f, new_bytes_up=100.0))  # little data
     plain = dict(f, new_encoded_share=0.0, new_mean_sub_entropy=3.3, new_bytes_up=300.0)
     assert not LM.judged("long_domain", plain)  # no data shape …
     assert not LM.judged("long_domain", dict(plain, new_names=60.0, new_bytes_up=500.0))
-    assert LM.judged("long_domain", dict(plain, new_mean_sub_entropy=3.9))  # high entropy
-    assert LM.judged("long_domain", dict(plain, new_bytes_up=700.0))  # 23 bytes a name
+    # … nor high entropy and ~20 bytes a name alone (a hex digest per ad frame)
+    assert not LM.judged("long_domain", dict(plain, new_mean_sub_entropy=3.9,
+                                             new_bytes_up=600.0))
     beacon = {"checkins": 40, "span": 2400.0, "timing_score": 0.91, "interval_jitter": 0.07}
     assert LM.judged("long_client_domain", beacon)
     assert not LM.judged("long_domain", beacon)  # check-ins are a pair's evidence
