@@ -148,6 +148,10 @@ def test_gate_needs_names_data_and_history():
     # jitter relative to the period is not
     assert LM.judged("long_client_domain", dict(beacon, timing_score=0.3,
                                                 interval_jitter=0.08))
+    # Lookups every ~13 s at random: RITA's timing score is high at that scale, the jitter
+    # says they are not regular (host names with addresses on benign seed 101)
+    assert not LM.judged("long_client_domain", dict(beacon, timing_score=0.84,
+                                                    interval_jitter=1.0))
 
 
 def _tiny(tmp_path):

@@ -104,17 +104,20 @@ MIN_NEW_SHARE = 0.5
 # cache-busting-beacon rule's 30 over 15 min).
 MIN_CHECKINS = 30
 MIN_BEACON_SPAN = 900.0
-# … at intervals regular for their period: RITA's timing score at least 0.8, or a median
-# absolute deviation at most 15 % of the median interval (RITA's dispersion score is
-# measured against 30 s, so a long period with small jitter scores low there). Memoryless
-# arrivals sit at ~0.69 of the median, a sleeping beacon with ±10 % jitter at ~0.05-0.07.
-# Without this, 30 lookups of names that are each new passed as "check-ins" and the tree
-# judged their names as data: one client's ISP host names at random times (timing 0.49)
-# on the lab's benign test seed 101, and a monitor looking up new internal host names
-# every 60-150 s (timing 0.63-0.71, jitter 0.20-0.25: tests/test_longmodel.py). A beacon
-# sleeping ±40 % is as irregular as that monitor: neither this model's nor the rules'.
-MIN_BEACON_TIMING = 0.8
+# … at intervals regular for their period: a median absolute deviation at most 15 % of the
+# median interval, or at most 35 % (the beacon rule's bar) with RITA's timing score at least
+# 0.8. Memoryless arrivals sit at ~0.69 of the median, a sleeping beacon with ±10 % jitter at
+# ~0.05-0.07; RITA's own dispersion score is measured against 30 s, so it is high for any
+# second-scale process and low for long periods. Without this, 30 lookups of names that are
+# each new passed as "check-ins" and the tree judged their names as data: one client's ISP
+# host names at random times (jitter 1.0, timing 0.49) and another's ``static.<address>.
+# clients.your-server.de`` names every ~13 s (jitter 1.0, timing 0.84) on the lab's benign
+# test seed 101, and a monitor looking up new internal host names every 60-150 s (timing
+# 0.63-0.71, jitter 0.20-0.25: tests/test_longmodel.py). A beacon sleeping ±40 % is as
+# irregular as that monitor: neither this model's nor the rules'.
 MAX_BEACON_JITTER = 0.15
+MAX_TIMED_JITTER = 0.35
+MIN_BEACON_TIMING = 0.8
 THRESHOLD = 0.9
 SMOOTHING = 2.0  # leaf prior mass (half tunnel, half benign): P = (t + 1) / (t + b + 2)
 
@@ -125,8 +128,8 @@ def judged(scope: str, f: dict) -> bool:
     ``MIN_SPAN`` seconds, most of them encoded (``MIN_ENCODED_SHARE``) and most queries
     new names (``MIN_NEW_SHARE``); or a pair that checked in
     ``MIN_CHECKINS`` times over ``MIN_BEACON_SPAN`` seconds at regular intervals
-    (``MIN_BEACON_TIMING`` or ``MAX_BEACON_JITTER``: a beacon moves little data, but keeps
-    its period).
+    (``MAX_BEACON_JITTER``, or ``MAX_TIMED_JITTER`` with ``MIN_BEACON_TIMING``: a beacon
+    moves little data, but keeps its period).
 
     >>> host_names = {"new_names": 22.4, "new_bytes_up": 153.3, "span": 2076.5,
     ...               "new_encoded_share": 0.0, "new_mean_sub_entropy": 3.38}
@@ -145,8 +148,9 @@ def judged(scope: str, f: dict) -> bool:
         return True
     return (scope == "long_client_domain" and g("checkins", 0) >= MIN_CHECKINS
             and span >= MIN_BEACON_SPAN
-            and (g("timing_score", 0.0) >= MIN_BEACON_TIMING
-                 or g("interval_jitter", 1.0) <= MAX_BEACON_JITTER))
+            and (g("interval_jitter", 1.0) <= MAX_BEACON_JITTER
+                 or (g("interval_jitter", 1.0) <= MAX_TIMED_JITTER
+                     and g("timing_score", 0.0) >= MIN_BEACON_TIMING)))
 
 
 def vectorize(scope: str, f: dict) -> dict[str, float]:
