@@ -39,12 +39,12 @@ from dnsguard.train import collect, save_long  # noqa: E402
 
 
 def _judged_x(scope: str, x: dict) -> bool:
-    """``longmodel.judged`` on a collected input vector (its span passed the gate when it
-    was collected; the vector does not hold it)."""
+    """``longmodel.evidence`` on a collected input vector (its span passed when it was
+    collected; the vector does not hold it)."""
     f = {n: LM._natural(n, v) for n, v in x.items()}
     f["new_names"] = round(f["new_names"], 4)
     f["span"] = float("inf")
-    return LM.judged(scope, f)
+    return LM.evidence(scope, f)
 
 
 def main(argv: list[str] | None = None) -> int:

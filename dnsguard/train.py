@@ -70,13 +70,14 @@ class _Collector(Detector):
 
 class _LongCollector(LM.LongModel):
     """The judge's long-horizon model during training: records every due long-horizon key
-    past the long model's evidence gate (``longmodel.judged``), judges nothing."""
+    with the long model's counts of evidence (``longmodel.evidence``: the gate without its
+    conditions on the names' shape and the check-ins' regularity), judges nothing."""
 
     def __init__(self) -> None:
         self.rows: list[tuple] = []
 
     def score(self, scope, f, ident, client=None, factor=1.0):
-        if LM.judged(scope, f):
+        if LM.evidence(scope, f):
             self.rows.append((scope, ident, LM.vectorize(scope, f),
                               ip_text(client) if client else None, factor))
         return None
@@ -268,7 +269,7 @@ def save_long(caps: list[CaptureSamples], path: Path, args, truth_files: list[Pa
     n_b = sum(1 for c in caps for s in c.long_samples if not s[3])
     if not n_t or not n_b:
         print(f"dnsguard: {path}: not written: the captures hold {n_t} tunnel / {n_b} benign "
-              f"long-horizon snapshots past its evidence gate (both are needed)",
+              f"long-horizon snapshots with enough evidence (both are needed)",
               file=sys.stderr)
         return None
     bundle = fit_long(caps, epochs=args.epochs, seed=args.seed)

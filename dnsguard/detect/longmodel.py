@@ -122,6 +122,23 @@ THRESHOLD = 0.9
 SMOOTHING = 2.0  # leaf prior mass (half tunnel, half benign): P = (t + 1) / (t + b + 2)
 
 
+def evidence(scope: str, f: dict) -> bool:
+    """The counts and history :func:`judged` asks before the shape of the names and the
+    regularity of the check-ins: ``MIN_NEW_NAMES`` names carrying ``MIN_NEW_BYTES`` over
+    ``MIN_SPAN`` seconds, or (a pair) ``MIN_CHECKINS`` over ``MIN_BEACON_SPAN``. Training
+    learns from every key past this (``dnsguard.train``): past the whole gate the lab's
+    benign training seeds hold no key at all, and a tree trained there would be one leaf —
+    the gate would be the model (the window model's training made the same choice:
+    docs/model.md, "Synthetic tunnels")."""
+    g = f.get
+    span = g("span", 0.0)
+    if (g("new_names", 0.0) >= MIN_NEW_NAMES and g("new_bytes_up", 0.0) >= MIN_NEW_BYTES
+            and span >= MIN_SPAN):
+        return True
+    return (scope == "long_client_domain" and g("checkins", 0) >= MIN_CHECKINS
+            and span >= MIN_BEACON_SPAN)
+
+
 def judged(scope: str, f: dict) -> bool:
     """Is there enough long-horizon evidence to ask the tree about this key? A domain (or a
     pair) whose new names carried data: ``MIN_NEW_NAMES`` names, ``MIN_NEW_BYTES`` bytes,
