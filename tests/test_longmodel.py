@@ -198,3 +198,27 @@ def test_model_for_other_inputs_is_refused(tmp_path):
 def test_shipped_long_model_loads():
     bundle, meta = LM.load(LM.DEFAULT_LONG_MODEL)
     assert meta["features"] == LM.INPUTS and meta["training"]["snapshots"]["tunnel"] > 0
+
+
+def test_train_builds_both_models_in_one_run(tmp_path):
+    """``dnsguard train`` writes the window model and, beside it, the long-horizon model from
+    the same replays; ``--long-only`` writes only the latter. On the lab's slow captures
+    (two hours each: tunnel keys and the browsing client's benign ones). ~5 s."""
+    from conftest import ROOT
+
+    from dnsguard.cli import main
+
+    slow = ROOT / "pcaps" / "slow"
+    out = tmp_path / "model.pkl"
+    assert main(["train", "--truth", str(slow / "truth.yaml"), "-o", str(out), str(slow)]) == 0
+    assert out.exists() and (tmp_path / "long_model.pkl").exists()
+    bundle, meta = LM.load(tmp_path / "long_model.pkl")
+    snaps = meta["training"]["snapshots"]
+    assert snaps["tunnel"] > 0 and snaps["benign"] > 0, snaps
+    # The multi-host capture's domain key is among the tunnel keys it learnt from
+    assert any(c["file"] == "slow_exfil_multi.pcap" and c["samples"]
+               for c in meta["training"]["captures"])
+    only = tmp_path / "only"
+    assert main(["train", "--long-only", "--truth", str(slow / "truth.yaml"), "-o",
+                 str(only / "m.pkl"), str(slow)]) == 0
+    assert (only / "long_m.pkl").exists() and not (only / "m.pkl").exists()
