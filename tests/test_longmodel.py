@@ -205,7 +205,6 @@ def test_train_builds_both_models_in_one_run(tmp_path):
     the same replays; ``--long-only`` writes only the latter. On the lab's slow captures
     (two hours each: tunnel keys and the browsing client's benign ones). ~5 s."""
     from conftest import ROOT
-
     from dnsguard.cli import main
 
     slow = ROOT / "pcaps" / "slow"
