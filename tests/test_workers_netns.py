@@ -94,6 +94,15 @@ def wait_ready(notify: socket.socket, p: Proc, timeout: float) -> str:
     raise AssertionError(f"no READY=1 within {timeout}s\n{p.text()}")
 
 
+def assert_never_ready(notify: socket.socket) -> None:
+    """Nothing the sensor sent on the (non-blocking) notify socket was READY=1."""
+    said = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            said.append(notify.recv(4096).decode())
+    assert not [x for x in said if x.startswith("READY=1")], said
+
+
 def run_sensor(net, tmp: Path, workers: int, pcap: Path, sent: int,
                rules: Path = ROOT / "rules") -> tuple[list, dict, str]:
     """Start the sensor with a systemd notification socket and replay ``pcap`` the moment
@@ -388,11 +397,7 @@ def test_a_worker_refused_its_fanout_group_fails_the_start_by_name(pair, tmp_pat
                       r"Invalid argument; another program holds this group id", log)
         assert m and int(m.group(2)) == group, log
         assert "capturing on" not in log and "Traceback" not in log, log
-        said = []
-        with contextlib.suppress(BlockingIOError):
-            while True:
-                said.append(notify.recv(4096).decode())
-        assert not [x for x in said if x.startswith("READY=1")], said
+        assert_never_ready(notify)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(sensor.p.pid, signal.SIGKILL)  # the squatter too
@@ -437,11 +442,7 @@ def test_sigterm_during_the_start_stops_cleanly(pair, tmp_path, to):  # noqa: F8
         assert rc == 0, log
         assert "stopping on SIGTERM" in log and "stopped:" in log, log
         assert not re.search(r"failed|exited with|Traceback|ERROR", log), log
-        said = []
-        with contextlib.suppress(BlockingIOError):
-            while True:
-                said.append(notify.recv(4096).decode())
-        assert not [x for x in said if x.startswith("READY=1")], said
+        assert_never_ready(notify)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(sensor.p.pid, signal.SIGKILL)
