@@ -210,21 +210,28 @@ def test_entropy_is_bit_identical_both_ways() -> None:
         assert entropy(b) == reference(b), b
 
 
-def test_name_features_identical_to_the_interpreted_source() -> None:
-    """NameAnalyzer compiled (C entropy and alphabet counts) against the same source run by
-    the interpreter, feature by feature, on names of every shape a tunnel or a user sends."""
+def _payload_interpreted():
+    """features.payload run by the interpreter from its .py (beside the compiled one)."""
     import importlib.machinery
     import importlib.util
-    import random
-
-    from dnsguard.domain import RegisteredDomains
-    from dnsguard.features import payload
 
     src = _compiled._source("dnsguard.features.payload")
     loader = importlib.machinery.SourceFileLoader("_payload_interpreted", str(src))
     spec = importlib.util.spec_from_file_location("_payload_interpreted", src, loader=loader)
     pure = importlib.util.module_from_spec(spec)
     loader.exec_module(pure)
+    return pure
+
+
+def test_name_features_identical_to_the_interpreted_source() -> None:
+    """NameAnalyzer compiled (C entropy and alphabet counts) against the same source run by
+    the interpreter, feature by feature, on names of every shape a tunnel or a user sends."""
+    import random
+
+    from dnsguard.domain import RegisteredDomains
+    from dnsguard.features import payload
+
+    pure = _payload_interpreted()
     rd = RegisteredDomains()
     a, b = payload.NameAnalyzer(rd), pure.NameAnalyzer(rd)
     rng = random.Random(7)
@@ -251,8 +258,6 @@ def test_one_pass_name_analysis_equals_the_reference() -> None:
     service labels, upper case, 63-octet labels, 255-octet names, suffixes the PSL walks),
     random flood names and hostile octets; malformed wire names are refused (None), never
     read past their end."""
-    import importlib.machinery
-    import importlib.util
     import random
 
     from dnsguard.domain import RegisteredDomains
@@ -260,11 +265,7 @@ def test_one_pass_name_analysis_equals_the_reference() -> None:
 
     if not payload.__file__.endswith(".so"):
         pytest.skip("payload is not compiled here (the one pass is compiled-only)")
-    src = _compiled._source("dnsguard.features.payload")
-    loader = importlib.machinery.SourceFileLoader("_payload_ref", str(src))
-    spec = importlib.util.spec_from_file_location("_payload_ref", src, loader=loader)
-    pure = importlib.util.module_from_spec(spec)
-    loader.exec_module(pure)
+    pure = _payload_interpreted()
     rd = RegisteredDomains()
     ref = pure.NameAnalyzer(rd)
     rng = random.Random(11)
