@@ -68,14 +68,13 @@ class RecordingBuildExt(build_ext):
         super().finalize_options()
         # pip runs build_ext without -j: compile the extensions side by side anyway, one per
         # CPU (they are independent; a 2-core sensor installs in about half the time).
-        if not self.parallel:
-            self.parallel = True  # setuptools: os.cpu_count() workers
+        # A number, not setuptools' True ("one per CPU"): the install message says it.
+        if not self.parallel or self.parallel is True:
+            self.parallel = os.cpu_count() or 1
 
     def run(self) -> None:
         self._built: dict[str, str] = {}
         if self.extensions:
-            if self.parallel is None:  # one compiler per core (setuptools: one in all)
-                self.parallel = os.cpu_count() or 1
             say(f"compiling {len(self.extensions)} hot-path modules with Cython and the C "
                 f"compiler ({EXPECTED}, {self.parallel} at a time; DNSGUARD_NO_COMPILE=1 "
                 "installs the interpreted path in seconds, README.md)")

@@ -53,6 +53,8 @@ def test_compile_is_announced_with_its_duration(tmp_path):
     said = [ln for ln in p.stderr.splitlines() if ln.startswith("dnsguard: ")]
     assert said[-2].startswith(f"dnsguard: compiling {n} hot-path modules with Cython"), said
     assert "DNSGUARD_NO_COMPILE=1" in said[-2] and "minutes" in said[-2]
+    # How many compile at once, as a number (it once read "True at a time").
+    assert re.search(r", [1-9]\d* at a time;", said[-2]), said
     assert re.fullmatch(rf"dnsguard: compiled \d+ of {n} modules in \d+ s.*", said[-1]), said
 
 
