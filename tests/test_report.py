@@ -84,6 +84,24 @@ def test_stream_has_a_volume_anomaly(replayed):
     assert not any(a["src_ip"] == "10.0.0.6" for a in vol)
 
 
+def test_volume_alert_severity_is_the_documented_one(replayed):
+    """The severity scale (docs/alerts.md, the README's alert table) says what a volume
+    anomaly's severity means: the stepped-up client's alert (six tests on two metrics) is
+    ``medium``, and both documents name ``dns_volume_anomaly`` at that severity (they once
+    said volume alone is always ``low``)."""
+    _, alerts = replayed
+    vol = [a for a in alerts if a["event_type"] == EVENT_VOLUME]
+    assert vol
+    doc = (ROOT / "docs" / "alerts.md").read_text()
+    rows = dict(re.findall(r"^\| `(high|medium|low)` \| ([^|]*) \|", doc, re.M))
+    readme = (ROOT / "README.md").read_text()
+    cell = next(ln for ln in readme.splitlines() if ln.startswith("| `severity`, `score` |"))
+    said = dict(re.findall(r"`(high|medium|low)` \(([^)]*)\)", cell))
+    for a in vol:
+        assert "dns_volume_anomaly" in rows[a["severity"]], a["severity"]
+        assert "volume" in said[a["severity"]], (a["severity"], said)
+
+
 def test_report_is_self_contained_and_has_its_plots(replayed):
     pipe, alerts = replayed
     doc = render(pipe, alerts, sources=["crafted"])
