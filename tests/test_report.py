@@ -5,6 +5,7 @@ stepping its volume up five-fold, so the report has a volume anomaly to show."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -97,7 +98,11 @@ def test_volume_alert_severity_is_the_documented_one(replayed):
     readme = (ROOT / "README.md").read_text()
     cell = next(ln for ln in readme.splitlines() if ln.startswith("| `severity`, `score` |"))
     said = dict(re.findall(r"`(high|medium|low)` \(([^)]*)\)", cell))
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((ROOT / "dnsguard" / "data" / "alert.schema.json").read_text())
+    v = jsonschema.Draft202012Validator(schema)
     for a in vol:
+        assert not [e.message for e in v.iter_errors(a)], a  # the shipped schema's record
         assert "dns_volume_anomaly" in rows[a["severity"]], a["severity"]
         assert "volume" in said[a["severity"]], (a["severity"], said)
 
