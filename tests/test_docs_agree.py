@@ -133,6 +133,40 @@ def test_readme_common_options_exist_where_it_says():
         assert o in _options("run"), o
 
 
+def test_readme_common_option_defaults_are_the_code_defaults():
+    """Each default the README's "common options" states is the parser's (or, for
+    ``--max-keys``, which sets four caps, each Settings cap): the paragraph once read
+    "``--max-keys N`` and ``--exact-cap N`` (state caps, default 128)"."""
+    para = README[README.index("Common options of"):]
+    common = para[:para.index("`replay` also takes")]
+    s, replay_parser = Settings(), _parser("replay")
+    defaults = {a.option_strings[-1]: a.default for a in replay_parser._actions
+                if a.option_strings}
+    chunks = re.split(r"(?=`--[a-z-]+)", common)
+    checked = set()
+    for chunk in chunks:
+        m = re.match(r"`(--[a-z-]+)[^`]*`\s*(\(([^()]*(\([^()]*\))?)*\))?", chunk)
+        if not m or not m.group(2):
+            continue
+        opt, said = m.group(1), m.group(2)
+        if opt == "--max-keys":
+            for cap in (s.max_domains, s.max_client_domains, s.max_clients, s.max_flows):
+                assert f"{cap:,}" in said or str(cap) in said, (opt, cap, said)
+            checked.add(opt)
+            continue
+        d = re.search(r"default:? (\d[\d,.]*)", said)
+        if d is None:
+            continue
+        want = defaults[opt]
+        if isinstance(want, list | tuple | set | frozenset):  # ports
+            assert d.group(1) == ",".join(map(str, sorted(want))), (opt, said, want)
+        else:
+            assert float(d.group(1)) == float(want), (opt, said, want)
+        checked.add(opt)
+    assert checked >= {"--ports", "--window", "--suppress", "--settle", "--max-keys",
+                       "--exact-cap"}, checked
+
+
 def test_readme_names_the_live_test_tools_and_ci_installs_them():
     sentence = README[README.index("the live-capture tests need"):][:300]
     ci = (ROOT / ".ci" / "run").read_text()
