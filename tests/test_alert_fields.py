@@ -168,3 +168,48 @@ def test_fields_an_analyst_acts_on(replayed_alerts):
         if a["detectors"][0] in rules and len(a["detectors"]) == 1:
             assert a["description"] == rules[a["detectors"][0]].description
     assert with_flow >= len(replayed_alerts[0]) // 2  # most alerts name their flow
+
+
+def test_a_key_spanning_flows_names_the_flow_that_completed_it(tmp_path):
+    """A domain seen on two flows, a client's lookups through its resolver and the
+    resolver's own to the authoritative server (a sensor that sees both sides): the alert
+    names the flow of the packet that completed the evidence, with its Community ID. The
+    evidence completes at a response to the client (past 32 packets the key is judged every
+    8th packet, here the fourth of each lookup's four), whose pair is not that of the last
+    query the domain saw (the resolver's): the record had no ports and no Community ID."""
+    import base64
+    import hashlib
+    import ipaddress
+
+    from conftest import dns_query, dns_response, eth, pcap_bytes, udp4
+    from dnsguard.replay import replay
+    from dnsguard.settings import Settings
+
+    cl, res, auth = "10.53.1.30", "10.53.1.10", "10.53.1.20"
+    frames = []
+    for i in range(40):  # ten plain lookups first: the evidence completes past 32 packets
+        label = "www" if i < 10 else base64.b32encode(
+            hashlib.sha1(bytes([i])).digest()).decode().lower()
+        name, t = f"{label}.t.example.com", 1_700_000_000 + i
+        q, r = dns_query(name, "TXT", qid=i), dns_response(name, qid=i, answers=(("TXT", "x"),))
+        frames += [(t, 0, eth(udp4(q, sport=40000 + i, dport=53, src=cl, dst=res))),
+                   (t, 1000, eth(udp4(q, sport=33000 + i, dport=53, src=res, dst=auth))),
+                   (t, 2000, eth(udp4(r, sport=53, dport=33000 + i, src=auth, dst=res))),
+                   (t, 3000, eth(udp4(r, sport=53, dport=40000 + i, src=res, dst=cl)))]
+    cap = tmp_path / "chain.pcap"
+    cap.write_bytes(pcap_bytes(frames))
+    s = Settings(rules=RULES_DIR, settle=0.0)
+    s.use_model = False
+    alerts: list[dict] = []
+    replay([cap], s, load_dir(s.rules), alerts.append)
+    dom = [a for a in alerts if a["scope"] == "domain"]
+    assert dom, alerts
+    flows = {(cl, res, 40000 + i, 53) for i in range(40)} | {
+        (res, auth, 33000 + i, 53) for i in range(40)}
+    for a in dom:
+        assert a["community_id"] is not None, a
+        tup = (a["src_ip"], a["dest_ip"], a["src_port"], a["dest_port"])
+        assert tup in flows, tup
+        assert a["community_id"] == community_id(
+            ipaddress.ip_address(tup[0]).packed, ipaddress.ip_address(tup[1]).packed,
+            tup[2], tup[3], 17)

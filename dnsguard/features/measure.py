@@ -272,19 +272,28 @@ class Measurements:
         t_dom, t_cd, t_cl = self._tables3
         need = j.evidence_need()
         rec = (ts, nf, rcode, down, client, server)  # held with the key's query (admission)
+        # The key's last pair is this response's, as a query's is the query's: a response
+        # can complete the evidence, and the alert names its flow (the domain of a resolver
+        # chain has two: client-resolver and resolver-server).
         st = self._window(t_dom, rd, ts, factor, need[0] > 1, 0, rec)
         if st is not None:
             note_response(st, down, rcode)
+            st.last_client = client
+            st.last_server = server
             self._due(t_dom, rd, st, need[0], ts)
         if not per_client:
             return
         st = self._window(t_cd, key, ts, factor, need[1] > 1, 1, rec)
         if st is not None:
             note_response(st, down, rcode)
+            st.last_client = client
+            st.last_server = server
             self._due(t_cd, key, st, need[1], ts)
         st = self._window(t_cl, client, ts, 1.0, need[2] > 1, 2, rec)
         if st is not None:
             note_response(st, down, rcode)
+            st.last_client = client
+            st.last_server = server
             self._due(t_cl, client, st, need[2], ts)
 
     def non_dns(self, ts: float, src: bytes, dst: bytes, dport: int, size: int) -> None:
@@ -363,6 +372,8 @@ class Measurements:
                 note_client_domain(st, nf)
         else:
             note_response(st, b, a)
+            st.last_client = p[4]
+            st.last_server = p[5]
 
     def _due(self, table: win.WindowTable, key, st: win.KeyStats, need: int,
              ts: float) -> None:
