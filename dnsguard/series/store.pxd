@@ -2,13 +2,14 @@
 cimport cython
 
 cdef dict _QIDX  # qtype -> bucket: a typed dict's get, not a method looked up per query
+cdef Py_ssize_t _NAMES_CAP, _CUR_CAP  # C copies of NAMES_CAP, CUR_CAP (compared per packet)
 
 
 # counters, a set of ints, a dict of ints: never part of a cycle (no_gc: in store.py)
 cdef class Entry:
     cdef public double q, up, down, nx, nw
     cdef public set names
-    cdef public dict qtypes
+    cdef double qt[16]  # per query-type bucket (NQ, checked at import): zeroed on allocation
 
     @cython.locals(names=set, qc=dict, n=Py_ssize_t)
     cpdef void query(self, Py_ssize_t size, object name_hash, Py_ssize_t qi, double w=*)

@@ -70,6 +70,13 @@ QTYPE_STEPS = 60  # steps of query-type history kept per key (the chi-square's r
 DECAY = 0.8  # weight of the old score in the volume ranking
 HYSTERESIS = 1.5  # a candidate must beat the weakest tracked key by this factor
 SWAPS_PER_STEP = 8
+# The caps as C integers where the per-packet code compares them (store.pxd; the public
+# names stay Python ints for readers): a Python global compared per packet is a PyLong made
+# and a rich comparison.
+_NAMES_CAP = NAMES_CAP
+_CUR_CAP = CUR_CAP
+if NQ != 16:  # Entry.qt's length in store.pxd
+    raise ImportError(f"series.store: {NQ} query-type buckets, Entry.qt holds 16")
 OTHER = ("other",)  # the aggregate's key: equal to no client (bytes) or domain (str)
 
 
@@ -82,37 +89,33 @@ class Entry:
     (:meth:`SeriesStore.observe_query`: 1, or 1/factor for allowlisted ``raise`` traffic).
     With every weight 1 the counters hold the integers they always did."""
 
-    __slots__ = ("q", "up", "down", "nx", "nw", "names", "qtypes")
+    __slots__ = ("q", "up", "down", "nx", "nw", "names", "qt")
 
     def __init__(self) -> None:
         self.q = self.up = self.down = self.nx = 0.0  # queries, bytes up/down, NXDOMAIN
         self.nw = 0.0  # distinct names, weighted
         self.names: set[int] = set()  # name hashes (capped at NAMES_CAP)
-        # query-type counts by bucket, sparse: most keys ask one or two types in a step
-        self.qtypes: dict[int, float] = {}
+        # Query-type counts by bucket (index into QTYPE_NAMES). Compiled, a C array of NQ
+        # doubles in the record (store.pxd), zeroed with it: a count is a C add, where a
+        # dict of buckets made a float object and a dict update per query (~1k instructions
+        # a query under a flood, whose keys past CUR_CAP all count into one entry).
+        if not cython.compiled:
+            self.qt = [0.0] * NQ
 
     def query(self, size: int, name_hash: int, qi: int, w: float = 1.0) -> None:
         self.q += w
         self.up += size * w
         names = self.names
         n = len(names)
-        if n < NAMES_CAP:
+        if n < _NAMES_CAP:
             names.add(name_hash)
             if len(names) != n:
                 self.nw += w
-        qc = self.qtypes
-        qc[qi] = qc.get(qi, 0.0) + w
+        self.qt[qi] += w
 
 
 def _busiest(kv: tuple) -> int:  # sort key: (key, Entry) by queries, most first
     return -kv[1].q
-
-
-def _dense(counts: dict[int, float]) -> list[float]:
-    out = [0.0] * NQ
-    for i, n in counts.items():
-        out[i] = n
-    return out
 
 
 class SeriesTable:
@@ -139,7 +142,7 @@ class SeriesTable:
     def entry(self, key) -> Entry:
         e = self.cur.get(key)
         if e is None:
-            if len(self.cur) >= CUR_CAP and key not in self.slot_of:
+            if len(self.cur) >= _CUR_CAP and key not in self.slot_of:
                 return self.overflow
             e = self.cur[key] = Entry()
         return e
@@ -185,13 +188,14 @@ class SeriesTable:
                 oup += e.up
                 odown += e.down
                 onx += e.nx
-                for i, n in e.qtypes.items():
-                    oqt[i] += n
+                for i in range(NQ):
+                    if e.qt[i] != 0.0:  # the buckets it counted (as the dict held them)
+                        oqt[i] += e.qt[i]
                 untracked = True
                 continue
             slots.append(slot)
             vals.append((e.q, e.nw, e.up, e.down, e.nx))  # in METRICS order
-            qts.append(_dense(e.qtypes))
+            qts.append([e.qt[i] for i in range(NQ)])
         if slots:
             # Each tracked row appears once and its column was zeroed above, so one fancy-
             # indexed update writes what per-row scalar updates wrote (float32 of each sum).
