@@ -216,6 +216,22 @@ def test_pair_memory_keeps_the_pairs_first_seen_last():
                 suspect.popitem(last=False)
     assert len(model) == len(suspect) == PAIR_MEMORY  # both memories full, turning over
     assert m.pair_domain == dict(model)
-    assert m.client_suspect == suspect  # OrderedDicts: the same order (least recent first)
+    assert m.client_suspect == dict(suspect)
+    assert m.suspects_lru() == list(suspect)  # the same order (least recent first)
     k = next(iter(model))
     assert m.flow_domain(k) == model[k]
+    # A few suspects asking again and again (no eviction: the queue is rebuilt without its
+    # stale entries), then new ones pushing them out in least-recently-used order.
+    for i in range(6 * PAIR_MEMORY):
+        c = rnd.randrange(8) if i < 5 * PAIR_MEMORY else 2 * PAIR_MEMORY + i
+        client = c.to_bytes(4, "big")
+        nf = rnd.choice(nfs)
+        m.query(float(i), nf, 10, 40, client, b"\x0a\0\0\x01")
+        suspect[client] = nf.regdomain
+        suspect.move_to_end(client)
+        if len(suspect) > PAIR_MEMORY:
+            suspect.popitem(last=False)
+        if i % 997 == 0 or i == 5 * PAIR_MEMORY + 3:
+            assert m.suspects_lru() == list(suspect) and m.client_suspect == dict(suspect)
+    assert m.suspects_lru() == list(suspect) and m.client_suspect == dict(suspect)
+    assert len(m._suspect_q) <= 3 * PAIR_MEMORY + 3  # bounded

@@ -4,6 +4,7 @@ cimport cython
 
 from dnsguard.features.horizon cimport Horizon
 from dnsguard.features.payload cimport NameFeatures
+from dnsguard.features.sketch cimport DistinctCounter
 # The window's per-message accounting as C calls (a cimported function; the .py imports it by
 # name, which the interpreted module uses).
 from dnsguard.features.window cimport (KeyStats, WindowTable, note_client_domain, note_query,
@@ -27,10 +28,11 @@ cdef class Observer:
 
 cdef class Measurements:
     cdef dict __dict__
-    cdef public object ports, tables, client_suspect, regdomains, on_query
-    cdef public dict pair_domain
-    cdef public list _pair_ring
-    cdef public Py_ssize_t _pair_pos
+    cdef public object ports, tables, on_query
+    cdef public DistinctCounter regdomains
+    cdef public dict pair_domain, client_suspect, _suspect_stale
+    cdef public list _pair_ring, _suspect_q
+    cdef public Py_ssize_t _pair_pos, _suspect_head
     cdef public object series, _resolvers, _home, _client_ok
     cdef public tuple _tables3
     cdef public bint _vantage_filter
@@ -39,7 +41,8 @@ cdef class Measurements:
     cdef public Horizon horizon
 
     @cython.locals(factor=double, st=KeyStats, t_dom=WindowTable, t_cd=WindowTable,
-                   t_cl=WindowTable, need=tuple, j=Observer, lh=Horizon, d=int,
+                   t_cl=WindowTable, need_dom=cython.longlong, need_cd=cython.longlong,
+                   need_cl=cython.longlong, j=Observer, lh=Horizon, d=int,
                    per_client=bint, key=tuple, first=tuple, pd=dict, n=Py_ssize_t,
                    i=Py_ssize_t, pair=tuple, ring=list)
     cpdef bint query(self, double ts, NameFeatures nf, int qtype, Py_ssize_t size,
@@ -50,6 +53,9 @@ cdef class Measurements:
                    rec=tuple)
     cpdef void response(self, double ts, NameFeatures nf, int rcode, Py_ssize_t down,
                         Py_ssize_t size, bytes client, bytes server)
+
+    @cython.locals(cs=dict, q=list, n=Py_ssize_t, stale=dict, i=Py_ssize_t, k=Py_ssize_t)
+    cdef void _note_suspect(self, bytes client, str rd)
 
     @cython.locals(st=KeyStats, held=tuple, p=tuple)
     cdef KeyStats _window(self, WindowTable table, object key, double ts, double factor,

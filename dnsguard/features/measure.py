@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 
 from dnsguard.decode.packet import ip_text
@@ -127,7 +126,14 @@ class Measurements:
         self._pair_pos = 0
         # client → registered domain it last queried with a rare type or an encoded name: a
         # raw-mode tunnel's handshake often goes through the resolver, not the pair itself.
-        self.client_suspect: OrderedDict[bytes, str] = OrderedDict()
+        # The PAIR_MEMORY clients that did so most recently are kept (least recently used
+        # leaves), as an OrderedDict with move_to_end would keep them, in a plain dict and a
+        # queue of the clients in the order they did it (``_note_suspect``): an OrderedDict's
+        # insert and popitem were ~1.7k instructions a new suspect, most flood packets.
+        self.client_suspect: dict[bytes, str] = {}
+        self._suspect_q: list[bytes] = []  # clients, oldest first; earlier entries stale
+        self._suspect_head = 0  # the queue's first live position
+        self._suspect_stale: dict[bytes, int] = {}  # client → its stale entries in the queue
         # The vantage (Settings.resolvers, Settings.home_networks): who counts as a client.
         self._resolvers = frozenset(ipaddress.ip_address(a) for a in settings.resolvers)
         self._home = tuple(ipaddress.ip_network(n, strict=False)
@@ -210,20 +216,14 @@ class Measurements:
             ring[i] = pair
             self._pair_pos = i + 1 if i + 1 < PAIR_MEMORY else 0
         if nf.encoded or qtype not in _ORDINARY:
-            cs = self.client_suspect
-            n = len(cs)
-            cs[client] = rd
-            if len(cs) == n:  # a client it held: now the most recent
-                cs.move_to_end(client)
-            elif n >= PAIR_MEMORY:  # a new client (last already), past the bound
-                cs.popitem(last=False)
+            self._note_suspect(client, rd)
         t_dom, t_cd, t_cl = self._tables3
-        need = j.evidence_need()
+        need_dom, need_cd, need_cl = j.evidence_need()  # compiled: C integers
         # A key no rule or detector of its scope can judge on one query is tracked from its
         # second (WindowTable's admission): until then its first query is held, as
         # ``first`` (one tuple, immutable, shared by the keys of the query that are held).
         first = None
-        st = self._window(t_dom, rd, ts, factor, need[0] > 1, 0, None)
+        st = self._window(t_dom, rd, ts, factor, need_dom > 1, 0, None)
         if st is None and j.message_rules and j.message_hit(nf, qtype, factor):
             st = self._window(t_dom, rd, ts, factor, False, 0, None)  # a message alert
         if st is None:
@@ -233,18 +233,18 @@ class Measurements:
             note_query(st, nf, qtype, client, server)
             if j.message_rules:
                 j.on_query(ts, nf, qtype, factor, st, client, server)
-            self._due(t_dom, rd, st, need[0], ts)
+            self._due(t_dom, rd, st, need_dom, ts)
         if not per_client:
             return True
-        st = self._window(t_cd, key, ts, factor, need[1] > 1, 1, None)
+        st = self._window(t_cd, key, ts, factor, need_cd > 1, 1, None)
         if st is None:
             if first is None:
                 first = ((ts, nf, qtype, -1, client, server),)
             t_cd.hold(key, first)
         else:
             note_query(st, nf, qtype, client, server)
-            self._due(t_cd, key, st, need[1], ts)
-        st = self._window(t_cl, client, ts, 1.0, need[2] > 1, 2, None)
+            self._due(t_cd, key, st, need_cd, ts)
+        st = self._window(t_cl, client, ts, 1.0, need_cl > 1, 2, None)
         if st is None:
             if first is None:
                 first = ((ts, nf, qtype, -1, client, server),)
@@ -252,7 +252,7 @@ class Measurements:
         else:
             note_query(st, nf, qtype, client, server, False)
             note_client_domain(st, nf)
-            self._due(t_cl, client, st, need[2], ts)
+            self._due(t_cl, client, st, need_cl, ts)
         return True
 
     def response(self, ts: float, nf, rcode: int, down: int, size: int, client: bytes,
@@ -360,6 +360,58 @@ class Measurements:
             self.judge.on_close(table.scope, key, old)
         st.factor = factor
         return st
+
+    def _note_suspect(self, client: bytes, rd: str) -> None:
+        """``client`` asked a rare type or an encoded name under ``rd``: it is now the most
+        recent suspect. The queue holds every such client in turn; an entry followed by a
+        later one of its client is stale (``_suspect_stale`` counts them per client), so the
+        least recently used client is the first entry that is not. Amortised O(1): the queue
+        is rebuilt without its stale entries once they could outnumber the live ones."""
+        cs = self.client_suspect
+        q = self._suspect_q
+        n = len(cs)
+        cs[client] = rd
+        q.append(client)
+        if len(cs) == n:  # a client it held: its earlier entry is stale now
+            stale = self._suspect_stale
+            stale[client] = stale.get(client, 0) + 1
+            if len(q) - self._suspect_head > 2 * PAIR_MEMORY + 2:
+                self._suspect_q = self.suspects_lru()
+                self._suspect_head = 0
+                stale.clear()
+        elif n >= PAIR_MEMORY:  # a new client past the bound: the least recent leaves
+            stale = self._suspect_stale
+            i = self._suspect_head
+            while True:
+                old = q[i]
+                i += 1
+                if stale and old in stale:
+                    k = stale[old] - 1
+                    if k:
+                        stale[old] = k
+                    else:
+                        del stale[old]
+                    continue
+                del cs[old]
+                break
+            if i >= PAIR_MEMORY:  # drop the consumed front (amortised: once per PAIR_MEMORY)
+                del q[:i]
+                i = 0
+            self._suspect_head = i
+
+    def suspects_lru(self) -> list[bytes]:
+        """The suspect clients, least recently used first (the queue's live entries)."""
+        stale = dict(self._suspect_stale)
+        out = []
+        q = self._suspect_q
+        for j in range(self._suspect_head, len(q)):
+            c = q[j]
+            k = stale.get(c, 0)
+            if k:
+                stale[c] = k - 1
+            else:
+                out.append(c)
+        return out
 
     def _replay(self, st: win.KeyStats, p: tuple, kind: int) -> None:
         """Note a held packet ``p`` (``(ts, nf, qtype, -1, client, server)`` for a query,
