@@ -404,14 +404,17 @@ class Merger:
 
 
 def name_flow(alert: dict, judge: JudgePipeline) -> dict:
-    """A ``flow`` alert (non-DNS on a DNS port) names the domain the client's DNS handshake
-    used (``Measurements.flow_domain``). A handshake through the resolver is
-    another address pair, often on another worker: the judge, which sees every worker's
-    queries in order, knows it when the worker does not."""
-    if alert.get("scope") == "flow" and alert.get("domain") is None and alert.get("src_ip"):
+    """A ``flow`` alert (non-DNS on a DNS port) names the zone of the domain the client's
+    DNS handshake used (``Measurements.flow_domain``, ``Judge.zone_of``). A handshake through
+    the resolver is another address pair, often on another worker, and a worker's domain
+    window holds its share of the names: the judge, which sees every worker's queries in
+    order, names it as one process would; the worker's name stays when the judge has none."""
+    if alert.get("scope") == "flow" and alert.get("src_ip"):
         client = ipaddress.ip_address(alert["src_ip"]).packed
         server = ipaddress.ip_address(alert["dest_ip"]).packed if alert.get("dest_ip") else b""
-        alert["domain"] = judge.measure.flow_domain((client, server))
+        rd = judge.measure.flow_domain((client, server))
+        if rd is not None:
+            alert["domain"] = judge.judge.zone_of(rd)
     return alert
 
 

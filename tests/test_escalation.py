@@ -117,3 +117,37 @@ def test_block_zone_stops_at_a_tunnels_own_syntax():
     assert block_zone("a.=auth.t.example.net", "example.net", 50) == "t.example.net"
     assert block_zone("zone2.t.example.net", "example.net", 50) == "zone2.t.example.net"
     assert block_zone("t.example.net", "example.net", 7) == "example.net"
+
+
+def test_a_flow_alert_names_the_zone_of_its_handshake(tmp_path):
+    """A tunnel in raw mode (non-DNS on port 53 after a DNS handshake, iodine's raw UDP):
+    the flow's alert names the zone its handshake's names share, as a domain alert would
+    (it named the registered domain, a parent of the tunnel's zone)."""
+    import random
+
+    from conftest import dns_query, dns_response, eth, pcap_bytes, udp4
+
+    cl, srv, t0 = "10.53.2.30", "10.53.2.10", 1_700_000_000
+    frames = []
+    for i in range(12):  # the handshake: ordinary hostname labels under the tunnel's zone
+        name = f"h{i}x.t1.example.net"
+        frames += [(t0 + i, 0, eth(udp4(dns_query(name, qid=i), sport=41000 + i, src=cl,
+                                        dst=srv))),
+                   (t0 + i, 5000, eth(udp4(dns_response(name, qid=i), sport=53,
+                                           dport=41000 + i, src=srv, dst=cl)))]
+    rnd = random.Random(7)
+    for i in range(80):  # then raw data both ways on the DNS port, one flow
+        up = i % 2 == 0
+        data = bytes(rnd.randrange(256) for _ in range(120))
+        frames.append((t0 + 20 + i // 4, (i % 4) * 1000, eth(udp4(
+            data, sport=42000 if up else 53, dport=53 if up else 42000,
+            src=cl if up else srv, dst=srv if up else cl))))
+    cap = tmp_path / "raw.pcap"
+    cap.write_bytes(pcap_bytes(frames))
+    s = Settings(rules=ROOT / "rules", settle=0.0)
+    s.use_model = False
+    alerts: list[dict] = []
+    replay([cap], s, load_dir(s.rules), alerts.append)
+    flow = [a for a in alerts if a["scope"] == "flow"]
+    assert flow, alerts
+    assert {a["domain"] for a in flow} == {"t1.example.net"}, flow

@@ -348,7 +348,7 @@ class Judge(Observer):
         if not self.rules[scope] and not self.extra_detectors:
             return
         if scope == "flow":
-            domain = self.m.flow_domain(key)
+            domain = self.zone_of(self.m.flow_domain(key))
         elif scope == "client":
             domain = None
         else:
@@ -356,6 +356,15 @@ class Judge(Observer):
         f = window_features(st, scope)
         self._evaluate(scope, ident, f, st.factor, ts, st.last_client, st.last_server, domain,
                        st, st.samples)
+
+    def zone_of(self, rd: str | None) -> str | None:
+        """The zone to block for a registered domain a flow's DNS handshake used (a tunnel
+        in raw mode): as a domain alert names it, from the domain's window while it is
+        tracked; else the registered domain."""
+        if rd is None:
+            return None
+        st = self.m.tables["domain"].lookup(rd)
+        return rd if st is None else self._base_domain(st, rd)
 
     def _base_domain(self, st: win.KeyStats, rd: str) -> str:
         """The zone to block (``domain.block_zone``): the deepest zone all of the key's
