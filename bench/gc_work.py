@@ -2,13 +2,14 @@
 
 At the start of every collection during the replay this counts the tracked objects in the
 generations that collection examines (what it walks); their sum over the run is the
-collector's work, the same on a loaded machine as on a quiet one (with ``PYTHONHASHSEED=0``
-and the same build). ``--types`` also tallies those objects by type (slow: minutes), to see
-which objects the collector walks. Runs the replay in-process exactly as the CLI does
+collector's work, the same on a loaded machine as on a quiet one (with the same build; no
+hash seed needs pinning since the sketches hash with the keyed ``features.namehash``).
+``--types`` also tallies those objects by type (slow: minutes), to see which objects the
+collector walks. Runs the replay in-process exactly as the CLI does
 (``cli.main``: start-up without the collector, then ``pipeline.hot_loop_gc``).
 
-    PYTHONHASHSEED=0 python bench/gc_work.py bench/work/workload.pcap
-    PYTHONHASHSEED=0 python bench/gc_work.py --no-long-horizon bench/work/workload.pcap
+    python bench/gc_work.py bench/work/workload.pcap
+    python bench/gc_work.py --no-long-horizon bench/work/workload.pcap
 
 Results: bench/README.md, "Session 7, long horizon".
 """

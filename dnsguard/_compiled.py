@@ -30,6 +30,7 @@ MODULES = (  # setup.py compiles these (it reads this list)
     "dnsguard.detect.rules",
     "dnsguard.detect.model",
     "dnsguard.detect.judge",
+    "dnsguard.features.namehash",
     "dnsguard.features.sketch",
     "dnsguard.features.payload",
     "dnsguard.features.window",

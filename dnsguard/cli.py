@@ -12,6 +12,7 @@ from pathlib import Path
 from dnsguard import __version__
 from dnsguard.detect.rules import load_dir
 from dnsguard.detect.yamlsrc import SourceError
+from dnsguard.features.namehash import parse_key
 from dnsguard.output.files import check_writable, write_json
 from dnsguard.settings import DEFAULT_FEEDBACK, DEFAULT_RULES, Settings
 
@@ -78,6 +79,13 @@ def _count(text: str) -> int:
     return v
 
 
+def _hash_key(text: str) -> bytes:
+    try:
+        return parse_key(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} {e}") from None
+
+
 _D = Settings()  # every default below is Settings' (one home: settings.py)
 
 
@@ -101,6 +109,10 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exact-cap", type=_count, metavar="N", default=_D.exact_cap,
                    help="distinct counts are exact up to N per key, HyperLogLog past it "
                    f"(default: {_D.exact_cap})")
+    p.add_argument("--hash-key", type=_hash_key, metavar="HEX", default=_D.hash_key,
+                   help="key (32 hex digits) of the hash behind distinct counts and sketches: "
+                   "a sensor's 'hash_key' to reproduce its results (default: the fixed "
+                   "public key, so replays are identical across runs)")
     m = p.add_mutually_exclusive_group()
     m.add_argument("--model", type=Path, metavar="PATH",
                    help="model file (default: the model shipped with dnsguard; docs/model.md)")
@@ -130,7 +142,8 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
 
 def _settings(args: argparse.Namespace) -> Settings:
     s = Settings(ports=args.ports, window=args.window, suppress=args.suppress,
-                 settle=args.settle, rules=args.rules, exact_cap=args.exact_cap)
+                 settle=args.settle, rules=args.rules, exact_cap=args.exact_cap,
+                 hash_key=args.hash_key)
     if args.max_keys:
         s.max_domains = s.max_client_domains = s.max_clients = s.max_flows = args.max_keys
     if getattr(args, "no_model", False):

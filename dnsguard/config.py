@@ -22,6 +22,7 @@ from dnsguard.capture.live import CAPTURE_KINDS, RCVBUF
 from dnsguard.capture.ring import RingGeometry
 from dnsguard.detect import yamlsrc
 from dnsguard.detect.yamlsrc import LineDict, SourceError
+from dnsguard.features.namehash import parse_key
 from dnsguard.settings import DEFAULT_RULES, Settings
 
 DEFAULT_METRICS = "127.0.0.1:9153"
@@ -54,7 +55,7 @@ WORKERS_RANGE = (1, 64)
 TOP_KEYS = ("sensor", "interfaces", "dnstap", "capture", "ring", "workers", "promiscuous",
             "socket_buffer", "vantage", "ports", "window", "suppress", "settle", "alert_rate",
             "alert_burst", "state_caps", "rules", "state_dir", "model", "alerts", "dns_log",
-            "metrics_address", "user", "log_level")
+            "metrics_address", "user", "log_level", "hash_key")
 _D = Settings()  # the defaults shared with replay: one home (settings.py)
 VANTAGE_KEYS = ("mode", "home_networks", "resolvers")
 MODEL_KEYS = ("enabled", "path", "feedback", "learn_from_rules", "checkpoint_every")
@@ -95,12 +96,13 @@ class DaemonConfig:
     metrics_port: int = 9153  # 0: no exporter
     user: str | None = None  # None: "dnsguard" if it exists, else "nobody"
     log_level: str = "info"
+    hash_key: bytes = _D.hash_key  # features.namehash: 16 octets, written as 32 hex digits
     path: str = ""  # the file it came from
 
     def to_settings(self) -> Settings:
         s = Settings(ports=frozenset(self.ports), window=self.window, suppress=self.suppress,
                      settle=self.settle, alert_rate=self.alert_rate, alert_burst=self.alert_burst,
-                     rules=self.rules, sensor=self.sensor)
+                     rules=self.rules, sensor=self.sensor, hash_key=self.hash_key)
         for attr, v in self.caps.items():
             setattr(s, attr, v)
         s.resolvers = tuple(str(a) for a in self.resolvers)
@@ -221,6 +223,16 @@ def from_mapping(doc: object, path: str = "<config>") -> DaemonConfig:
             raise v.err(at(doc, "sensor"), "sensor", f"{s!r} must be a short name "
                         "(letters, digits, '.', '_', ':', '-'; at most 64)")
         c.sensor = s
+
+    if "hash_key" in doc:
+        k = doc["hash_key"]
+        try:
+            if not isinstance(k, str):
+                raise ValueError("must be 32 hex digits in quotes (a 128-bit key)")
+            c.hash_key = parse_key(k)
+        except ValueError as e:
+            raise v.err(at(doc, "hash_key"), "hash_key", f"{e}; e.g. the output of "
+                        "'openssl rand -hex 16'") from None
 
     if "interfaces" in doc:
         ln = at(doc, "interfaces")

@@ -27,6 +27,7 @@ from dnsguard.dns.exception import DNSError, NotDNS
 from dnsguard.dns.message import parse
 from dnsguard.domain import RegisteredDomains
 from dnsguard.features.measure import Measurements
+from dnsguard.features.namehash import set_key
 from dnsguard.features.payload import NameAnalyzer
 from dnsguard.settings import Settings
 
@@ -93,6 +94,9 @@ class Pipeline:
     def __init__(self, settings: Settings, ruleset: RuleSet,
                  emit: Callable[[dict], None]) -> None:
         self.s = settings
+        # Before any name is hashed: every sketch of this process (and of the workers it
+        # forks) uses this key (features.namehash).
+        set_key(settings.hash_key)
         self.ports = frozenset(settings.ports)
         self.scan = FastScanner(self.ports)  # the common frame, read in place (decode/)
         self.fast_path = True  # False: every frame through decode_frame + parse (tests)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dnsguard.features.namehash import DEFAULT_KEY
+
 DEFAULT_RULES = Path(__file__).parent / "data" / "rules"
 DEFAULT_FEEDBACK = Path("/var/lib/dnsguard/feedback.jsonl")  # ``dnsguard label`` writes here
 
@@ -39,6 +41,9 @@ class Settings:
     home_networks: tuple[str, ...] = ()
     rules: Path = field(default_factory=lambda: DEFAULT_RULES)
     sensor: str = ""
+    # Key of the hash behind every distinct count and sketch (dnsguard.features.namehash):
+    # fixed and public by default so replays reproduce; set a secret one per sensor.
+    hash_key: bytes = DEFAULT_KEY
     # The model detector (dnsguard.detect.model, docs/model.md): None = the shipped default.
     use_model: bool = True
     model: Path | None = None

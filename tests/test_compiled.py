@@ -112,7 +112,7 @@ def test_a_module_left_uncompiled_takes_its_cimporters_to_source(monkeypatch) ->
 
 
 def _replay(paths: list[Path], tmp: Path, tag: str, pure: bool) -> tuple[list[dict], dict]:
-    env = dict(os.environ, PYTHONHASHSEED="0")  # HyperLogLog hashes names with hash()
+    env = dict(os.environ)  # no hash seed pinned: sketches use the keyed features.namehash
     env.pop("DNSGUARD_PURE", None)
     if pure:
         env["DNSGUARD_PURE"] = "1"
@@ -223,6 +223,40 @@ def _payload_interpreted():
     return pure
 
 
+def test_name_hash_identical_to_the_interpreted_source() -> None:
+    """features.namehash compiled (C SipHash-1-3) against its source run by the interpreter:
+    the same hashes of every length under the default and other keys, so a sensor's sketches
+    and a DNSGUARD_PURE=1 replay agree."""
+    import importlib.machinery
+    import importlib.util
+    import random
+
+    from dnsguard.features import namehash
+
+    if namehash.__file__.endswith(".py"):
+        pytest.skip("namehash is not compiled here")
+    src = _compiled._source("dnsguard.features.namehash")
+    loader = importlib.machinery.SourceFileLoader("_namehash_interpreted", str(src))
+    spec = importlib.util.spec_from_file_location("_namehash_interpreted", src, loader=loader)
+    pure = importlib.util.module_from_spec(spec)
+    loader.exec_module(pure)
+    rng = random.Random(3)
+    samples = [b"", b"a", b"www.example.com"] + [bytes(rng.randrange(256) for _ in range(n))
+                                                 for n in range(1, 300)]
+    before = namehash.current_key()
+    try:
+        for key in (namehash.DEFAULT_KEY, bytes(range(16)), bytes([255] * 16),
+                    bytes(rng.randrange(256) for _ in range(16))):
+            namehash.set_key(key)
+            pure.set_key(key)
+            for s in samples:
+                assert namehash.hash_bytes(s) == pure.hash_bytes(s), (key, s)
+                t = s.decode("latin-1")
+                assert namehash.hash_str(t) == pure.hash_str(t), (key, s)
+    finally:
+        namehash.set_key(before)
+
+
 def test_name_features_identical_to_the_interpreted_source() -> None:
     """NameAnalyzer compiled (C entropy and alphabet counts) against the same source run by
     the interpreter, feature by feature, on names of every shape a tunnel or a user sends."""
@@ -319,6 +353,7 @@ def test_one_pass_name_analysis_equals_the_reference() -> None:
         fb = ref._compute(labels)
         assert fa.as_dict() == fb.as_dict(), labels
         assert fa.lower == fb.lower and fa.name_hash == fb.name_hash, labels
+        assert fa.reg_hash == fb.reg_hash, labels
     assert fast > 3000  # the one pass took most names (others fall back to _compute)
     good = payload.wire_key((b"abc", b"example", b"com"))
     bad = [b"", b"\x00", good[:-1], good[:-2], good + b"\x00", b"\x03ab", b"\x40" + b"a" * 64

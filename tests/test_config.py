@@ -90,6 +90,7 @@ alerts: /var/log/x.json
 metrics_address: "[::1]:9100"
 user: dg
 log_level: debug
+hash_key: "00112233445566778899AABBCCDDEEFF"
 """))
     s = c.to_settings()
     assert s.ports == frozenset({53, 5353}) and s.window == 60 and s.suppress == 120.5
@@ -103,6 +104,7 @@ log_level: debug
     assert c.state_dir == Path("/srv/dg") and c.alerts == "/var/log/x.json"
     assert (c.metrics_host, c.metrics_port, c.user, c.log_level) == ("::1", 9100, "dg", "debug")
     assert c.metrics_address == "[::1]:9100"
+    assert s.hash_key == bytes.fromhex("00112233445566778899aabbccddeeff")
     if hasattr(s, "use_model"):  # the model's settings, where Settings has them
         assert s.use_model is False and s.model == Path("/m.pkl")
         assert s.feedback == Path("/f.jsonl") and s.learn_from_rules is True
@@ -113,6 +115,9 @@ log_level: debug
 BAD = [
     # (file text, line, field, words in the message)
     ("sensor: a\nbogus: 1\n", 2, "bogus", "unknown key"),
+    ("sensor: a\nhash_key: \"abc\"\n", 2, "hash_key", "32 hex digits"),
+    ("hash_key: 00000000000000000000000000000000\n", 1, "hash_key", "in quotes"),
+    ("hash_key: \"" + "z" * 32 + "\"\n", 1, "hash_key", "hex digits only"),
     ("interfaces:\n  - eth0\n  - 'bad name!'\n", 3, "interfaces[1]", "not an interface"),
     ("interfaces: [eth0, eth0]\n", 1, "interfaces[1]", "twice"),
     ("ports: [53, 70000]\n", 1, "ports[1]", "out of range"),

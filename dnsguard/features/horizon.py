@@ -15,9 +15,9 @@ What is measured (per key, exponentially time-decayed with time constant ``tau``
   underscored label such as a DKIM selector's, and one-UUID names). Exact per key up to
   ``name_cap`` distinct names; past it the set is emptied and starts again, so a name may
   count as new once more after ``name_cap`` other distinct names under the same domain (an
-  over-count only for keys past the cap, never for a key below it). Hashes are Python's
-  per-process ``hash``: after a restart (state restored from a checkpoint) the sets start
-  empty and a name already seen counts new once more.
+  over-count only for keys past the cap, never for a key below it). Hashes are the keyed
+  ``features.namehash`` ones; the checkpoint does not keep the sets: after a restart they
+  start empty and a name already seen counts new once more.
 * **new data carried up** (``new_bytes_up``, estimated bytes): for each new name, its
   subdomain's length × its character entropy / 8 (``NameFeatures.info_bytes``, which the
   windows' ``new_data`` sums too). An encoder's output carries at most
@@ -443,6 +443,8 @@ class Horizon:
             key = (client, rd)
         p = self.pairs.get(key)
         if p is None:
+            # Python's salted hash() is right here: a key of this process's own doorkeeper,
+            # never merged, kept or compared across processes (features.namehash is for those).
             hk = hash(key)
             t1 = self.once.pop(hk, None)  # its time, or a FirstQuery if a new name
             if t1 is None:  # the pair's first query: remember its time only (and new data)

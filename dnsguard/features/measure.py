@@ -180,7 +180,7 @@ class Measurements:
         if not nf.counted:
             # Once per name while it is cached: a distinct count needs each name only once.
             nf.counted = True
-            self.regdomains.add(rd)
+            self.regdomains.add_hash(nf.reg_hash)
         if self.on_query is not None:
             self.on_query(ts, ip_text(client), ip_text(server), nf.name)
         j = self.judge

@@ -10,8 +10,9 @@ merges as a bound: ``clients`` (up to 32, as measured), ``samples`` (the first t
 ``new_data`` and ``new_label_share``'s counts (a name new on two workers counts twice: an
 upper bound; the label bitmaps unite). The allowlist factor
 takes the maximum (the more lenient one, so a merge never alerts where a worker would not).
-Hashes are Python's per-process salted ``hash``: workers must share the parent's hash seed
-(forked workers do).
+Hashes are the keyed ``features.namehash`` (not Python's per-process salted ``hash``): every
+worker hashes a name alike as long as all use the sensor's one ``hash_key`` (they do: it is
+set before they fork, and each worker's pipeline sets the same key from the same config).
 
 Example:
     >>> from dnsguard.features.window import KeyStats

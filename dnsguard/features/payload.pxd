@@ -2,6 +2,7 @@
 # per packet by features/window.py and the pipeline.
 cimport cython
 from dnsguard.domain cimport RegisteredDomains
+from dnsguard.features.namehash cimport hash_str, sip13
 
 cdef list _LOG2
 cdef double _LOG2C[256]  # _LOG2 as C doubles (compiled only: _fill_log2)
@@ -46,7 +47,7 @@ cpdef bint _looks_encoded(bytes label, Py_ssize_t total, Py_ssize_t non_ldh) exc
 
 # strings, numbers, a verdict dict of tuples: never part of a cycle (no_gc: in payload.py)
 cdef class NameFeatures:
-    cdef public object name, regdomain, lower, verdicts, allow, name_hash
+    cdef public object name, regdomain, lower, verdicts, allow, name_hash, reg_hash
     cdef public bint tld_known, encoded, reg_encoded, counted, service, addr
     cdef public int id_shape
     cdef public long long qname_len, label_count, max_label, sub_len, sub_labels, nonprint

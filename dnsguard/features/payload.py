@@ -21,6 +21,7 @@ from collections import _count_elements  # C helper behind Counter.update
 
 from dnsguard.dns.name import label_text, read_name
 from dnsguard.domain import RegisteredDomains
+from dnsguard.features.namehash import hash_str, sip13
 
 _HEX = b"0123456789abcdefABCDEF"
 _B32 = b"abcdefghijklmnopqrstuvwxyz234567ABCDEFGHIJKLMNOPQRSTUVWXYZ="
@@ -222,8 +223,9 @@ class NameFeatures:
                  "b32_fit", "b64_fit", "b64url_fit", "hex_fit", "nonprint", "non_ldh",
                  "encoded", "reg_label_len", "reg_label_entropy", "reg_encoded", "id_shape",
                  "service", "addr", "info_bytes", "lower",
-                 "verdicts", "allow", "name_hash", "counted")
-    _PRIVATE = frozenset({"lower", "verdicts", "allow", "name_hash", "counted"})
+                 "verdicts", "allow", "name_hash", "reg_hash", "counted")
+    # name_hash, reg_hash: the keyed hashes (features.namehash) of name and regdomain
+    _PRIVATE = frozenset({"lower", "verdicts", "allow", "name_hash", "reg_hash", "counted"})
 
     def as_dict(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in _PUBLIC}
@@ -342,10 +344,11 @@ class NameAnalyzer:
             name = ".".join(texts)
             tld = texts[-1] if texts else ""
         f.name = name
-        f.name_hash = hash(name)
+        f.name_hash = hash_str(name)  # keyed, not the per-process hash(): features.namehash
         domains = self.domains
         rd = domains.lookup(name)
         f.regdomain = rd
+        f.reg_hash = hash_str(rd)
         f.tld_known = bool(lower) and domains.is_known_tld(tld)
         nreg = rd.count(".") + 1 if rd != "." else 0
         nl = len(labels)
@@ -661,8 +664,9 @@ def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
     f.allow = UNCHECKED
     f.counted = False
     f.name = name
-    f.name_hash = hash(name)
+    f.name_hash = sip13(buf, m)  # == hash_str(name), in C on the name's octets
     f.regdomain = tail
+    f.reg_hash = sip13(cython.address(buf[m - len(tail)]), len(tail))  # == hash_str(tail)
     known = domains._tlds.get(tld)  # is_known_tld's cache, without the method call
     f.tld_known = known if known is not None else domains.is_known_tld(tld)
     f.label_count = nl

@@ -1,5 +1,6 @@
 # Cython declarations for sketch.py (see setup.py): the class's fields as C fields.
 cimport cython
+from dnsguard.features.namehash cimport hash_str
 
 cdef Py_ssize_t P, _M  # C constants: the register index and rank are C integer operations
 cdef double _ALPHA
@@ -19,6 +20,8 @@ cdef class DistinctCounter:
 
     cpdef void clear(self)
 
-    @cython.locals(s=set, regs=bytearray, i=Py_ssize_t, r=int, hv=Py_hash_t,
+    cpdef void add(self, str item)
+
+    @cython.locals(s=set, regs=bytearray, i=Py_ssize_t, r=int,
                    w=cython.ulonglong, bit=cython.ulonglong)
-    cpdef void add(self, object item)
+    cpdef void add_hash(self, long long hv)

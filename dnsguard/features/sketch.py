@@ -25,10 +25,12 @@ try:
 except ImportError:  # interpreted, Cython not installed: the class decorators do nothing
     from dnsguard._compiled import NoCython as cython
 
+from dnsguard.features.namehash import hash_str
+
 
 def _hash32(h: int) -> int:
-    # Items arrive as Python's 64-bit, per-process-seeded SipHash of the name: well mixed, so
-    # its low 32 bits serve HLL without another hashing call on the hot path.
+    # Items arrive as the keyed 64-bit SipHash of the name (features.namehash): well mixed,
+    # so its low 32 bits serve HLL without another hashing call on the hot path.
     return h & 0xFFFFFFFF
 
 
@@ -81,9 +83,14 @@ class DistinctCounter:
         self.cap = cap
         self._est = -1  # the estimate, until a register changes (-1: to compute)
 
-    def add(self, item: object) -> None:
+    def add(self, item: str) -> None:
+        """Count ``item`` (a name): :meth:`add_hash` of its keyed hash (features.namehash)."""
+        self.add_hash(hash_str(item))
+
+    def add_hash(self, hv: int) -> None:
+        """Count the item whose keyed hash (``features.namehash``, never Python's salted
+        ``hash()``: the count would then depend on the process) is ``hv``."""
         # Keep the 64-bit hash, not the item: a name would keep ~100 bytes alive per entry.
-        hv = hash(item)
         s = self._set
         if s is not None:
             s.add(hv)
@@ -122,7 +129,7 @@ class DistinctCounter:
 
     def __contains__(self, item: object) -> bool:
         """Exact membership while exact; past the cap, unknown (always False)."""
-        return self._set is not None and hash(item) in self._set
+        return self._set is not None and hash_str(item) in self._set
 
     @property
     def exact(self) -> bool:

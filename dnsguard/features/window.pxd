@@ -4,6 +4,7 @@
 # the hundreds of thousands of them a busy sensor holds.
 cimport cython
 from dnsguard.features.payload cimport NameFeatures
+from dnsguard.features.namehash cimport hash_bytes
 from dnsguard.features.sketch cimport DistinctCounter
 
 cdef dict _QINFO

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from dnsguard.dns import rdatatype
+from dnsguard.features.namehash import hash_bytes
 from dnsguard.features.sketch import DistinctCounter
 
 try:
@@ -217,10 +218,10 @@ def note_query(st: KeyStats, nf, qtype: int, client: bytes, server: bytes,
     h = nf.name_hash
     if s is not None and len(s) < names.cap:
         n0 = len(s)
-        s.add(h)  # == names.add(name): the hash is cached with the name
+        s.add(h)  # == names.add(name): the keyed hash is cached with the name
         new = len(s) != n0  # a name new in this window: what it holds is new data
     else:
-        names.add(name)
+        names.add_hash(h)
         # Past the exact cap membership is unknown: a name counts as new unless it repeats
         # the key's previous one (keys this busy are CDN pools or channels: mostly new).
         new = h != st.last_hash
@@ -238,7 +239,7 @@ def note_query(st: KeyStats, nf, qtype: int, client: bytes, server: bytes,
             lower = nf.lower
             fresh = 0
             for i in range(nsub):
-                b = hash(lower[i]) & (LABEL_MAP_BITS - 1)
+                b = hash_bytes(lower[i]) & (LABEL_MAP_BITS - 1)  # keyed: features.namehash
                 bit = 1 << (b & 7)
                 if not lm[b >> 3] & bit:
                     lm[b >> 3] |= bit
@@ -313,12 +314,12 @@ def note_client_domain(st: KeyStats, nf) -> None:
         cap = st.names.cap
         st.domains, st.enc_domains, st.unk_domains = (DistinctCounter(cap), DistinctCounter(cap),
                                                      DistinctCounter(cap))
-    rd = nf.regdomain
-    st.domains.add(rd)
+    rh = nf.reg_hash  # the keyed hash of nf.regdomain
+    st.domains.add_hash(rh)
     if nf.reg_encoded:
-        st.enc_domains.add(rd)
+        st.enc_domains.add_hash(rh)
     if not nf.tld_known:
-        st.unk_domains.add(rd)
+        st.unk_domains.add_hash(rh)
 
 
 def note_response(st: KeyStats, answer_bytes: int, rcode: int) -> None:

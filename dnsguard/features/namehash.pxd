@@ -1,0 +1,17 @@
+# Cython declarations for namehash.py (see setup.py): the key as two C words and SipHash-1-3
+# on C unsigned 64-bit integers. sip13 is cpdef: compiled modules call it in C on their own
+# buffers (payload's name, window's labels); Python callers pass bytes.
+cimport cython
+
+cdef unsigned long long _K0, _K1, _M64
+
+
+@cython.locals(v0=cython.ulonglong, v1=cython.ulonglong, v2=cython.ulonglong,
+               v3=cython.ulonglong, m=cython.ulonglong, t=cython.ulonglong,
+               h=cython.ulonglong, end=Py_ssize_t, i=Py_ssize_t, k=Py_ssize_t, last=bint)
+cpdef long long sip13(const unsigned char* p, Py_ssize_t n) noexcept
+
+cpdef long long hash_bytes(bytes b) except? -1
+
+@cython.locals(b=bytes)
+cpdef long long hash_str(str s) except? -1
