@@ -16,6 +16,7 @@ cdef class LongStats:
     cdef public Py_ssize_t pos, n_ivals
 
     cpdef void restart(self, double ts)
+    cpdef void count(self, double ts, bint carrier, bint new, double est, NameFeatures nf)
     @cython.locals(f=double)
     cpdef void decay(self, double ts, double tau)
 
@@ -63,7 +64,7 @@ cdef class Horizon:
     cpdef int observe_query(self, double ts, bytes client, NameFeatures nf, int qtype,
                             Py_ssize_t size, bint per_client, tuple key=*) except -1
 
-    @cython.locals(new=bint, est=double, cl=list, sm=list)
+    @cython.locals(new=bint, cl=list, sm=list)
     cdef bint _domain_query(self, LongStats r, double ts, bytes client, NameFeatures nf,
                             bint carrier) except -1
     @cython.locals(r=LongStats, table=dict, t1=double, qt1=int)

@@ -276,6 +276,27 @@ class LongStats:
         self.ent *= f
         self.carrier *= f
 
+    def count(self, ts: float, carrier: bool, new: bool, est: float, nf) -> None:
+        """Account one query at ``ts`` in this record (a domain's or a client → domain
+        pair's: the steps they share); ``new``: its name is new data, carrying ``est``
+        estimated bytes (``NameFeatures.info_bytes``)."""
+        if ts > self.last:
+            self.last = ts
+        self.q += 1.0
+        self.q_total += 1
+        if carrier:
+            self.carrier += 1.0
+        if new:
+            self.new += 1.0
+            self.new_total += 1
+            self.up += est
+            self.up_total += est
+            self.sub += nf.sub_len
+            self.ent += nf.sub_entropy
+            if nf.encoded:
+                self.enc += 1.0
+            self.suffix = _common_suffix(self.suffix, nf.lower)
+
     def is_new(self, h: int, cap: int) -> bool:
         """Whether the name with hash ``h`` is new under this key (see the module notes).
         ``h`` is the name's own int (``NameFeatures.name_hash``), which the set keeps: no
@@ -488,22 +509,7 @@ class Horizon:
             ivals[ring + i] = size if size < 65535 else 65535
             p.pos = (i + 1) % ring
             p.n_ivals += 1
-        if ts > p.last:
-            p.last = ts
-        p.q += 1.0
-        p.q_total += 1
-        if carrier:
-            p.carrier += 1.0
-        if new:
-            p.new += 1.0
-            p.new_total += 1
-            p.up += est
-            p.up_total += est
-            p.sub += nf.sub_len
-            p.ent += nf.sub_entropy
-            if nf.encoded:
-                p.enc += 1.0
-            p.suffix = _common_suffix(p.suffix, nf.lower)
+        p.count(ts, carrier, new, est, nf)
         if p.q_total >= self.min_new and _due(p.q_total):
             due |= DUE_PAIR
         return due
@@ -514,23 +520,9 @@ class Horizon:
         # with a registered underscored label, e.g. a DKIM selector, or one UUID: as
         # features.payload leaves them out of ``encoded``).
         new = r.is_new(nf.name_hash, self.name_cap) and not nf.service and nf.id_shape != 1
-        if ts > r.last:
-            r.last = ts
-        r.q += 1.0
-        r.q_total += 1
-        if carrier:
-            r.carrier += 1.0
+        # est: the subdomain's length × entropy / 8 (features.payload)
+        r.count(ts, carrier, new, nf.info_bytes if new else 0.0, nf)
         if new:
-            est = nf.info_bytes  # the subdomain's length × entropy / 8 (features.payload)
-            r.new += 1.0
-            r.new_total += 1
-            r.up += est
-            r.up_total += est
-            r.sub += nf.sub_len
-            r.ent += nf.sub_entropy
-            if nf.encoded:
-                r.enc += 1.0
-            r.suffix = _common_suffix(r.suffix, nf.lower)
             cl = r.clients
             if cl is None:
                 r.clients = [client]
