@@ -11,6 +11,8 @@ from dnsguard.features.window cimport (KeyStats, WindowTable, note_client_domain
                                        note_response)
 from dnsguard.series.store cimport SeriesStore
 
+cdef Py_ssize_t _PAIR_MEMORY  # PAIR_MEMORY as a C integer
+
 
 cdef class Observer:
     cdef public bint message_rules

@@ -51,6 +51,7 @@ from dnsguard.settings import Settings
 WINDOW_SCOPES = ("domain", "client_domain", "client", "flow")
 _ORDINARY = rdatatype.ORDINARY
 PAIR_MEMORY = 4096  # (client, server) pairs and clients whose last domain is remembered
+_PAIR_MEMORY = PAIR_MEMORY  # compiled: a C integer (measure.pxd), compared per packet
 MAX_HELD = 4  # packets of a key held before admission (its first query and responses)
 log = logging.getLogger(__name__)
 
@@ -214,20 +215,21 @@ class Measurements:
             if old is not None:
                 del pd[old]
             ring[i] = pair
-            self._pair_pos = i + 1 if i + 1 < PAIR_MEMORY else 0
+            self._pair_pos = i + 1 if i + 1 < _PAIR_MEMORY else 0
         if nf.encoded or qtype not in _ORDINARY:
             self._note_suspect(client, rd)
         t_dom, t_cd, t_cl = self._tables3
         need_dom, need_cd, need_cl = j.evidence_need()  # compiled: C integers
         # A key no rule or detector of its scope can judge on one query is tracked from its
         # second (WindowTable's admission): until then its first query is held, as
-        # ``first`` (one tuple, immutable, shared by the keys of the query that are held).
+        # ``first`` (one record, immutable, shared by the keys of the query that are held;
+        # held alone, not in a 1-tuple of records: ``_window`` tells the two apart).
         first = None
         st = self._window(t_dom, rd, ts, factor, need_dom > 1, 0, None)
         if st is None and j.message_rules and j.message_hit(nf, qtype, factor):
             st = self._window(t_dom, rd, ts, factor, False, 0, None)  # a message alert
         if st is None:
-            first = ((ts, nf, qtype, -1, client, server),)
+            first = (ts, nf, qtype, -1, client, server)
             t_dom.hold(rd, first)
         else:
             note_query(st, nf, qtype, client, server)
@@ -239,7 +241,7 @@ class Measurements:
         st = self._window(t_cd, key, ts, factor, need_cd > 1, 1, None)
         if st is None:
             if first is None:
-                first = ((ts, nf, qtype, -1, client, server),)
+                first = (ts, nf, qtype, -1, client, server)
             t_cd.hold(key, first)
         else:
             note_query(st, nf, qtype, client, server)
@@ -247,7 +249,7 @@ class Measurements:
         st = self._window(t_cl, client, ts, 1.0, need_cl > 1, 2, None)
         if st is None:
             if first is None:
-                first = ((ts, nf, qtype, -1, client, server),)
+                first = (ts, nf, qtype, -1, client, server)
             t_cl.hold(client, first)
         else:
             note_query(st, nf, qtype, client, server, False)
@@ -341,6 +343,8 @@ class Measurements:
             return st
         if st is None and hold:
             held = table.take(key)
+            if held is not None and held[0].__class__ is not tuple:
+                held = (held,)  # a query's first packet, held alone (``query``)
             if held is not None and ts - held[0][0] > table.window:
                 held = None  # its window ended, below any rule's evidence: nothing to judge
             if rec is not None and (held is None or len(held) < MAX_HELD):
@@ -375,11 +379,11 @@ class Measurements:
         if len(cs) == n:  # a client it held: its earlier entry is stale now
             stale = self._suspect_stale
             stale[client] = stale.get(client, 0) + 1
-            if len(q) - self._suspect_head > 2 * PAIR_MEMORY + 2:
+            if len(q) - self._suspect_head > 2 * _PAIR_MEMORY + 2:
                 self._suspect_q = self.suspects_lru()
                 self._suspect_head = 0
                 stale.clear()
-        elif n >= PAIR_MEMORY:  # a new client past the bound: the least recent leaves
+        elif n >= _PAIR_MEMORY:  # a new client past the bound: the least recent leaves
             stale = self._suspect_stale
             i = self._suspect_head
             while True:
@@ -394,7 +398,7 @@ class Measurements:
                     continue
                 del cs[old]
                 break
-            if i >= PAIR_MEMORY:  # drop the consumed front (amortised: once per PAIR_MEMORY)
+            if i >= _PAIR_MEMORY:  # drop the consumed front (amortised: once per PAIR_MEMORY)
                 del q[:i]
                 i = 0
             self._suspect_head = i
