@@ -4,6 +4,8 @@
 cimport cython
 from dnsguard.features.payload cimport NameFeatures
 
+cdef Py_ssize_t MAX_CLIENTS  # a C constant: compared per new name of a domain
+
 
 cdef class LongStats:
     cdef public double first, last, t_dec, q, new, enc, up, down, sub, ent, carrier
@@ -60,7 +62,7 @@ cdef class Horizon:
     @cython.locals(r=LongStats, p=LongStats, new=bint, carrier=bint, cl=list, due=int,
                    est=double, iv=double, i=Py_ssize_t, sm=list, once=dict, t1=object,
                    fq=FirstQuery, ring=Py_ssize_t,
-                   held=tuple, fresh=dict)
+                   held=tuple, fresh=dict, hk=object)  # hk: one int for the pop and the insert
     cpdef int observe_query(self, double ts, bytes client, NameFeatures nf, int qtype,
                             Py_ssize_t size, bint per_client, tuple key=*) except -1
 
