@@ -235,3 +235,23 @@ def test_pair_memory_keeps_the_pairs_first_seen_last():
             assert m.suspects_lru() == list(suspect) and m.client_suspect == dict(suspect)
     assert m.suspects_lru() == list(suspect) and m.client_suspect == dict(suspect)
     assert len(m._suspect_q) <= 3 * PAIR_MEMORY + 3  # bounded
+
+
+def test_take_or_hold_is_take_then_hold():
+    """WindowTable.take_or_hold (a query's admission with its record at hand) leaves the
+    held generations, the forgotten count and the result as take() followed, when nothing
+    was held, by hold() do, also as generations turn over (hold_cap 64, 3,000 keys)."""
+    import random
+
+    a, b = (win.WindowTable("client", 60.0, 64) for _ in range(2))
+    rnd = random.Random(5)
+    for i in range(20_000):
+        key = rnd.randrange(3000)
+        rec = (float(i), None, 1, -1, b"c", b"s")
+        got = a.take_or_hold(key, rec)
+        want = b.take(key)
+        if want is None:
+            b.hold(key, rec)
+        assert got is want
+        assert a.held == b.held and a.held_old == b.held_old and a.forgotten == b.forgotten
+    assert a.forgotten > 0

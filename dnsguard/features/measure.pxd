@@ -61,7 +61,7 @@ cdef class Measurements:
 
     @cython.locals(st=KeyStats, held=tuple, p=tuple)
     cdef KeyStats _window(self, WindowTable table, object key, double ts, double factor,
-                          bint hold=*, int kind=*, tuple rec=*)
+                          bint hold=*, int kind=*, tuple rec=*, tuple first=*)
     @cython.locals(nf=NameFeatures, a=int, b=cython.longlong)
     cdef void _replay(self, KeyStats st, tuple p, int kind)
 

@@ -238,19 +238,21 @@ class Measurements:
             self._due(t_dom, rd, st, need_dom, ts)
         if not per_client:
             return True
-        st = self._window(t_cd, key, ts, factor, need_cd > 1, 1, None)
+        # Given ``first`` (the domain key held it), _window holds it itself when the key is
+        # not tracked (WindowTable.take_or_hold: one hash and probe fewer a key).
+        st = self._window(t_cd, key, ts, factor, need_cd > 1, 1, None, first)
         if st is None:
             if first is None:
                 first = (ts, nf, qtype, -1, client, server)
-            t_cd.hold(key, first)
+                t_cd.hold(key, first)
         else:
             note_query(st, nf, qtype, client, server)
             self._due(t_cd, key, st, need_cd, ts)
-        st = self._window(t_cl, client, ts, 1.0, need_cl > 1, 2, None)
+        st = self._window(t_cl, client, ts, 1.0, need_cl > 1, 2, None, first)
         if st is None:
             if first is None:
                 first = (ts, nf, qtype, -1, client, server)
-            t_cl.hold(client, first)
+                t_cl.hold(client, first)
         else:
             note_query(st, nf, qtype, client, server, False)
             note_client_domain(st, nf)
@@ -321,8 +323,8 @@ class Measurements:
         return self.pair_domain.get(key) or self.client_suspect.get(key[0])
 
     def _window(self, table: win.WindowTable, key, ts: float, factor: float,
-                hold: bool = False, kind: int = 0,
-                rec: tuple | None = None) -> win.KeyStats | None:
+                hold: bool = False, kind: int = 0, rec: tuple | None = None,
+                first: tuple | None = None) -> win.KeyStats | None:
         """The key's stats for the window holding ``ts`` (its factor now ``factor``); a
         window that just closed gets its last evaluation. The common case (open window) is
         WindowTable.get inlined.
@@ -331,7 +333,9 @@ class Measurements:
         key is not tracked yet: a query (``rec`` None) the caller must hold, or a response
         ``rec`` held here. A query of a held key (or a response past ``MAX_HELD``) admits it:
         new stats from its first held packet, the held packets replayed into them (``kind``:
-        0 domain, 1 client/domain, 2 client, as ``query`` notes them)."""
+        0 domain, 1 client/domain, 2 client, as ``query`` notes them). ``first``: the
+        query's record if it is at hand; a query of a key not tracked is then held here (as
+        the caller would hold it), not returned to be held."""
         # dict.get on the table's OrderedDict (a dict: its lookups are dict's): compiled, a
         # C lookup, where the bound ``table.lookup`` was a Python call per key.
         st = dict.get(table.keys, key)
@@ -342,7 +346,19 @@ class Measurements:
             st.factor = factor
             return st
         if st is None and hold:
-            held = table.take(key)
+            if first is not None and rec is None:
+                held = table.take_or_hold(key, first)
+                if held is None:
+                    return None  # not tracked, not held before: ``first`` is held now
+                if held[0].__class__ is not tuple:
+                    held = (held,)  # a query's first packet, held alone (``query``)
+                if ts - held[0][0] > table.window:
+                    # Its window ended, below any rule's evidence: nothing to judge; this
+                    # query is the key's first again.
+                    table.hold(key, first)
+                    return None
+            else:
+                held = table.take(key)
             if held is not None and held[0].__class__ is not tuple:
                 held = (held,)  # a query's first packet, held alone (``query``)
             if held is not None and ts - held[0][0] > table.window:

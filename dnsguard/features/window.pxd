@@ -37,6 +37,8 @@ cdef class WindowTable:
 
     cpdef void hold(self, object key, tuple packets)
     cpdef tuple take(self, object key)
+    @cython.locals(h=dict, p=tuple)
+    cpdef tuple take_or_hold(self, object key, tuple packets)
 
     @cython.locals(st=KeyStats, old=KeyStats)
     cpdef tuple get(self, object key, double ts)

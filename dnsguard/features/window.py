@@ -154,6 +154,28 @@ class WindowTable:
             p = self.held_old.pop(key, None)
         return p
 
+    def take_or_hold(self, key: object, packets: tuple) -> tuple | None:
+        """:meth:`take`, and if nothing was held for ``key``, :meth:`hold` ``packets`` for
+        it: the same tables as the two calls, with one hash and probe fewer for a key seen
+        the first time (the young generation's ``setdefault`` is its lookup and its
+        insert). The generation turning over keeps the two calls."""
+        h = self.held
+        if len(h) >= self.hold_cap:
+            p = self.take(key)
+            if p is None:
+                self.hold(key, packets)
+            return p
+        p = h.setdefault(key, packets)
+        if p is not packets:  # held in the young generation: taken
+            del h[key]
+            return p
+        if self.held_old:
+            p = self.held_old.pop(key, None)
+            if p is not None:  # held in the old generation: taken, and not held anew
+                del h[key]
+                return p
+        return None
+
     def holding(self) -> int:
         return len(self.held) + len(self.held_old)
 
