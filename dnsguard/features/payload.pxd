@@ -55,6 +55,9 @@ cdef class NameFeatures:
     cdef public double sub_entropy, digit_share, upper_share, b32_fit, b64_fit, b64url_fit
     cdef public double hex_fit, reg_label_entropy, info_bytes
 
+    @cython.locals(low=tuple)
+    cpdef tuple lowered(self)
+
 cdef class NameAnalyzer:
     cdef public object domains
     cdef public dict _cache

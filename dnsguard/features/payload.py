@@ -230,6 +230,21 @@ class NameFeatures:
     def as_dict(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in _PUBLIC}
 
+    def lowered(self) -> tuple[bytes, ...]:
+        """The name's labels in lower case, as the windows and the long horizon read them.
+        ``_compute_key`` leaves them (``lower`` None) to be made here from the name when
+        first read: a never-seen name no tracked key reads (a flood's) never makes them.
+
+        >>> from dnsguard.domain import RegisteredDomains
+        >>> NameAnalyzer(RegisteredDomains()).analyze((b"WWW", b"ex", b"com")).lowered()
+        (b'www', b'ex', b'com')
+        """
+        low = self.lower
+        if low is None:
+            # A name of _compute_key: plain octets, no dot inside a label, lower case.
+            low = self.lower = tuple(self.name.encode("ascii").split(b"."))
+        return low
+
     def fdict(self) -> dict[str, float]:
         """The numeric message features as a new dict (booleans as 0/1)."""
         out = {}
