@@ -295,7 +295,7 @@ class LongStats:
             self.ent += nf.sub_entropy
             if nf.encoded:
                 self.enc += 1.0
-            self.suffix = _common_suffix(self.suffix, nf.lower)
+            self.suffix = _common_suffix(self.suffix, nf.lowered())
 
     def is_new(self, h: int, cap: int) -> bool:
         """Whether the name with hash ``h`` is new under this key (see the module notes).

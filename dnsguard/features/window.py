@@ -258,7 +258,7 @@ def note_query(st: KeyStats, nf, qtype: int, client: bytes, server: bytes,
             lm = st.label_map
             if lm is None:
                 lm = st.label_map = bytearray(LABEL_MAP_BITS >> 3)
-            lower = nf.lower
+            lower = nf.lowered()
             fresh = 0
             for i in range(nsub):
                 b = hash_bytes(lower[i]) & (LABEL_MAP_BITS - 1)  # keyed: features.namehash
@@ -317,7 +317,7 @@ def note_query(st: KeyStats, nf, qtype: int, client: bytes, server: bytes,
                 samples[i] = name
                 break
     if track_suffix:
-        lower = nf.lower
+        lower = nf.lowered()
         suf = st.suffix
         if suf is None:
             st.suffix = lower
