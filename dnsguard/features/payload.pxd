@@ -15,9 +15,9 @@ cdef long _CNT_E[256]
 cdef void _fill_log2()
 cdef bint _COMPILED
 
-@cython.locals(n=Py_ssize_t, i=Py_ssize_t, seen=Py_ssize_t, b=cython.uchar, p=cython.p_uchar,
-               counts=cython.p_long, e=double)
 cdef double _entropy_c(bytes data) except? -1.0
+@cython.locals(i=Py_ssize_t, seen=Py_ssize_t, b=cython.uchar, counts=cython.p_long, e=double)
+cdef double _entropy_at(const unsigned char* p, Py_ssize_t start, Py_ssize_t n) except? -1.0
 @cython.locals(i=Py_ssize_t, c=cython.long, s=cython.double, lg=cython.double)
 cdef double _entropy_sum(long* counts, unsigned char* order, Py_ssize_t seen,
                          Py_ssize_t n) except? -1.0
@@ -79,16 +79,18 @@ cdef class NameAnalyzer:
 
 
 @cython.locals(n=Py_ssize_t, p=cython.p_uchar, nl=Py_ssize_t, i=Py_ssize_t, j=Py_ssize_t,
-               k=Py_ssize_t, ln=Py_ssize_t, m=Py_ssize_t, upper=bint, c=cython.uchar,
+               k=Py_ssize_t, ln=Py_ssize_t, m=Py_ssize_t, rl=Py_ssize_t, c=cython.uchar,
                st=Py_ssize_t, cbuf=cython.p_char, name=str, tld=str, tail=str,
-               f=NameFeatures, labels=tuple, lower=tuple, nsub=Py_ssize_t, sn=Py_ssize_t,
+               f=NameFeatures, labels=tuple, nsub=Py_ssize_t, sn=Py_ssize_t,
                longest=Py_ssize_t, under=bint, hy=Py_ssize_t, us=Py_ssize_t,
                seen=Py_ssize_t, table=cython.p_uchar, bits=cython.uchar, b=int,
-               ml=Py_ssize_t, ent=double, dig=Py_ssize_t, non_ldh=Py_ssize_t, sub=tuple,
-               svc=bint, lg=bytes, shape=int, hexend=bint, looks=bint, reg_label=bytes,
+               ml=Py_ssize_t, ent=double, dig=Py_ssize_t, non_ldh=Py_ssize_t,
+               svc=bint, shape=int, hexend=bint, looks=bint,
                tl=Py_ssize_t, known=object, cnt=cython.long, counts=cython.p_long,
                plain=cython.p_uchar, lc=cython.uchar)
 cpdef NameFeatures _compute_key(RegisteredDomains domains, bytes key)
+@cython.locals(k=Py_ssize_t)
+cdef tuple _labels_at(unsigned char* p, int* starts, int* lens, Py_ssize_t nl)
 cdef void _no_subdomain(NameFeatures f)
 
 @cython.locals(i=Py_ssize_t, j=Py_ssize_t, seen=Py_ssize_t, c=cython.uchar, hexonly=bint,

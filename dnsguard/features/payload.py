@@ -115,12 +115,16 @@ def _entropy_c(data: bytes) -> float:
     """:func:`entropy` in the compiled build (C counters, no int objects), summed in the
     order the interpreted one sums its dict (first occurrence), so both give the same
     float to the last bit. Never called interpreted."""
+    return _entropy_at(data, 0, len(data))
+
+
+def _entropy_at(p, start, n) -> float:
+    """:func:`_entropy_c` of the ``n`` octets at ``p[start:]`` (a C pointer; compiled only):
+    a label's entropy read where it lies in the wire name, no bytes object."""
     order = cython.declare(cython.uchar[256])
     counts = _CNT_E  # noqa: F821 - C counters (payload.pxd), zero between calls
-    n = len(data)
-    p = data  # a C pointer: no bounds check or object per octet
     seen = 0
-    for i in range(n):
+    for i in range(start, start + n):
         b = p[i]
         if counts[b] == 0:
             order[seen] = b
@@ -595,9 +599,10 @@ def _no_subdomain(f: NameFeatures) -> None:
 
 def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
     """:meth:`NameAnalyzer._compute` of the name whose uncompressed wire form is ``key``, in
-    one C pass over its octets (compiled only): the presentation name, the label objects, the
-    octet counts behind entropy and the alphabet fits, the separators the address check needs
-    and the shape of the longest label, with no joined, lowered or translated copies and no
+    one C pass over its octets (compiled only): the presentation name, the octet counts
+    behind entropy and the alphabet fits, the separators the address check needs and the
+    shape of the longest label, with no joined, lowered or translated copies, no label
+    objects unless a test needs them (``lower`` is left to ``NameFeatures.lowered``) and no
     regular expression unless a name could match one. None (the caller then runs
     ``_compute``) unless ``key`` is a well-formed name (every length checked: labels of
     1-63 octets inside the key, the terminator last, at most 255 octets) of two or more
@@ -633,7 +638,6 @@ def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
     # The lower-case presentation form into buf (n - 2 octets), plain octets only.
     plain = _PLAIN_LOWER
     m = 0
-    upper = False
     for k in range(nl):
         if k:
             buf[m] = 46  # "."
@@ -644,8 +648,6 @@ def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
             lc = plain[c]  # _PLAIN_LOWER: the octet lower-cased, 0 if not plain
             if lc == 0:
                 return None  # "." inside a label, an escape, a space or a raw octet
-            if lc != c:
-                upper = True
             buf[m] = lc
             m += 1
     cbuf = cython.cast(cython.p_char, buf)
@@ -657,24 +659,12 @@ def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
     if not domains._fast or tail in domains._tails2 or tld in domains._wild1:
         return None
     f = NameFeatures()
-    # p[a:b] of the C pointer: each label one PyBytes_FromStringAndSize (a slice of the
-    # bytes object went through the generic sequence protocol).
-    # Two to four labels (most names) as a tuple display: no list, no int per label.
-    if nl == 2:
-        labels = (p[starts[0]:starts[0] + lens[0]], p[starts[1]:starts[1] + lens[1]])
-    elif nl == 3:
-        labels = (p[starts[0]:starts[0] + lens[0]], p[starts[1]:starts[1] + lens[1]],
-                  p[starts[2]:starts[2] + lens[2]])
-    elif nl == 4:
-        labels = (p[starts[0]:starts[0] + lens[0]], p[starts[1]:starts[1] + lens[1]],
-                  p[starts[2]:starts[2] + lens[2]], p[starts[3]:starts[3] + lens[3]])
-    else:
-        labels = tuple([p[starts[k]:starts[k] + lens[k]] for k in range(nl)])
-    if upper:
-        lower = tuple([cbuf[starts[k] - 1:starts[k] - 1 + lens[k]] for k in range(nl)])
-    else:
-        lower = labels
-    f.lower = lower
+    # No label objects unless a test below takes them (an identifier's shape, a service
+    # label, an address, a hyphenated or long label; most names need none), and the
+    # lower-case labels made from the name when first read (NameFeatures.lowered): a
+    # never-seen name that no tracked key reads (a flood's) makes neither.
+    labels = None
+    f.lower = None
     f.verdicts = None
     f.allow = UNCHECKED
     f.counted = False
@@ -744,16 +734,25 @@ def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
         f.b32_fit = ccounts[5] / sn
         f.b64_fit = ccounts[6] / sn
         f.b64url_fit = ccounts[7] / sn
-        sub = labels[:nsub]
-        f.service = svc = _has_service(sub) if under else False
+        if under:
+            labels = _labels_at(p, starts, lens, nl)
+            svc = _has_service(labels[:nsub])
+        else:
+            svc = False
+        f.service = svc
         # _may_hold_address's own test of three separators (dots: between the labels).
-        f.addr = dig >= 4 and (nsub - 1 >= 3 or hy >= 3 or us >= 3) and \
-            _may_hold_address(b".".join(sub))
-        lg = labels[longest]
+        if dig >= 4 and (nsub - 1 >= 3 or hy >= 3 or us >= 3):
+            if labels is None:
+                labels = _labels_at(p, starts, lens, nl)
+            f.addr = _may_hold_address(b".".join(labels[:nsub]))
+        else:
+            f.addr = False
         shape = 0
         if ml == 36 or ml == 32 or ml == 40 or ml == 56 or ml == 64 or ml == 96 or \
                 ml == 128:  # _DIGEST_LENGTHS, as C comparisons
-            shape = _id_shape(lg, sub)
+            if labels is None:
+                labels = _labels_at(p, starts, lens, nl)
+            shape = _id_shape(labels[longest], labels[:nsub])
         elif 14 <= ml <= 29:
             # _HEX_ID ends in 12 (or 16) hex digits: without them it cannot match.
             st = starts[longest] + ml - 12
@@ -764,28 +763,66 @@ def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
                     hexend = False
                     break
             if hexend:
-                shape = _id_shape(lg, sub)
-        if not shape and ml >= 14 and hy and b"-" in lg:  # maybe a resource id
-            shape = _resource_shape(lg, sub)
+                if labels is None:
+                    labels = _labels_at(p, starts, lens, nl)
+                shape = _id_shape(labels[longest], labels[:nsub])
+        if not shape and ml >= 14 and hy:
+            st = starts[longest]
+            for j in range(st, st + ml):
+                if p[j] == 45:  # a "-" in the longest label: maybe a resource id
+                    if labels is None:
+                        labels = _labels_at(p, starts, lens, nl)
+                    shape = _resource_shape(labels[longest], labels[:nsub])
+                    break
         f.id_shape = shape
         if non_ldh >= 4:
             looks = True
         elif ml < ENCODED_MIN_LABEL:
             looks = False
-        elif hy:
-            looks = _looks_encoded(lg, sn, non_ldh)  # a "-": maybe words joined by hyphens
+        elif hy:  # a "-": maybe words joined by hyphens
+            if labels is None:
+                labels = _labels_at(p, starts, lens, nl)
+            looks = _looks_encoded(labels[longest], sn, non_ldh)
+        elif nsub == 1 and not ccounts[1]:
+            # One label, no upper case: it is its lower-case form, counted above in the
+            # order _looks_encoded_plain would count it (the same entropy to the bit); hex
+            # only, letters only or digits only from the alphabet counts ("-" none).
+            looks = ent >= (ENCODED_MIN_ENTROPY_HEX if ccounts[4] == sn and dig != sn and
+                            ccounts[3] - dig - us != sn else ENCODED_MIN_ENTROPY)
         else:
             looks = _looks_encoded_plain(p, starts[longest], ml)
         f.encoded = looks and (non_ldh >= 4 or (not svc and not shape))
         f.info_bytes = sn * ent / 8.0
     else:
         _no_subdomain(f)
-    reg_label = labels[nl - 2]
-    f.reg_label_len = len(reg_label)
-    f.reg_label_entropy = _h(reg_label)
-    f.reg_encoded = _looks_encoded(reg_label, len(reg_label), 0) or (
-        not f.tld_known and _looks_encoded(labels[nl - 1], tl, 0))
+    # The registered domain's label, and the TLD's under an unknown TLD: _looks_encoded of a
+    # label with no raw octets is False under ENCODED_MIN_LABEL octets (no label object).
+    rl = lens[nl - 2]
+    f.reg_label_len = rl
+    f.reg_label_entropy = _entropy_at(p, starts[nl - 2], rl) if rl >= 2 else 0.0
+    if rl >= ENCODED_MIN_LABEL or (not f.tld_known and tl >= ENCODED_MIN_LABEL):
+        if labels is None:
+            labels = _labels_at(p, starts, lens, nl)
+        f.reg_encoded = _looks_encoded(labels[nl - 2], rl, 0) or (
+            not f.tld_known and _looks_encoded(labels[nl - 1], tl, 0))
+    else:
+        f.reg_encoded = False
     return f
+
+
+def _labels_at(p, starts, lens, nl) -> tuple:
+    """The ``nl`` labels at ``p[starts[k]:starts[k] + lens[k]]`` (C arrays; compiled only), in
+    their original case: each one PyBytes_FromStringAndSize from the C pointer, two to four
+    (most names) as a tuple display (no list, no int per label)."""
+    if nl == 2:
+        return (p[starts[0]:starts[0] + lens[0]], p[starts[1]:starts[1] + lens[1]])
+    if nl == 3:
+        return (p[starts[0]:starts[0] + lens[0]], p[starts[1]:starts[1] + lens[1]],
+                p[starts[2]:starts[2] + lens[2]])
+    if nl == 4:
+        return (p[starts[0]:starts[0] + lens[0]], p[starts[1]:starts[1] + lens[1]],
+                p[starts[2]:starts[2] + lens[2]], p[starts[3]:starts[3] + lens[3]])
+    return tuple([p[starts[k]:starts[k] + lens[k]] for k in range(nl)])
 
 
 def _looks_encoded_plain(p, start, ln) -> bool:
