@@ -112,6 +112,9 @@ class Allowlist:
                 anchors.add(v[i + 1:])
                 i = v.find(".", i + 1)
         self._anchors = frozenset(anchors)
+        # Whether some entry is one label (a TLD): only then can a name whose two-label
+        # registered domain is no anchor match one (for_name).
+        self._one_label = any("." not in v for v in self._suffix)
         self._nets = [(ipaddress.ip_network(e.value), e) for e in entries
                       if e.kind in ("client", "resolver")]
         self.ports = frozenset(int(e.value) for e in entries if e.kind == "port")
@@ -141,6 +144,26 @@ class Allowlist:
             cache[name] = hit
         return hit
 
+    def for_name(self, name: str, rd: str) -> Entry | None:
+        """:meth:`for_domain` of ``name`` whose registered domain is ``rd`` (the judge's
+        call, with ``NameFeatures.regdomain``). When ``rd`` is the name's last two labels and
+        no anchor, the walk from the right would stop at it with no entry unless one entry is
+        a single label: answered so, with no suffix made (``rd``'s hash is cached already).
+
+        >>> from dnsguard.detect.allowlist import Entry
+        >>> a = Allowlist([Entry("suffix", "cdn.net", "raise", 4.0, "", "x", "f:1")])
+        >>> a.for_name("x1.random.net", "random.net"), a.for_name("a.cdn.net", "cdn.net").factor
+        (None, 4.0)
+        """
+        if not self._suffix:
+            return None
+        c = self._cache.get(name)
+        if c is not None:
+            return c
+        if not self._one_label and rd not in self._anchors and _last_two(name, rd):
+            return None
+        return self.for_domain(name)
+
     def for_address(self, kind: str, addr: str) -> Entry | None:
         if not self._nets:
             return None
@@ -149,6 +172,22 @@ class Allowlist:
             if e.kind == kind and ip.version == net.version and ip in net:
                 return e
         return None
+
+
+def _last_two(name: str, rd: str) -> bool:
+    """Whether ``rd`` is the last two labels of ``name``: one dot in it, and the name is it
+    or ends with a dot and it.
+
+    >>> _last_two("a.b.c", "b.c"), _last_two("b.c", "b.c"), _last_two("ab.c", "b.c")
+    (True, True, False)
+    >>> _last_two("a.b.c", "a.b.c"), _last_two("c", "c")
+    (False, False)
+    """
+    k = len(name) - len(rd)
+    if k < 0 or (k and name[k - 1] != ".") or not name.endswith(rd):
+        return False
+    i = rd.find(".")
+    return i > 0 and rd.find(".", i + 1) < 0
 
 
 def _most_specific(suffix: dict, anchors: frozenset, name: str) -> Entry | None:

@@ -204,7 +204,7 @@ class Judge(Observer):
         entry = nf.allow
         if entry is UNCHECKED:
             allow = self.allow
-            entry = nf.allow = allow.for_domain(nf.name) if allow.entries else None
+            entry = nf.allow = allow.for_name(nf.name, nf.regdomain) if allow.entries else None
         if entry is None and self._allow_nets:
             allow = self.allow
             entry = (allow.for_address("client", ip_text(client))
