@@ -23,6 +23,8 @@ cdef class Judge(Observer):
     cdef public list extra_detectors
     cdef public tuple _need
     cdef public dict _msg_test
+    cdef public tuple _msg_last
+    cdef public double _msg_factor
     cdef public Py_ssize_t _need_for
     cdef public bint _allow_nets
 
@@ -31,7 +33,7 @@ cdef class Judge(Observer):
     cpdef void on_query(self, double ts, NameFeatures nf, int qtype, double factor,
                         KeyStats st, bytes client, bytes server)
     cpdef bint message_hit(self, NameFeatures nf, int qtype, double factor) except -1
-    @cython.locals(verdicts=dict)
+    @cython.locals(verdicts=dict, tests=tuple)
     cdef tuple _verdict(self, NameFeatures nf, int qtype, double factor)
     cpdef void on_due(self, str scope, object key, KeyStats st, double ts)
     cpdef void on_close(self, str scope, object key, KeyStats st)

@@ -169,6 +169,10 @@ class Judge(Observer):
         # The message rules as one test of a name's features per allowlist factor, and
         # each rule's own (rules.name_test: no feature dict to judge a name).
         self._msg_test: dict[float, tuple] = {}
+        # The last factor's entry of _msg_test (nearly every name is judged at factor 1):
+        # compiled, a C comparison of doubles, where the dict lookup boxed the factor.
+        self._msg_factor = 0.0
+        self._msg_last = None
         # Per scope and allowlist factor, each rule with its compiled test (_rule_hits).
         self._tests: dict[str, dict[float, list]] = {sc: {} for sc in win.SCOPES}
         self._rule_by_id = {r.id: r for r in ruleset.rules}
@@ -254,12 +258,16 @@ class Judge(Observer):
             # rules test the name's features in place (rules.name_test), all at once, then
             # one by one for a name that fires. No feature dict: it is built for an alert
             # raised (~1 KB per cached name was most of the name cache).
-            tests = self._msg_test.get(factor)
-            if tests is None:
-                rules = self.rules["message"]
-                tests = self._msg_test[factor] = (
-                    name_test(rules, factor), [(r, name_test([r], factor)) for r in rules],
-                    _gate(rules, factor))
+            tests = self._msg_last
+            if tests is None or factor != self._msg_factor:
+                tests = self._msg_test.get(factor)
+                if tests is None:
+                    rules = self.rules["message"]
+                    tests = self._msg_test[factor] = (
+                        name_test(rules, factor), [(r, name_test([r], factor)) for r in rules],
+                        _gate(rules, factor))
+                self._msg_last = tests
+                self._msg_factor = factor
             gate = tests[2]
             if gate is not None and not _gate_open(nf, gate):
                 return _NO_HITS  # not cached: the gate costs less than the cache insert
