@@ -15,7 +15,10 @@ cdef unsigned int _u32(const unsigned char* p, Py_ssize_t i, bint big) noexcept
 
 cdef class Pipeline:
     cdef dict __dict__
-    cdef public object ports, exempt_ports, counters, query_types, response_types
+    cdef public object ports, exempt_ports, _counters, _query_types, _response_types
+    cdef public long long _fast_queries, _fast_responses
+    cdef long long _fast_qtypes[256]
+    cdef long long _fast_rtypes[256]
     cdef public object first_ts
     cdef public NameAnalyzer names
     cdef public Measurements measure
@@ -47,5 +50,5 @@ cdef class Pipeline:
                         Py_ssize_t start, Py_ssize_t stop, bint tcp)
 
     @cython.locals(sc=FastScanner, buf=cython.p_uchar, q=Py_ssize_t, key=bytes,
-                   names=NameAnalyzer, nf=NameFeatures)
+                   names=NameAnalyzer, nf=NameFeatures, qt=int)
     cdef str _fast_message(self, double ts, bytes data)
