@@ -191,10 +191,23 @@ def test_allowlist_walk_finds_the_most_specific_entry_as_a_full_walk_does():
              "com.", "1.1.10.in-addr.arpa"]
     names += [".".join(rng.choice(words) for _ in range(rng.randrange(1, 7)))
               for _ in range(5000)]
+    # for_name (the judge's call, with the registered domain): the same entry, with the
+    # PSL's registered domain and with every dot-suffix of the name given as one; the first
+    # list has a single-label entry ("com"), which turns its shortcut off.
+    from dnsguard.domain import RegisteredDomains
+    rd = RegisteredDomains()
+    lists.append(Allowlist(parse_entries([{"suffix": v, "source": "s"} for v in vals
+                                          if v != "com"], "x")))
     for a in lists:
         assert a._suffix
         for name in names:
-            assert a.for_domain(name) is reference(a._suffix, name), name
+            want = reference(a._suffix, name)
+            assert a.for_domain(name) is want, name
+            rds = [name[i + 1:] for i, c in enumerate(name) if c == "."] + [name]
+            if name and ".." not in name and name[0] != "." and name[-1] != ".":
+                rds.append(rd.lookup(name))
+            for r in rds:
+                assert a.for_name(name, r) is want, (name, r)
 
 
 def test_rules_check_cli(tmp_path, capsys):
