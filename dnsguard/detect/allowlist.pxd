@@ -2,7 +2,7 @@
 # the allowlist an extension type, so the judge's lookup per message is a C call.
 cimport cython
 
-@cython.locals(k=Py_ssize_t, i=Py_ssize_t)
+@cython.locals(k=Py_ssize_t, dots=Py_ssize_t, c=Py_UCS4)
 cpdef bint _last_two(str name, str rd) except -1
 @cython.locals(k=Py_ssize_t, cand=str)
 cpdef object _most_specific(dict suffix, frozenset anchors, str name)

@@ -186,8 +186,11 @@ def _last_two(name: str, rd: str) -> bool:
     k = len(name) - len(rd)
     if k < 0 or (k and name[k - 1] != ".") or not name.endswith(rd):
         return False
-    i = rd.find(".")
-    return i > 0 and rd.find(".", i + 1) < 0
+    dots = 0
+    for c in rd:  # compiled: a loop over the characters (str.find was ~150 instructions)
+        if c == ".":
+            dots += 1
+    return dots == 1 and rd[0] != "."
 
 
 def _most_specific(suffix: dict, anchors: frozenset, name: str) -> Entry | None:
