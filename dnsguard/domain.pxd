@@ -4,6 +4,7 @@
 cdef class RegisteredDomains:
     cdef public object _psl
     cdef public dict _cache, _tlds
+    cdef public list _tld_slots
     cdef public Py_ssize_t _cache_size
     cdef public frozenset _tails2, _wild1
     cdef public bint _fast

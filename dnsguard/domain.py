@@ -18,6 +18,9 @@ from __future__ import annotations
 
 from publicsuffixlist import PublicSuffixList
 
+TLD_KNOWN = 1  # RegisteredDomains._tld_slots: the TLD is in the PSL
+TLD_WILD = 2  # RegisteredDomains._tld_slots: the TLD has a wildcard or exception rule
+
 
 class RegisteredDomains:
     """Cached registered-domain lookups (bounded: the cache is cleared when full).
@@ -33,6 +36,10 @@ class RegisteredDomains:
         self._psl = PublicSuffixList(accept_unknown=True)
         self._cache: dict[str, str] = {}
         self._tlds: dict[str, bool] = {}
+        # features.payload's C pass (compiled only): per slot chosen by a hash of a TLD's
+        # octets, those octets and one more saying what is_known_tld and _wild1 say of it
+        # (TLD_KNOWN, TLD_WILD bits), so a name's TLD needs no string of its own.
+        self._tld_slots: list[bytes | None] = [None] * 256
         self._cache_size = cache_size
         tails2: set[str] = set()
         wild1: set[str] = set()

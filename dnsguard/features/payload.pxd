@@ -5,6 +5,8 @@ from dnsguard.domain cimport RegisteredDomains
 from dnsguard.features.namehash cimport hash_str, sip13
 
 cdef list _LOG2
+cdef Py_ssize_t _MIN_LABEL_C
+cdef int _TLD_KNOWN_C, _TLD_WILD_C
 cdef double _LOG2C[256]  # _LOG2 as C doubles (compiled only: _fill_log2)
 # Octet counters of _compute_key, _looks_encoded_plain and _entropy_c (one each: none calls
 # itself), zero between calls: each resets the octets it counted.
@@ -87,7 +89,8 @@ cdef class NameAnalyzer:
                ml=Py_ssize_t, ent=double, dig=Py_ssize_t, non_ldh=Py_ssize_t,
                svc=bint, shape=int, hexend=bint, looks=bint,
                tl=Py_ssize_t, known=object, cnt=cython.long, counts=cython.p_long,
-               plain=cython.p_uchar, lc=cython.uchar)
+               plain=cython.p_uchar, lc=cython.uchar, h=Py_ssize_t, flag=int, sb=bytes,
+               q=cython.p_uchar, slots=list)
 cpdef NameFeatures _compute_key(RegisteredDomains domains, bytes key)
 @cython.locals(k=Py_ssize_t)
 cdef tuple _labels_at(unsigned char* p, int* starts, int* lens, Py_ssize_t nl)

@@ -20,6 +20,8 @@ import re
 from collections import _count_elements  # C helper behind Counter.update
 
 from dnsguard.dns.name import label_text, read_name
+from dnsguard.domain import TLD_KNOWN as _TLD_KNOWN
+from dnsguard.domain import TLD_WILD as _TLD_WILD
 from dnsguard.domain import RegisteredDomains
 from dnsguard.features.namehash import hash_str, sip13
 
@@ -36,6 +38,10 @@ _LOG2 = [0.0] + [math.log2(i) for i in range(1, 256)]
 # A label this long with this much entropy is almost never a word or a host name: English
 # host-name labels stay under ~3.3 bits/char; hex and base32/64 data of this length reach 3.6+.
 ENCODED_MIN_LABEL = 24
+# The constants _compute_key compares as C integers (payload.pxd types them).
+_MIN_LABEL_C = ENCODED_MIN_LABEL
+_TLD_KNOWN_C = _TLD_KNOWN
+_TLD_WILD_C = _TLD_WILD
 ENCODED_MIN_ENTROPY = 3.6
 ENCODED_MIN_ENTROPY_HEX = 3.0
 _HEXLOW = b"0123456789abcdef"
@@ -652,13 +658,39 @@ def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
             m += 1
     cbuf = cython.cast(cython.p_char, buf)
     name = cbuf[:m].decode("ascii")
-    # The last two labels (RegisteredDomains._two_labels' answer for such a name).
+    # The last two labels (RegisteredDomains._two_labels' answer for such a name). What
+    # the PSL says of the TLD comes from its slot in RegisteredDomains._tld_slots (its
+    # octets and a flag octet; a name's TLD is nearly always one seen before): no string.
     tl = lens[nl - 1]
-    tld = name[m - tl:]
-    tail = name[m - tl - 1 - lens[nl - 2]:]
-    if not domains._fast or tail in domains._tails2 or tld in domains._wild1:
+    st = m - tl
+    h = tl
+    for i in range(st, m):
+        h = (h * 31 + buf[i]) & 0xFFFF
+    h &= 255
+    slots = domains._tld_slots
+    sb = slots[h]
+    flag = -1
+    if sb is not None and len(sb) == tl + 1:
+        q = sb
+        flag = q[tl]
+        for i in range(tl):
+            if q[i] != buf[st + i]:
+                flag = -1
+                break
+    if flag < 0:
+        tld = name[st:]
+        if tld in domains._wild1:
+            flag = _TLD_WILD_C
+        else:
+            known = domains._tlds.get(tld)  # is_known_tld's cache, without the method call
+            if known is None:
+                known = domains.is_known_tld(tld)
+            flag = _TLD_KNOWN_C if known else 0
+        slots[h] = cbuf[st:m] + bytes((flag,))
+    tail = name[st - 1 - lens[nl - 2]:]
+    if not domains._fast or tail in domains._tails2 or flag & _TLD_WILD_C:
         return None
-    f = NameFeatures()
+    f = NameFeatures.__new__(NameFeatures)  # no __init__: a C call of the type's tp_new
     # No label objects unless a test below takes them (an identifier's shape, a service
     # label, an address, a hyphenated or long label; most names need none), and the
     # lower-case labels made from the name when first read (NameFeatures.lowered): a
@@ -672,8 +704,7 @@ def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
     f.name_hash = sip13(buf, m)  # == hash_str(name), in C on the name's octets
     f.regdomain = tail
     f.reg_hash = sip13(cython.address(buf[m - len(tail)]), len(tail))  # == hash_str(tail)
-    known = domains._tlds.get(tld)  # is_known_tld's cache, without the method call
-    f.tld_known = known if known is not None else domains.is_known_tld(tld)
+    f.tld_known = flag & _TLD_KNOWN_C
     f.label_count = nl
     f.qname_len = m
     nsub = nl - 2
@@ -777,7 +808,7 @@ def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
         f.id_shape = shape
         if non_ldh >= 4:
             looks = True
-        elif ml < ENCODED_MIN_LABEL:
+        elif ml < _MIN_LABEL_C:
             looks = False
         elif hy:  # a "-": maybe words joined by hyphens
             if labels is None:
@@ -800,7 +831,7 @@ def _compute_key(domains: RegisteredDomains, key: bytes) -> NameFeatures | None:
     rl = lens[nl - 2]
     f.reg_label_len = rl
     f.reg_label_entropy = _entropy_at(p, starts[nl - 2], rl) if rl >= 2 else 0.0
-    if rl >= ENCODED_MIN_LABEL or (not f.tld_known and tl >= ENCODED_MIN_LABEL):
+    if rl >= _MIN_LABEL_C or (not f.tld_known and tl >= _MIN_LABEL_C):
         if labels is None:
             labels = _labels_at(p, starts, lens, nl)
         f.reg_encoded = _looks_encoded(labels[nl - 2], rl, 0) or (
