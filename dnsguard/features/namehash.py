@@ -44,10 +44,17 @@ except ImportError:  # interpreted, Cython not installed
 
 DEFAULT_KEY = bytes(16)  # public and fixed: replays reproduce (see the module notes)
 KEY_BYTES = 16
-_M64 = 0xFFFFFFFFFFFFFFFF  # compiled, the C arithmetic wraps and these masks are no-ops
+if not cython.compiled:  # compiled: a C constant (namehash.pxd), so each mask folds away
+    _M64 = 0xFFFFFFFFFFFFFFFF
 _K0 = 0
 _K1 = 0
 _TWO64 = 1 << 64
+# The initial state's constants ("somepseudorandomlygeneratedbytes"), C words when compiled
+# (a literal above C long's range would be a Python int, converted at every call).
+_IV0 = 0x736F6D6570736575
+_IV1 = 0x646F72616E646F6D
+_IV2 = 0x6C7967656E657261
+_IV3 = 0x7465646279746573
 
 
 def parse_key(text: str) -> bytes:
@@ -81,21 +88,18 @@ def sip13(p: bytes, n: int) -> int:
     modules pass a C pointer), as a signed 64-bit value that is never -1 (CPython's
     convention: -1 becomes -2). Compiled, every variable is a C unsigned 64-bit integer
     (namehash.pxd): the masks are no-ops and the shifts wrap as the reference's do."""
-    v0 = 0x736F6D6570736575 ^ _K0
-    v1 = 0x646F72616E646F6D ^ _K1
-    v2 = 0x6C7967656E657261 ^ _K0
-    v3 = 0x7465646279746573 ^ _K1
+    v0 = _IV0 ^ _K0
+    v1 = _IV1 ^ _K1
+    v2 = _IV2 ^ _K0
+    v3 = _IV3 ^ _K1
     end = n - (n & 7)
     i = 0
     last = False
     while not last:
         m = 0
         if i < end:  # a whole 8-octet word, little-endian
-            if cython.compiled:  # C: eight octets shifted in (the compiler makes it one load)
-                k = i + 7
-                while k >= i:
-                    m = (m << 8) | p[k]
-                    k -= 1
+            if cython.compiled:  # C: one 8-octet load (little-endian on any host: namehash.pxd)
+                m = _le64(p + i)  # noqa: F821 - a C function (namehash.pxd)
             else:  # interpreted: one call, not eight big-integer operations
                 m = int.from_bytes(p[i:i + 8], "little")
             i += 8
