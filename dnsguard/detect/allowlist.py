@@ -157,9 +157,8 @@ class Allowlist:
         """
         if not self._suffix:
             return None
-        c = self._cache.get(name)
-        if c is not None:
-            return c
+        # Before the cache: it holds only names with an entry, never such a name (and the
+        # name's str hash, which its lookup computes, is not needed elsewhere).
         if not self._one_label and rd not in self._anchors and _last_two(name, rd):
             return None
         return self.for_domain(name)
