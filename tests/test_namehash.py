@@ -109,3 +109,19 @@ def test_corpus_capture_gives_the_same_alerts_under_two_hash_seeds(tmp_path) -> 
     assert picks, f"no capture under 3 MB in {CORPUS}"
     a, b = _replay(picks[-1:], 1, tmp_path), _replay(picks[-1:], 2, tmp_path)
     assert a == b
+
+
+def test_the_cli_and_the_pipeline_apply_the_key(restore_key, ruleset) -> None:
+    """``--hash-key`` reaches Settings and a Pipeline hashes with it from its start (workers
+    each build theirs from the one configuration); a bad key is refused by the parser."""
+    from dnsguard import cli
+    from dnsguard.pipeline import Pipeline
+
+    ap = cli.build_parser()
+    s = cli._settings(ap.parse_args(["replay", "--hash-key", "ff" * 16, "x.pcap"]))
+    assert s.hash_key == b"\xff" * 16
+    Pipeline(s, ruleset, [].append)
+    assert nh.current_key() == b"\xff" * 16
+    assert cli._settings(ap.parse_args(["replay", "x.pcap"])).hash_key == nh.DEFAULT_KEY
+    with pytest.raises(SystemExit):
+        ap.parse_args(["replay", "--hash-key", "not-hex", "x.pcap"])
