@@ -226,7 +226,7 @@ class Pipeline:
     # --- input ------------------------------------------------------------------------------
     def feed(self, ts: float, linktype: int, data: bytes, wirelen: int) -> str:
         """Process one frame; return its outcome."""
-        if data.__class__ is bytes:
+        if type(data) is bytes:  # compiled: a type pointer compared (__class__ is a getattr)
             return self._feed_at(ts, linktype, data, 0, len(data), wirelen)
         if ts >= self._due:  # the first packet, or a record's settle interval has ended
             self._timely(ts)
